@@ -1,0 +1,148 @@
+"""The reference agent's playout: an output tape read on the caller's stream clock.
+
+Stage: the agent's output, after the turn taker.  The turn taker lays audio on a
+``Tape`` at positions counted in *input* samples; ``TapeTrack`` is the aiortc track
+the agent sends, and each 20 ms it returns the tape samples whose position is
+"now" on the caller's stream clock (``StreamClock``).  So a tape sample ``s``
+leaves when the caller's sample ``s`` arrives, whatever queueing the input side
+had.  (pipecat's own output track plays whatever was queued at its own pace; a
+burst of late input frames would then delay every later reply, which an oracle
+cannot have.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+__all__ = ["Clip", "StreamClock", "Tape", "TapeTrack"]
+
+ANCHOR_WINDOW_FRAMES = 50
+RESYNC_SAMPLES = 32  # 2 ms at 16 kHz
+
+
+@dataclass
+class StreamClock:
+    """Arrival time (epoch s) of input samples: the least-delayed recent frame fixes it."""
+
+    sample_rate: int
+    offsets: deque[float] = field(default_factory=lambda: deque(maxlen=ANCHOR_WINDOW_FRAMES))
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.offsets)
+
+    def observe(self, now: float, samples_received: int) -> None:
+        """A frame ending at sample ``samples_received`` arrived at ``now``."""
+        self.offsets.append(now - samples_received / self.sample_rate)
+
+    def time_of(self, sample: int) -> float:
+        return min(self.offsets) + sample / self.sample_rate
+
+    def sample_at(self, t: float) -> int:
+        return int(round((t - min(self.offsets)) * self.sample_rate))
+
+
+@dataclass
+class Clip:
+    """Audio laid on the tape from ``start``; ``on_onset`` fires when its voice leaves."""
+
+    start: int
+    audio: np.ndarray
+    lead: int = 0
+    on_onset: Callable[[float], None] | None = None
+    onset_fired: bool = False
+
+    @property
+    def end(self) -> int:
+        return self.start + int(self.audio.size)
+
+
+class Tape:
+    """Clips on a timeline of input-sample positions; reads render silence between them."""
+
+    def __init__(self) -> None:
+        self._clips: list[Clip] = []
+        self.end = 0
+        self.read_position = 0
+
+    def lay(self, clip: Clip) -> Clip:
+        self._clips.append(clip)
+        self.end = max(self.end, clip.end)
+        return clip
+
+    def is_silent(self, first: int, last: int) -> bool:
+        return not any(c.start < last and c.end > first for c in self._clips)
+
+    def read(self, first: int, length: int, now: float, sample_rate: int) -> np.ndarray:
+        """Samples [first, first + length), which start leaving at ``now``."""
+        out = np.zeros(length, dtype=np.int16)
+        last = first + length
+        for clip in list(self._clips):
+            if clip.end <= first:
+                self._clips.remove(clip)
+                continue
+            if clip.start >= last:
+                continue
+            lo, hi = max(first, clip.start), min(last, clip.end)
+            out[lo - first : hi - first] = clip.audio[lo - clip.start : hi - clip.start]
+            onset = clip.start + clip.lead
+            if not clip.onset_fired and first <= onset < last:
+                clip.onset_fired = True
+                if clip.on_onset is not None:
+                    clip.on_onset(now + (onset - first) / sample_rate)
+        self.read_position = last
+        return out
+
+
+class TapeTrack(MediaStreamTrack):
+    """aiortc audio track that plays a ``Tape`` on the caller's stream clock."""
+
+    kind = "audio"
+
+    def __init__(self, tape: Tape, clock: StreamClock, frame_samples: int = 320) -> None:
+        super().__init__()
+        self._tape = tape
+        self._clock = clock
+        self._rate = clock.sample_rate
+        self._frame = frame_samples
+        self._start: float | None = None
+        self._pts = 0
+        self._position: int | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.time()
+        else:
+            wait = self._start + self._pts / self._rate - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        now = time.time()
+        samples = np.zeros(self._frame, dtype=np.int16)
+        if self._clock.ready:
+            target = self._clock.sample_at(now)
+            if self._position is None:
+                self._position = target
+            elif abs(target - self._position) > RESYNC_SAMPLES and self._tape.is_silent(
+                min(target, self._position), max(target, self._position) + self._frame
+            ):
+                # The stream clock's estimate moved: catch up while nothing is playing.
+                self._position = target
+            samples = self._tape.read(self._position, self._frame, now, self._rate)
+            self._position += self._frame
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = self._rate
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, self._rate)
+        self._pts += self._frame
+        return frame

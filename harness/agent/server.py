@@ -1,0 +1,147 @@
+"""The reference agent's HTTP side: SmallWebRTC signalling and one pipeline per call.
+
+Stage: the far end of a loopback call.  ``create_agent_app`` returns a FastAPI
+app with ``POST /api/offer`` (and ``PATCH /api/offer`` for trickle ICE), exactly
+as pipecat's SmallWebRTC runner serves it, so the harness dials it like any
+SmallWebRTC agent.  Each accepted offer gets its own pipeline:
+``transport.input() -> TurnTaker -> transport.output()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from loguru import logger
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineWorker
+from pipecat.transports.base_transport import TransportParams
+from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+from pipecat.transports.smallwebrtc.request_handler import (
+    SmallWebRTCPatchRequest,
+    SmallWebRTCRequest,
+    SmallWebRTCRequestHandler,
+)
+from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
+from pipecat.workers.runner import WorkerRunner
+
+from harness.agent.playout import TapeTrack
+from harness.agent.script import DENTAL_SCRIPT, AgentScript
+from harness.agent.turn_taker import TimingLog, TurnTaker, TurnTakerConfig
+from personas.speech import Transcriber, Voice, get_transcriber, get_voice
+
+__all__ = ["AgentOptions", "create_agent_app"]
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """How the reference agent behaves; the CLI's flags map onto these."""
+
+    reply_delay_ms: float | None = None
+    hangover_ms: float = 600.0
+    timing_log: Path | None = None
+    voice: str = "piper:joe"
+    stt: bool = True
+    echo: bool = False
+    script: AgentScript = DENTAL_SCRIPT
+
+
+class _Agent:
+    def __init__(self, options: AgentOptions) -> None:
+        self.options = options
+        self.voice: Voice = get_voice(options.voice)
+        self.transcriber: Transcriber | None = None
+        self.timing_log = TimingLog(options.timing_log) if options.timing_log else None
+        self.handler = SmallWebRTCRequestHandler()
+        self.calls: set[asyncio.Task[None]] = set()
+
+    def warm_up(self) -> None:
+        """Load the voice and the STT model and synthesize every line before the first call."""
+        if self.options.echo:
+            return
+        for line in self.options.script.lines:
+            self.voice.synthesize(line)
+        if self.options.stt:
+            self.transcriber = get_transcriber()
+
+    async def start_call(self, connection: SmallWebRTCConnection) -> None:
+        task = asyncio.create_task(self._run_call(connection))
+        self.calls.add(task)
+        task.add_done_callback(self.calls.discard)
+
+    async def _run_call(self, connection: SmallWebRTCConnection) -> None:
+        transport = SmallWebRTCTransport(
+            webrtc_connection=connection,
+            params=TransportParams(
+                audio_in_enabled=True,
+                audio_in_sample_rate=16_000,
+                # Output is our TapeTrack, played on the caller's clock (see playout.py).
+                audio_out_enabled=False,
+                audio_out_end_silence_secs=0,
+            ),
+        )
+        turn_taker = TurnTaker(
+            script=self.options.script,
+            voice=self.voice,
+            config=TurnTakerConfig(
+                reply_delay_ms=self.options.reply_delay_ms,
+                hangover_ms=self.options.hangover_ms,
+                echo=self.options.echo,
+            ),
+            transcriber=self.transcriber,
+            timing_log=self.timing_log,
+        )
+        worker = PipelineWorker(
+            Pipeline([transport.input(), turn_taker, transport.output()]),
+            enable_rtvi=False,
+            idle_timeout_secs=None,
+        )
+
+        @transport.event_handler("on_client_connected")
+        async def _on_connected(_transport: Any, _client: Any) -> None:
+            connection.replace_audio_track(TapeTrack(turn_taker.tape, turn_taker.clock))
+
+        @transport.event_handler("on_client_disconnected")
+        async def _on_disconnected(_transport: Any, _client: Any) -> None:
+            logger.info(f"reference agent: caller {connection.pc_id} hung up")
+            await worker.cancel()
+
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(worker)
+        await runner.run()
+
+
+def create_agent_app(options: AgentOptions) -> FastAPI:
+    """The reference agent as an ASGI app (the caller warms it up before serving)."""
+    agent = _Agent(options)
+    app = FastAPI(title="loopcall reference agent")
+    app.state.agent = agent
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "calls": len(agent.calls), "echo": options.echo}
+
+    @app.post("/api/offer")
+    async def offer(request: Request) -> dict[str, Any]:
+        body = await request.json()
+        answer = await agent.handler.handle_web_request(
+            SmallWebRTCRequest.from_dict(body), agent.start_call
+        )
+        return answer or {}
+
+    @app.patch("/api/offer")
+    async def patch_offer(request: Request) -> dict[str, str]:
+        body = await request.json()
+        await agent.handler.handle_patch_request(SmallWebRTCPatchRequest(**body))
+        return {"status": "success"}
+
+    @app.on_event("shutdown")
+    async def _shutdown() -> None:
+        await agent.handler.close()
+        for task in list(agent.calls):
+            task.cancel()
+
+    return app

@@ -1,0 +1,221 @@
+"""The reference agent's turn-taking processor: endpointing and reply scheduling.
+
+Stage: the middle of the agent's pipeline (``transport.input() -> TurnTaker``).
+In: the caller's ``InputAudioRawFrame``s (16 kHz mono).  Out: clips laid on the
+agent's output ``Tape``, which ``TapeTrack`` plays on the caller's stream clock:
+tape sample ``s`` leaves when the caller's sample ``s`` arrives.
+
+A reply is laid so that its first voiced sample sits at ``v + D``, where ``v`` is
+one past the caller's last voiced sample, so it leaves exactly ``D`` ms after that
+sample arrived.  The end of the caller's speech is found with
+``StreamingEndpointer`` (the rule the harness uses on its recording) with a
+hangover shorter than ``D``.  Without a delay the reply goes out as soon as the
+hangover has passed.  In echo mode the caller's audio is laid back on the tape
+``ECHO_HOLD_MS`` later: the harness's transport calibration subtracts that hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from loguru import logger
+from pipecat.frames.frames import EndWorkerFrame, Frame, InputAudioRawFrame
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from harness.agent.playout import Clip, StreamClock, Tape
+from harness.agent.script import AgentScript, ScriptCursor
+from harness.metrics import DEFAULT_THRESHOLD_DBFS, StreamingEndpointer, threshold_amplitude
+from personas.speech import Transcriber, Voice
+
+__all__ = ["ECHO_HOLD_MS", "TimingLog", "TurnTaker", "TurnTakerConfig"]
+
+ECHO_HOLD_MS = 100.0
+HANGUP_TAIL_MS = 400.0
+HISTORY_FRAMES = 1500  # 30 s of 20 ms frames, for transcribing the caller
+
+
+@dataclass(frozen=True)
+class TurnTakerConfig:
+    sample_rate: int = 16_000
+    reply_delay_ms: float | None = None
+    hangover_ms: float = 600.0
+    greeting_delay_ms: float = 300.0
+    echo: bool = False
+
+
+class TimingLog:
+    """Appends one JSON line per reply to a file (the oracle's ground truth)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+@dataclass
+class _Reply:
+    turn: int
+    text: str
+    caller_offset_epoch_ms: float | None
+    late_ms: float
+    heard: asyncio.Future[str] | None = None
+
+
+class TurnTaker(FrameProcessor):
+    """Greets, waits for the caller to finish, replies on an exact schedule, hangs up."""
+
+    def __init__(
+        self,
+        *,
+        script: AgentScript,
+        voice: Voice,
+        config: TurnTakerConfig,
+        transcriber: Transcriber | None = None,
+        timing_log: TimingLog | None = None,
+    ) -> None:
+        super().__init__()
+        self._config = config
+        self._sr = config.sample_rate
+        self._script = script
+        self._cursor = ScriptCursor(script)
+        self._voice = voice
+        self._transcriber = transcriber
+        self._timing_log = timing_log
+        hangover = config.hangover_ms
+        if config.reply_delay_ms is not None:
+            # The end of speech must be decided before the reply is due.
+            hangover = min(hangover, max(60.0, config.reply_delay_ms - 120.0))
+        self._endpointer = StreamingEndpointer(self._sr, hangover_ms=hangover)
+        self.clock = StreamClock(self._sr)
+        self.tape = Tape()
+        self._received = 0
+        self._history: deque[tuple[int, np.ndarray]] = deque(maxlen=HISTORY_FRAMES)
+        self._turn = 0
+        self._greeted = False
+        self._hanging_up = False
+        self._ended = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputAudioRawFrame):
+            await self._on_audio(frame)
+        else:
+            await self.push_frame(frame, direction)
+
+    async def cleanup(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await super().cleanup()
+
+    async def _on_audio(self, frame: InputAudioRawFrame) -> None:
+        now = time.time()
+        if frame.num_channels != 1 or frame.sample_rate != self._sr:
+            raise ValueError(f"TurnTaker wants {self._sr} Hz mono, got {frame.sample_rate} Hz")
+        samples = np.frombuffer(frame.audio, dtype=np.int16)
+        start = self._received
+        self._received += samples.size
+        self.clock.observe(now, self._received)
+        if self._config.echo:
+            self.tape.lay(Clip(start + self._ms(ECHO_HOLD_MS), samples))
+            return
+        self._history.append((start, samples))
+        if not self._greeted and self.tape.read_position > 0:
+            # Greet once our audio is actually flowing, so no word is lost to call setup.
+            self._greeted = True
+            due = self.tape.read_position + self._ms(self._config.greeting_delay_ms)
+            self._schedule(self._script.greeting, None, due)
+        utterance = self._endpointer.push(samples)
+        if utterance is not None and not self._hanging_up:
+            self._on_caller_done(utterance.start, utterance.end)
+        tail = self._ms(HANGUP_TAIL_MS)
+        if self._hanging_up and not self._ended and self.tape.read_position >= self.tape.end + tail:
+            self._ended = True
+            logger.info("reference agent: script finished, hanging up")
+            await self.push_frame(EndWorkerFrame(reason="agent hung up after goodbye"))
+
+    def _on_caller_done(self, onset: int, offset: int) -> None:
+        text = self._cursor.next_reply()
+        if text is None:
+            return
+        if self._config.reply_delay_ms is not None:
+            due = offset + self._ms(self._config.reply_delay_ms)
+        else:
+            due = self._received
+        reply = self._schedule(text, self.clock.time_of(offset) * 1000.0, due)
+        if self._transcriber is not None:
+            audio = self._slice(onset, offset)
+            reply.heard = asyncio.ensure_future(self._transcriber.transcribe_async(audio, self._sr))
+        if self._cursor.finished and self._script.hang_up_after_last:
+            self._hanging_up = True
+
+    def _schedule(self, text: str, caller_offset_ms: float | None, due: int) -> _Reply:
+        """Lay ``text`` so that its first voiced sample sits at ``due`` (or as soon after)."""
+        audio = self._voice.synthesize(text, self._sr)
+        lead = _first_voiced(audio)  # the voice's leading silence is not part of the delay
+        earliest = max(self.tape.end, self.tape.read_position + self._ms(20))
+        start = max(due - lead, earliest)
+        late_ms = (start + lead - due) * 1000.0 / self._sr
+        if late_ms > 0 and caller_offset_ms is not None and self._config.reply_delay_ms:
+            logger.warning(f"reference agent: reply {self._turn} goes out {late_ms:.0f} ms late")
+        reply = _Reply(self._turn, text, caller_offset_ms, late_ms)
+        self._turn += 1
+
+        def on_onset(t: float) -> None:
+            self._spawn(self._log(reply, t * 1000.0))
+
+        self.tape.lay(Clip(start, audio, lead=lead, on_onset=on_onset))
+        return reply
+
+    async def _log(self, reply: _Reply, onset_epoch_ms: float) -> None:
+        heard: str | None = None
+        if reply.heard is not None:
+            try:
+                heard = await reply.heard
+            except Exception as exc:  # STT trouble must not end the call
+                logger.warning(f"reference agent: STT failed: {exc}")
+        logger.info(f"reference agent reply {reply.turn}: {reply.text!r} (heard {heard!r})")
+        if self._timing_log is not None:
+            self._timing_log.write(
+                {
+                    "turn": reply.turn,
+                    "caller_offset_epoch_ms": reply.caller_offset_epoch_ms,
+                    "reply_onset_epoch_ms": onset_epoch_ms,
+                    "text": reply.text,
+                    "heard": heard,
+                    "reply_delay_ms": self._config.reply_delay_ms,
+                    "late_ms": reply.late_ms,
+                }
+            )
+
+    def _ms(self, ms: float) -> int:
+        return int(round(ms * self._sr / 1000.0))
+
+    def _slice(self, start: int, end: int) -> np.ndarray:
+        parts = [
+            chunk[max(0, start - pos) : max(0, end - pos)]
+            for pos, chunk in self._history
+            if pos < end and pos + chunk.size > start
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _first_voiced(audio: np.ndarray) -> int:
+    threshold = threshold_amplitude(DEFAULT_THRESHOLD_DBFS)
+    above = np.flatnonzero(np.abs(audio.astype(np.int32)) > threshold)
+    return int(above[0]) if above.size else 0

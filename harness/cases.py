@@ -1,0 +1,112 @@
+"""Reading case and suite files: YAML in, validated ``Case``s out, clear errors otherwise.
+
+Stage: the start of the flow (CLI and controller).  A file holds one case, or a
+suite (``name`` + ``cases``).  A case's ``persona`` may be a persona from the
+library by name (``persona: busy_professional``), optionally with overrides
+(``persona: {use: busy_professional, voice: "flite:awb"}``).  Every problem is
+reported as ``CaseFileError`` naming the file, the field and what is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from harness.models import Case, Persona, Suite
+
+__all__ = ["CaseFileError", "LoadedCases", "library_personas", "load_cases", "load_persona"]
+
+
+class CaseFileError(ValueError):
+    """A case or suite file cannot be used; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class LoadedCases:
+    suite_name: str | None
+    cases: list[Case]
+
+
+def library_personas() -> dict[str, Path]:
+    """Persona files shipped in ``personas/library``, by name."""
+    root = resources.files("personas") / "library"
+    return {
+        Path(str(entry)).stem: Path(str(entry))
+        for entry in root.iterdir()
+        if str(entry).endswith(".yaml")
+    }
+
+
+def load_persona(name: str) -> Persona:
+    files = library_personas()
+    if name not in files:
+        known = ", ".join(sorted(files)) or "none"
+        raise CaseFileError(f"unknown persona {name!r}; the library has: {known}")
+    data = _read_yaml(files[name])
+    try:
+        return Persona.model_validate(data)
+    except ValidationError as exc:
+        raise CaseFileError(_describe(files[name], exc)) from exc
+
+
+def _resolve_persona(raw: Any) -> Any:
+    if isinstance(raw, str):
+        return load_persona(raw).model_dump()
+    if isinstance(raw, dict) and "use" in raw:
+        base = load_persona(str(raw["use"])).model_dump()
+        base.update({k: v for k, v in raw.items() if k != "use"})
+        return base
+    return raw
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CaseFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise CaseFileError(f"{path}: invalid YAML{where}: {problem}") from exc
+
+
+def _describe(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: {exc.error_count()} problem(s)"]
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling)"
+        lines.append(f"  - field '{field}': {message}")
+    return "\n".join(lines)
+
+
+def load_cases(path: Path) -> LoadedCases:
+    """Read a case file or a suite file."""
+    data = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise CaseFileError(
+            f"{path}: expected a mapping (a case or a suite), got {type(data).__name__}"
+        )
+    try:
+        if "cases" in data:
+            raw_cases = data.get("cases")
+            if isinstance(raw_cases, list):
+                for raw in raw_cases:
+                    if isinstance(raw, dict) and "persona" in raw:
+                        raw["persona"] = _resolve_persona(raw["persona"])
+            suite = Suite.model_validate(data)
+            return LoadedCases(suite.name, suite.cases)
+        if "persona" in data:
+            data["persona"] = _resolve_persona(data["persona"])
+        return LoadedCases(None, [Case.model_validate(data)])
+    except ValidationError as exc:
+        raise CaseFileError(_describe(path, exc)) from exc

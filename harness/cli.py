@@ -1,0 +1,370 @@
+"""The ``loopcall`` command: run cases, start the reference agent, show stored runs.
+
+Stage: the user's entry point (the controller is the other).  ``run`` and
+``demo`` go through the orchestrator; ``agent`` serves the reference agent;
+``show`` and ``runs`` read the store.  Exit status: 0 only when every run passed;
+1 when a run failed or did not pass; 2 for bad input; 130 after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiohttp
+from rich.console import Console
+from rich.table import Table
+
+from harness import __version__
+from harness.cases import CaseFileError, LoadedCases, load_cases
+from harness.models import Run
+from harness.store import RunNotFound, RunStore
+
+__all__ = ["main"]
+
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
+err = Console(stderr=True, highlight=False)
+EXAMPLES = Path(__file__).parent / "examples"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loopcall", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"loopcall {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a case or suite file against a target")
+    run.add_argument("file", type=Path, help="case or suite YAML")
+    run.add_argument("--target", required=True, help="e.g. webrtc://127.0.0.1:7860/api/offer")
+    run.add_argument("--out", type=Path, default=Path("runs"), help="where runs are stored")
+    run.add_argument("--repeat", type=int, default=1, help="run every case N times")
+    run.add_argument("--no-calibrate", action="store_true", help="skip the echo calibration")
+    run.add_argument("--connect-timeout", type=float, default=15.0, help="seconds")
+
+    demo = sub.add_parser("demo", help="start the reference agent and run the sample suite")
+    demo.add_argument("--out", type=Path, default=Path("runs"))
+    demo.add_argument("--reply-delay-ms", type=float, default=None)
+    demo.add_argument("--suite", type=Path, default=EXAMPLES / "dental_suite.yaml")
+
+    agent = sub.add_parser("agent", help="serve the reference agent under test")
+    agent.add_argument("--channel", choices=["webrtc"], default="webrtc")
+    agent.add_argument("--host", default="127.0.0.1")
+    agent.add_argument("--port", type=int, default=7860)
+    agent.add_argument(
+        "--reply-delay-ms",
+        type=float,
+        default=None,
+        help="latency oracle: reply exactly D ms after the caller's last sample",
+    )
+    agent.add_argument(
+        "--timing-log", type=Path, default=None, help="append one JSON line per reply"
+    )
+    agent.add_argument("--echo", action="store_true", help="echo the caller (calibration)")
+    agent.add_argument("--no-stt", action="store_true", help="do not transcribe the caller")
+
+    show = sub.add_parser("show", help="print a stored run")
+    show.add_argument("run_id")
+    show.add_argument("--view", choices=["loopcall", "vapi", "yappr", "cekura"], default="loopcall")
+    show.add_argument("--out", type=Path, default=Path("runs"))
+
+    runs = sub.add_parser("runs", help="list stored runs")
+    runs.add_argument("--out", type=Path, default=Path("runs"))
+    return parser
+
+
+def _configure_logging(command: str) -> None:
+    from loguru import logger
+
+    default = "INFO" if command == "agent" else "WARNING"
+    logger.remove()
+    logger.add(sys.stderr, level=os.environ.get("LOOPCALL_LOG_LEVEL", default))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _configure_logging(args.command)
+    handlers = {
+        "run": _cmd_run,
+        "demo": _cmd_demo,
+        "agent": _cmd_agent,
+        "show": _cmd_show,
+        "runs": _cmd_runs,
+    }
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/yellow]")
+        return 130
+
+
+# ----------------------------------------------------------------------- run
+
+
+def _load(path: Path) -> LoadedCases | None:
+    try:
+        return load_cases(path)
+    except CaseFileError as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True)
+        return None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    loaded = _load(args.file)
+    if loaded is None:
+        return 2
+    if args.repeat < 1:
+        err.print("[red]error:[/red] --repeat must be at least 1")
+        return 2
+    from telephony import TargetError, parse_target
+
+    try:
+        parse_target(args.target)
+    except TargetError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return 2
+    return _run_suite(
+        loaded,
+        args.target,
+        args.out,
+        args.repeat,
+        calibrate=not args.no_calibrate,
+        connect_timeout=args.connect_timeout,
+    )
+
+
+def _run_suite(
+    loaded: LoadedCases,
+    target: str,
+    out: Path,
+    repeat: int,
+    *,
+    calibrate: bool = True,
+    connect_timeout: float = 15.0,
+) -> int:
+    from harness.orchestrator import RunOptions
+
+    store = RunStore(out)
+    options = RunOptions(connect_timeout_s=connect_timeout, calibrate=calibrate)
+    runs: list[Run] = []
+    try:
+        asyncio.run(_execute(loaded, target, store, options, repeat, runs))
+    except KeyboardInterrupt:
+        _summary(runs, store)
+        err.print(
+            "[yellow]interrupted: the current call was hung up and stored as cancelled[/yellow]"
+        )
+        return 130
+    _summary(runs, store)
+    return 0 if runs and all(r.passed for r in runs) else 1
+
+
+async def _execute(
+    loaded: LoadedCases, target: str, store: RunStore, options: object, repeat: int, runs: list[Run]
+) -> None:
+    import uuid
+
+    from harness.calibration import EchoCalibrator
+    from harness.orchestrator import RunOptions, run_case
+
+    assert isinstance(options, RunOptions)
+    suite_run_id = str(uuid.uuid4()) if loaded.suite_name else None
+    total = len(loaded.cases) * repeat
+    async with EchoCalibrator() as calibrator:
+        for i in range(repeat):
+            for j, case in enumerate(loaded.cases):
+                index = i * len(loaded.cases) + j + 1
+
+                def progress(run: Run, message: str, index: int = index) -> None:
+                    console.print(
+                        f"[dim]{run.id[:8]}[/dim] [{index}/{total}] {run.case.name}: {message}"
+                    )
+
+                run = await run_case(
+                    case,
+                    target,
+                    store,
+                    options=options,
+                    calibrator=calibrator,
+                    suite_name=loaded.suite_name,
+                    suite_run_id=suite_run_id,
+                    progress=progress,
+                )
+                runs.append(run)
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    return "-" if value is None else f"{value:.0f}{unit}"
+
+
+def _summary(runs: list[Run], store: RunStore) -> None:
+    if not runs:
+        return
+    table = Table(title=f"loopcall: {len(runs)} run(s), stored under {store.root}/")
+    for column in (
+        "run",
+        "case",
+        "status",
+        "ended by",
+        "turns",
+        "latency p50",
+        "latency p90",
+        "transport rtt",
+        "score",
+        "result",
+    ):
+        table.add_column(column)
+    for run in runs:
+        ev = run.evaluation
+        verdict = "[green]PASS[/green]" if run.passed else "[red]FAIL[/red]"
+        table.add_row(
+            run.id[:8],
+            run.case.name,
+            run.status,
+            run.termination_reason or "-",
+            str(len(run.turns)),
+            _fmt(run.metrics.latency_ms.p50, " ms"),
+            _fmt(run.metrics.latency_ms.p90, " ms"),
+            _fmt(run.metrics.transport_rtt_ms, " ms"),
+            "-" if ev is None else f"{ev.score:.0f}",
+            verdict,
+        )
+    console.print(table)
+    for run in runs:
+        if run.error:
+            console.print(f"[red]{run.id[:8]}[/red] {run.case.name}: {run.error}")
+
+
+# ---------------------------------------------------------------------- demo
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the reference agent exited with status {proc.returncode}")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"the reference agent did not become healthy within {timeout:g} s")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    loaded = _load(args.suite)
+    if loaded is None:
+        return 2
+    port = _free_port()
+    args.out.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "agent",
+        "--channel",
+        "webrtc",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--timing-log",
+        str(args.out / "agent-timing.jsonl"),
+    ]
+    if args.reply_delay_ms is not None:
+        cmd += ["--reply-delay-ms", str(args.reply_delay_ms)]
+    console.print(f"starting the reference agent on 127.0.0.1:{port} ...")
+    log = (args.out / "agent.log").open("wb")
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    try:
+        asyncio.run(_wait_healthy(f"http://127.0.0.1:{port}/health", proc, 120))
+        target = f"webrtc://127.0.0.1:{port}/api/offer"
+        console.print(f"reference agent ready; running '{loaded.suite_name}' against {target}")
+        return _run_suite(loaded, target, args.out, 1)
+    except RuntimeError as exc:
+        err.print(f"[red]error:[/red] {exc} (see {args.out / 'agent.log'})")
+        return 1
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+
+
+# --------------------------------------------------------------------- agent
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from harness.agent.server import AgentOptions, create_agent_app
+    from telephony.base import Target
+    from telephony.loopback import restrict_ice_to_loopback
+
+    if args.reply_delay_ms is not None and args.reply_delay_ms < 150:
+        err.print(
+            "[red]error:[/red] --reply-delay-ms must be at least 150 "
+            "(the end of speech is decided with a hangover shorter than the delay)"
+        )
+        return 2
+    if Target(url="", channel="webrtc", host=args.host, port=args.port, path="").is_loopback:
+        restrict_ice_to_loopback()
+    options = AgentOptions(
+        reply_delay_ms=args.reply_delay_ms,
+        timing_log=args.timing_log,
+        stt=not args.no_stt,
+        echo=args.echo,
+    )
+    app = create_agent_app(options)
+    console.print("reference agent: loading voice and STT ...")
+    app.state.agent.warm_up()
+    console.print(
+        f"reference agent: POST http://{args.host}:{args.port}/api/offer"
+        f"{'' if args.reply_delay_ms is None else f' (oracle D={args.reply_delay_ms:g} ms)'}"
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+# ---------------------------------------------------------------------- read
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from harness.views import render
+
+    store = RunStore(args.out)
+    try:
+        run = store.load(args.run_id)
+    except RunNotFound as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return 2
+    print(json.dumps(render(run, args.view), indent=2, default=str))
+    return 0
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    store = RunStore(args.out)
+    _summary(store.list(), store)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Run one case against one target and return a ``Run``, whatever happens.
+
+Stage: the middle of the flow (controller/CLI -> orchestrator -> call, persona
+bot, recorder -> analysis, scoring -> Run).  Every outcome ends as a ``Run`` with
+a status and a reason: a refused or unreachable target is ``failed``/``error``
+with a readable message; a cancellation (Ctrl-C) hangs up and is stored as
+``cancelled`` before the cancellation continues; an unexpected exception is
+logged once and stored as ``failed``.  The call's audio is analysed whenever
+there is any, so even a failed run keeps its transcript and recording.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from loguru import logger
+
+from harness import __version__
+from harness.calibration import EchoCalibrator
+from harness.models import CallEvent, Case, Run, TerminationReason, utcnow
+from harness.recorder import Recorder
+from harness.scoring import evaluate
+from harness.store import RunStore
+from harness.transcript import SaidLine, analyse
+from personas.bot import PersonaBot
+from personas.speech import get_transcriber
+from telephony import Call, TelephonyError, open_call, parse_target
+
+__all__ = ["RunOptions", "run_case"]
+
+HANGUP_GRACE_S = 2.0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How runs are executed; the CLI and the controller fill this in."""
+
+    connect_timeout_s: float = 15.0
+    calibrate: bool = True
+    transcribe: bool = True
+
+
+ProgressFn = Callable[[Run, str], None]
+
+
+async def run_case(
+    case: Case,
+    target_url: str,
+    store: RunStore,
+    *,
+    options: RunOptions | None = None,
+    calibrator: EchoCalibrator | None = None,
+    suite_name: str | None = None,
+    suite_run_id: str | None = None,
+    progress: ProgressFn | None = None,
+) -> Run:
+    """Place one call for ``case`` and return its stored ``Run``."""
+    options = options or RunOptions()
+    run = Run(
+        case=case,
+        channel=target_url.partition("://")[0] or "unknown",
+        target=target_url,
+        suite_name=suite_name,
+        suite_run_id=suite_run_id,
+        loopcall_version=__version__,
+    )
+    execution = _Execution(run, store, options, calibrator, progress or (lambda _r, _m: None))
+    return await execution.run()
+
+
+class _Execution:
+    """The state of one run while it executes."""
+
+    def __init__(
+        self,
+        run: Run,
+        store: RunStore,
+        options: RunOptions,
+        calibrator: EchoCalibrator | None,
+        progress: ProgressFn,
+    ) -> None:
+        self.run_ = run
+        self.store = store
+        self.options = options
+        self.calibrator = calibrator
+        self.progress = progress
+        self.recorder: Recorder | None = None
+        self.bot: PersonaBot | None = None
+        self.connected_at: float | None = None
+        self.started_mono = time.monotonic()
+
+    def event(self, kind: str, detail: str = "") -> None:
+        base = self.connected_at or self.started_mono
+        t_ms = round((time.monotonic() - base) * 1000.0, 1)
+        self.run_.events.append(CallEvent(t_ms=t_ms, kind=kind, detail=detail))
+        self.progress(self.run_, f"{kind}{': ' + detail if detail else ''}")
+
+    async def run(self) -> Run:
+        run = self.run_
+        run.status = "running"
+        run.started_at = utcnow()
+        self.store.save(run)
+        self.progress(run, "started")
+        call: Call | None = None
+        try:
+            target = parse_target(run.target)
+            run.channel = target.channel
+            if self.options.calibrate:
+                await self._calibrate()
+            call = open_call(target, request_data={"loopcall_run_id": run.id})
+            self.recorder = Recorder(call.sample_rate)
+            call.add_tap(self.recorder)
+            self.event("dialling", target.url)
+            await call.connect(self.options.connect_timeout_s)
+            self.connected_at = call.connected_at
+            self.event("connected")
+            reason = await self._converse(call)
+            self._finish("completed", reason)
+        except asyncio.CancelledError:
+            self._finish("cancelled", "cancelled", "cancelled by the user")
+            await self._wrap_up(call)
+            raise
+        except TelephonyError as exc:
+            self._finish("failed", "error", str(exc))
+        except Exception as exc:
+            logger.exception(f"run {run.id} failed unexpectedly")
+            self._finish("failed", "error", f"{type(exc).__name__}: {exc}")
+        await self._wrap_up(call)
+        return run
+
+    async def _calibrate(self) -> None:
+        if self.calibrator is None:
+            self.calibrator = EchoCalibrator()
+        try:
+            calibration = await self.calibrator.measure()
+        except TelephonyError as exc:
+            self.event("calibration_failed", str(exc))
+            return
+        self.run_.metrics.transport_rtt_ms = calibration.rtt_ms
+        self.run_.metrics.transport_rtt_jitter_ms = calibration.jitter_ms
+        self.event("calibrated", f"transport round trip {calibration.rtt_ms:.1f} ms")
+
+    async def _converse(self, call: Call) -> TerminationReason:
+        case = self.run_.case
+        self.bot = PersonaBot(case, call)
+        await self.bot.start()
+        finished = self.bot.finished
+        ended = asyncio.ensure_future(call.ended.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {finished, ended}, timeout=case.max_duration_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            ended.cancel()
+        if finished in done:
+            reason: TerminationReason = finished.result()
+            self.event("persona_hung_up", reason)
+            return reason
+        if call.ended.is_set():
+            self.event("agent_hung_up", call.end_detail)
+            return "agent_ended"
+        # Duration limit: say goodbye (briefly) and hang up.
+        self.event("timeout", f"max_duration_s={case.max_duration_s:g}")
+        await self.bot.turns.say_goodbye("persona_goodbye")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(finished), 8.0)
+        return "timeout"
+
+    def _finish(self, status: str, reason: TerminationReason, error: str | None = None) -> None:
+        run = self.run_
+        if run.status in ("completed", "failed", "cancelled"):
+            return
+        run.status = status  # type: ignore[assignment]
+        run.termination_reason = reason
+        run.error = error
+        run.ended_at = utcnow()
+        if run.started_at is not None:
+            run.duration_ms = round((run.ended_at - run.started_at).total_seconds() * 1000.0, 1)
+        self.event("ended", f"{status} ({reason}){': ' + error if error else ''}")
+
+    async def _wrap_up(self, call: Call | None) -> None:
+        """Hang up, stop the bot, analyse what was recorded, score, store."""
+        run = self.run_
+        if self.bot is not None:
+            with contextlib.suppress(Exception):
+                await self.bot.stop()
+        if call is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(call.hangup(), HANGUP_GRACE_S)
+        try:
+            await self._analyse()
+        except Exception as exc:  # analysis trouble must not lose the run
+            logger.exception(f"run {run.id}: analysis failed")
+            run.error = (run.error + "; " if run.error else "") + f"analysis failed: {exc}"
+        run.evaluation = evaluate(run.case, run.turns, run.metrics, run.termination_reason)
+        self.store.save(run)
+        self.progress(run, "stored")
+
+    async def _analyse(self) -> None:
+        run = self.run_
+        if self.recorder is None or self.connected_at is None:
+            return
+        recording = self.recorder.recording(self.connected_at)
+        if recording.duration_ms <= 0:
+            return
+        path = self.store.recording_path(run.id)
+        recording.write_wav(path)
+        run.recording = str(path)
+        said = [
+            SaidLine(t_ms=(u.t - self.connected_at) * 1000.0, text=u.text)
+            for u in (self.bot.said if self.bot else [])
+        ]
+        transcriber = get_transcriber() if self.options.transcribe else None
+        rtt = run.metrics.transport_rtt_ms
+        jitter = run.metrics.transport_rtt_jitter_ms
+        run.turns, run.metrics = await analyse(recording, said, transcriber, transport_rtt_ms=rtt)
+        run.metrics.transport_rtt_jitter_ms = jitter

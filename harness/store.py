@@ -1,0 +1,64 @@
+"""Where runs live: ``DIR/<run-id>/run.json`` and ``DIR/<run-id>/recording.wav``.
+
+Stage: the end of the flow.  The orchestrator saves a run when it starts (status
+``running``) and again when it ends, so a run is never silently missing.  Writes
+go to a temporary file and are renamed into place, so a reader (or a crash)
+never sees half a ``run.json``.  The controller's database store (a later
+issue) implements the same small interface.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from harness.models import Run
+
+__all__ = ["RunNotFound", "RunStore"]
+
+
+class RunNotFound(LookupError):
+    """No stored run matches the id (or the prefix is ambiguous)."""
+
+
+class RunStore:
+    """Runs as JSON files under one directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / run_id
+
+    def recording_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "recording.wav"
+
+    def save(self, run: Run) -> Path:
+        directory = self.run_dir(run.id)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "run.json"
+        tmp = directory / f".run.json.{os.getpid()}.tmp"
+        tmp.write_text(run.model_dump_json(indent=2), encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    def load(self, run_id: str) -> Run:
+        """The run with this id, or the only one whose id starts with it."""
+        path = self.run_dir(run_id) / "run.json"
+        if not path.exists():
+            matches = [p for p in self._run_files() if p.parent.name.startswith(run_id)]
+            if len(matches) != 1:
+                what = "no run" if not matches else f"{len(matches)} runs"
+                raise RunNotFound(f"{what} matching {run_id!r} under {self.root}")
+            path = matches[0]
+        return Run.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def list(self) -> list[Run]:
+        """Every stored run, newest first."""
+        runs = [Run.model_validate_json(p.read_text(encoding="utf-8")) for p in self._run_files()]
+        return sorted(runs, key=lambda r: r.created_at, reverse=True)
+
+    def _run_files(self) -> Iterator[Path]:
+        if self.root.is_dir():
+            yield from self.root.glob("*/run.json")

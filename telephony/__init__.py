@@ -1,0 +1,40 @@
+"""How audio reaches the agent under test: one ``Call`` interface, one module per channel.
+
+``open_call`` is the only place that names a channel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from telephony.base import (
+    Call,
+    CallStateError,
+    CallTap,
+    ConnectError,
+    Target,
+    TargetError,
+    TelephonyError,
+    parse_target,
+)
+
+__all__ = [
+    "Call",
+    "CallStateError",
+    "CallTap",
+    "ConnectError",
+    "Target",
+    "TargetError",
+    "TelephonyError",
+    "open_call",
+    "parse_target",
+]
+
+
+def open_call(target: Target, **options: Any) -> Call:
+    """A new, unconnected ``Call`` for ``target``'s channel."""
+    if target.channel == "webrtc":
+        from telephony.webrtc import WebRTCCall
+
+        return WebRTCCall(target, **options)
+    raise TargetError(f"channel {target.channel!r} is not supported yet")

@@ -1,0 +1,303 @@
+"""The call interface every channel implements, target parsing, and the error tree.
+
+Stage: between the orchestrator and the agent under test.  A ``Call`` carries
+16-bit mono PCM at ``sample_rate`` both ways: the persona bot writes what it says
+with ``send_audio`` and reads what the agent says from ``recv_audio``.  Every chunk
+that crosses the harness's side of the wire is also handed, with the monotonic
+time it crossed, to the call's taps (the recorder), so measurements come from the
+wire and not from the bot.  ``open_call`` in ``telephony/__init__`` is the only
+place that picks a channel.
+
+Errors (``raise ... from exc`` at the edge; nothing from aiortc escapes)::
+
+    TelephonyError
+    +-- TargetError        the target URL is malformed or names an unknown channel
+    +-- ConnectError       the agent could not be reached, refused, or never answered
+    +-- CallStateError     an operation the call's current state does not allow
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+from urllib.parse import urlsplit
+
+__all__ = [
+    "Call",
+    "CallStateError",
+    "CallTap",
+    "ConnectError",
+    "EndCause",
+    "OutgoingAudio",
+    "Target",
+    "TargetError",
+    "TelephonyError",
+    "parse_target",
+]
+
+EndCause = Literal["local_hangup", "remote_hangup", "media_timeout", "transport_failed"]
+CHANNELS = ("webrtc",)
+
+
+class TelephonyError(Exception):
+    """Base of every error the telephony layer raises."""
+
+
+class TargetError(TelephonyError, ValueError):
+    """The target URL cannot be used."""
+
+
+class ConnectError(TelephonyError):
+    """The call could not be set up."""
+
+
+class CallStateError(TelephonyError):
+    """The call is not in a state that allows the operation."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the agent under test answers, parsed from a target URL."""
+
+    url: str
+    channel: str
+    host: str
+    port: int
+    path: str
+
+    @property
+    def is_loopback(self) -> bool:
+        """True when the agent is on this machine's loopback interface."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def http_url(self) -> str:
+        """The signalling URL (SmallWebRTC's offer endpoint) over plain HTTP."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{self.path}"
+
+
+def parse_target(url: str) -> Target:
+    """Parse ``webrtc://HOST:PORT/PATH`` (and, later, the other channels' URLs)."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in CHANNELS:
+        known = ", ".join(f"{c}://" for c in CHANNELS)
+        raise TargetError(f"unknown channel in target {url!r}: expected one of {known}")
+    if not parts.hostname:
+        raise TargetError(f"target {url!r} has no host (expected webrtc://HOST:PORT/api/offer)")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise TargetError(f"target {url!r} has an invalid port") from exc
+    if port is None:
+        raise TargetError(f"target {url!r} has no port (expected webrtc://HOST:PORT/api/offer)")
+    path = parts.path or "/api/offer"
+    return Target(url=url, channel=scheme, host=parts.hostname, port=port, path=path)
+
+
+class CallTap(Protocol):
+    """Receives every chunk that crosses the wire, with the monotonic time it crossed."""
+
+    def on_sent(self, t: float, pcm: bytes) -> None: ...
+
+    def on_received(self, t: float, pcm: bytes) -> None: ...
+
+
+@dataclass
+class OutgoingAudio:
+    """The persona's outgoing audio, drained one frame at a time by the channel's clock.
+
+    Channels call ``next_frame`` on their own 20 ms clock; an empty buffer yields
+    silence, as a phone line does.  ``write`` returns at once; ``drain`` waits
+    until what was written has been sent, which paces writers in real time.
+    """
+
+    frame_bytes: int
+    high_water_frames: int = 3
+    _chunks: deque[bytes] = field(default_factory=deque)
+    _buffered: int = 0
+    _drained: asyncio.Event = field(default_factory=asyncio.Event)
+    _room: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._drained.set()
+        self._room.set()
+
+    @property
+    def has_room(self) -> bool:
+        return self._buffered <= self.high_water_frames * self.frame_bytes
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes written and not yet sent."""
+        return self._buffered
+
+    def write(self, pcm: bytes) -> None:
+        if not pcm:
+            return
+        self._chunks.append(pcm)
+        self._buffered += len(pcm)
+        self._drained.clear()
+        if not self.has_room:
+            self._room.clear()
+
+    def clear(self) -> None:
+        """Drop everything not yet sent (barge-in)."""
+        self._chunks.clear()
+        self._buffered = 0
+        self._drained.set()
+        self._room.set()
+
+    async def drain(self) -> None:
+        await self._drained.wait()
+
+    async def room(self) -> None:
+        await self._room.wait()
+
+    def next_frame(self) -> bytes:
+        """Return exactly ``frame_bytes`` of audio, padded with silence."""
+        out = bytearray()
+        while self._chunks and len(out) < self.frame_bytes:
+            chunk = self._chunks[0]
+            need = self.frame_bytes - len(out)
+            if len(chunk) <= need:
+                out += self._chunks.popleft()
+            else:
+                out += chunk[:need]
+                self._chunks[0] = chunk[need:]
+        self._buffered -= len(out)
+        if not self._chunks:
+            self._buffered = 0
+            self._drained.set()
+        if self.has_room:
+            self._room.set()
+        if len(out) < self.frame_bytes:
+            out += bytes(self.frame_bytes - len(out))
+        return bytes(out)
+
+
+class Call(ABC):
+    """One call to the agent under test, from dialling to hang-up.
+
+    States: ``new`` -> ``connecting`` -> ``connected`` -> ``ended``.
+    """
+
+    sample_rate: int = 16_000
+    frame_ms: int = 20
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.state: Literal["new", "connecting", "connected", "ended"] = "new"
+        self.connected_at: float | None = None
+        self.end_cause: EndCause | None = None
+        self.end_detail: str = ""
+        self.ended = asyncio.Event()
+        self._taps: list[CallTap] = []
+        self._incoming: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._outgoing = OutgoingAudio(frame_bytes=self.frame_samples * 2)
+        self._end_listeners: list[Callable[[EndCause], None]] = []
+
+    @property
+    def frame_samples(self) -> int:
+        return self.sample_rate * self.frame_ms // 1000
+
+    def add_tap(self, tap: CallTap) -> None:
+        self._taps.append(tap)
+
+    def on_end(self, listener: Callable[[EndCause], None]) -> None:
+        self._end_listeners.append(listener)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @abstractmethod
+    async def connect(self, timeout: float) -> None:
+        """Place the call; return once media flows. Raises ``ConnectError``."""
+
+    @abstractmethod
+    async def _close_transport(self) -> None:
+        """Tear the channel down (idempotent)."""
+
+    async def hangup(self) -> None:
+        """End the call from our side."""
+        self._mark_ended("local_hangup")
+        await self._close_transport()
+
+    # --------------------------------------------------------------------- audio
+
+    async def recv_audio(self) -> bytes | None:
+        """Next chunk of agent audio, or None once the call has ended."""
+        if self.state == "ended" and self._incoming.empty():
+            return None
+        return await self._incoming.get()
+
+    async def send_audio(self, pcm: bytes) -> None:
+        """Queue persona audio and wait until the line has room (real-time pacing)."""
+        if self.state == "ended":
+            raise CallStateError(f'Cannot send audio in call state "{self.state}"')
+        self._outgoing.write(pcm)
+        # Keep at most a few frames queued, so a writer runs in real time.
+        if not self._outgoing.has_room:
+            await self._until_ended_or(self._outgoing.room())
+
+    async def _until_ended_or(self, aw: Awaitable[None]) -> None:
+        waiter = asyncio.ensure_future(aw)
+        ender = asyncio.ensure_future(self.ended.wait())
+        try:
+            await asyncio.wait({waiter, ender}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiter, ender):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def clear_audio(self) -> None:
+        self._outgoing.clear()
+
+    async def wait_sent(self) -> None:
+        """Wait until every queued byte of persona audio has gone out."""
+        if self.state != "ended":
+            await self._until_ended_or(self._outgoing.drain())
+
+    # ------------------------------------------------ for the channel implementations
+
+    def _next_outgoing_frame(self) -> bytes:
+        frame = self._outgoing.next_frame()
+        now = time.monotonic()
+        for tap in self._taps:
+            tap.on_sent(now, frame)
+        return frame
+
+    def _deliver(self, pcm: bytes, t: float | None = None) -> None:
+        now = time.monotonic() if t is None else t
+        for tap in self._taps:
+            tap.on_received(now, pcm)
+        self._incoming.put_nowait(pcm)
+
+    def _mark_connected(self) -> None:
+        self.state = "connected"
+        self.connected_at = time.monotonic()
+
+    def _mark_ended(self, cause: EndCause, detail: str = "") -> None:
+        if self.state == "ended":
+            return
+        self.state = "ended"
+        self.end_cause = cause
+        self.end_detail = detail
+        self.ended.set()
+        self._incoming.put_nowait(None)
+        self._outgoing.clear()
+        for listener in self._end_listeners:
+            listener(cause)

@@ -1,0 +1,240 @@
+"""WebRTC calls to SmallWebRTC agents (pipecat's ``POST /api/offer``), with aiortc.
+
+The harness is the offering side: it adds the audio transceiver first (SmallWebRTC
+expects audio at index 0), opens a data channel and pings on it every second
+(pipecat drops a data-channel client that is silent for 3 s, and announces its own
+hang-up on it with a ``peerLeft`` signalling message), gathers its candidates,
+POSTs the offer, and applies the answer.  Outgoing audio leaves on aiortc's own
+20 ms clock, silence when the persona is quiet; incoming audio is resampled to
+16 kHz mono.  Both directions pass through ``Call``'s taps at the moment they
+cross this side of the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import json
+import time
+from typing import Any
+
+import aiohttp
+import av
+import numpy as np
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from telephony.base import Call, CallStateError, ConnectError, Target
+from telephony.loopback import restrict_ice_to_loopback
+
+__all__ = ["WebRTCCall"]
+
+PING_INTERVAL_S = 1.0
+
+
+class _PersonaTrack(MediaStreamTrack):
+    """Audio track aiortc pulls from: one 20 ms frame per call, on a real-time clock."""
+
+    kind = "audio"
+
+    def __init__(self, call: WebRTCCall) -> None:
+        super().__init__()
+        self._call = call
+        self._start: float | None = None
+        self._pts = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        samples = self._call.frame_samples
+        rate = self._call.sample_rate
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            wait = self._start + self._pts / rate - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        pcm = self._call._next_outgoing_frame()
+        frame = av.AudioFrame.from_ndarray(
+            np.frombuffer(pcm, dtype=np.int16).reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = rate
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, rate)
+        self._pts += samples
+        return frame
+
+
+class WebRTCCall(Call):
+    """A call over WebRTC to an agent that answers SmallWebRTC offers."""
+
+    def __init__(self, target: Target, *, request_data: dict[str, Any] | None = None) -> None:
+        super().__init__(target)
+        self._request_data = request_data or {}
+        self._pc: RTCPeerConnection | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._track = _PersonaTrack(self)
+        self.pc_id: str | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def connect(self, timeout: float = 15.0) -> None:
+        if self.state != "new":
+            raise CallStateError(f'Cannot connect in call state "{self.state}"')
+        self.state = "connecting"
+        if self.target.is_loopback:
+            restrict_ice_to_loopback()
+        try:
+            await asyncio.wait_for(self._connect(), timeout)
+        except TimeoutError as exc:
+            await self._fail_connect()
+            raise ConnectError(
+                f"no WebRTC connection to {self.target.http_url} within {timeout:g} s"
+            ) from exc
+        except ConnectError:
+            await self._fail_connect()
+            raise
+        except Exception as exc:  # aiortc/aiohttp internals: translate at the edge
+            await self._fail_connect()
+            raise ConnectError(f"WebRTC setup with {self.target.http_url} failed: {exc}") from exc
+
+    async def _fail_connect(self) -> None:
+        self._mark_ended("transport_failed", "connect failed")
+        await self._close_transport()
+
+    async def _connect(self) -> None:
+        pc = RTCPeerConnection()
+        self._pc = pc
+        connected = asyncio.Event()
+        failed = asyncio.Event()
+
+        pc.addTransceiver(self._track, direction="sendrecv")
+        channel = pc.createDataChannel("loopcall")
+
+        @channel.on("open")
+        def _on_open() -> None:
+            self._spawn(self._ping(channel))
+
+        @channel.on("message")
+        def _on_message(message: Any) -> None:
+            if self._is_peer_left(message):
+                self._mark_ended("remote_hangup", "agent sent peerLeft")
+                self._spawn(self._close_transport())
+
+        @pc.on("track")
+        def _on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio":
+                self._spawn(self._read_remote(track))
+
+        @pc.on("connectionstatechange")
+        async def _on_state() -> None:
+            state = pc.connectionState
+            if state == "connected":
+                connected.set()
+            elif state in ("failed", "closed"):
+                failed.set()
+                if self.state == "connected":
+                    self._mark_ended("remote_hangup", f"peer connection {state}")
+                    self._spawn(self._close_transport())
+
+        await pc.setLocalDescription(await pc.createOffer())
+        answer = await self._post_offer(pc.localDescription.sdp)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+
+        done, _ = await _first(connected.wait(), failed.wait())
+        if not connected.is_set():
+            raise ConnectError(
+                f"WebRTC connection to {self.target.http_url} failed (ICE/DTLS did not complete)"
+            )
+        self._mark_connected()
+
+    async def _post_offer(self, sdp: str) -> dict[str, Any]:
+        body = {"sdp": sdp, "type": "offer", "request_data": self._request_data}
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(self.target.http_url, json=body) as response,
+            ):
+                text = await response.text()
+                if response.status != 200:
+                    raise ConnectError(
+                        f"agent at {self.target.http_url} refused the offer: "
+                        f"HTTP {response.status} {text[:200]}"
+                    )
+                answer = json.loads(text)
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectError(f"could not reach agent at {self.target.http_url}: {exc}") from exc
+        except aiohttp.ClientError as exc:
+            raise ConnectError(f"offer to {self.target.http_url} failed: {exc}") from exc
+        except json.JSONDecodeError as exc:
+            raise ConnectError(f"agent at {self.target.http_url} answered with non-JSON") from exc
+        if not isinstance(answer, dict) or answer.get("type") != "answer" or "sdp" not in answer:
+            raise ConnectError(f"agent at {self.target.http_url} sent no SDP answer: {answer!r}")
+        self.pc_id = answer.get("pc_id")
+        return answer
+
+    async def _close_transport(self) -> None:
+        self._mark_ended("local_hangup")
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        pc, self._pc = self._pc, None
+        if pc is not None:
+            self._track.stop()
+            await pc.close()
+
+    # -------------------------------------------------------------------- media
+
+    async def _read_remote(self, track: MediaStreamTrack) -> None:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=self.sample_rate)
+        try:
+            while True:
+                frame = await track.recv()
+                now = time.monotonic()
+                for out in resampler.resample(frame):
+                    self._deliver(out.to_ndarray().tobytes(), now)
+        except MediaStreamError:
+            if self.state == "connected":
+                self._mark_ended("remote_hangup", "agent's audio track ended")
+                self._spawn(self._close_transport())
+
+    async def _ping(self, channel: Any) -> None:
+        while channel.readyState == "open":
+            channel.send(f"ping: {int(time.time() * 1000)}")
+            await asyncio.sleep(PING_INTERVAL_S)
+
+    @staticmethod
+    def _is_peer_left(message: Any) -> bool:
+        if not isinstance(message, str) or not message.startswith("{"):
+            return False
+        try:
+            data = json.loads(message)
+        except json.JSONDecodeError:
+            return False
+        inner = data.get("message") if isinstance(data, dict) else None
+        return isinstance(inner, dict) and inner.get("type") == "peerLeft"
+
+    async def rtcp_round_trip_ms(self) -> float | None:
+        """The network round trip aiortc measured from RTCP reports, if any yet."""
+        if self._pc is None:
+            return None
+        stats = await self._pc.getStats()
+        for report in stats.values():
+            rtt = getattr(report, "roundTripTime", None)
+            if report.type == "remote-inbound-rtp" and rtt is not None:
+                return float(rtt) * 1000
+        return None
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def _first(*aws: Any) -> tuple[set[asyncio.Future[Any]], set[asyncio.Future[Any]]]:
+    tasks = {asyncio.ensure_future(a) for a in aws}
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return done, pending
