@@ -54,14 +54,18 @@ def load_persona(name: str) -> Persona:
         raise CaseFileError(_describe(files[name], exc)) from exc
 
 
-def _resolve_persona(raw: Any) -> Any:
-    if isinstance(raw, str):
-        return load_persona(raw).model_dump()
-    if isinstance(raw, dict) and "use" in raw:
-        base = load_persona(str(raw["use"])).model_dump()
+def _resolve_persona(raw: Any, path: Path, field: str) -> Any:
+    """A library persona by name (or ``{use: name, ...overrides}``) as a plain mapping."""
+    name = raw if isinstance(raw, str) else raw.get("use") if isinstance(raw, dict) else None
+    if name is None:
+        return raw
+    try:
+        base = load_persona(str(name)).model_dump()
+    except CaseFileError as exc:
+        raise CaseFileError(f"{path}: field '{field}': {exc}") from exc
+    if isinstance(raw, dict):
         base.update({k: v for k, v in raw.items() if k != "use"})
-        return base
-    return raw
+    return base
 
 
 def _read_yaml(path: Path) -> Any:
@@ -100,13 +104,14 @@ def load_cases(path: Path) -> LoadedCases:
         if "cases" in data:
             raw_cases = data.get("cases")
             if isinstance(raw_cases, list):
-                for raw in raw_cases:
+                for i, raw in enumerate(raw_cases):
                     if isinstance(raw, dict) and "persona" in raw:
-                        raw["persona"] = _resolve_persona(raw["persona"])
+                        where = f"cases.{i}.persona"
+                        raw["persona"] = _resolve_persona(raw["persona"], path, where)
             suite = Suite.model_validate(data)
             return LoadedCases(suite.name, suite.cases)
         if "persona" in data:
-            data["persona"] = _resolve_persona(data["persona"])
+            data["persona"] = _resolve_persona(data["persona"], path, "persona")
         return LoadedCases(None, [Case.model_validate(data)])
     except ValidationError as exc:
         raise CaseFileError(_describe(path, exc)) from exc

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import aiohttp
 from rich.console import Console
 from rich.table import Table
 
@@ -245,32 +242,10 @@ def _summary(runs: list[Run], store: RunStore) -> None:
 # ---------------------------------------------------------------------- demo
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the reference agent exited with status {proc.returncode}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"the reference agent did not become healthy within {timeout:g} s")
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    loaded = _load(args.suite)
-    if loaded is None:
-        return 2
-    port = _free_port()
-    args.out.mkdir(parents=True, exist_ok=True)
+def start_agent_process(
+    *extra: str, log_path: Path, host: str = "127.0.0.1"
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `loopcall agent` on a free port; return it and its target once it accepts calls."""
     cmd = [
         sys.executable,
         "-m",
@@ -279,34 +254,50 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         "--channel",
         "webrtc",
         "--host",
-        "127.0.0.1",
+        host,
         "--port",
-        str(port),
-        "--timing-log",
-        str(args.out / "agent-timing.jsonl"),
+        "0",
+        *extra,
     ]
-    if args.reply_delay_ms is not None:
-        cmd += ["--reply-delay-ms", str(args.reply_delay_ms)]
-    console.print(f"starting the reference agent on 127.0.0.1:{port} ...")
-    log = (args.out / "agent.log").open("wb")
+    log = log_path.open("wb")
     proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        cmd, stdout=subprocess.PIPE, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
+    log.close()
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        line = raw.decode(errors="replace").strip()
+        if line.startswith("READY "):
+            url = line.split()[1]
+            return proc, "webrtc://" + url.split("://", 1)[1]
+    proc.wait()
+    raise RuntimeError(f"the reference agent exited with status {proc.returncode}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    loaded = _load(args.suite)
+    if loaded is None:
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    extra = ["--timing-log", str(args.out / "agent-timing.jsonl")]
+    if args.reply_delay_ms is not None:
+        extra += ["--reply-delay-ms", str(args.reply_delay_ms)]
+    console.print("starting the reference agent (loading its voice and STT) ...")
+    log_path = args.out / "agent.log"
     try:
-        asyncio.run(_wait_healthy(f"http://127.0.0.1:{port}/health", proc, 120))
-        target = f"webrtc://127.0.0.1:{port}/api/offer"
+        proc, target = start_agent_process(*extra, log_path=log_path)
+    except RuntimeError as exc:
+        err.print(f"[red]error:[/red] {exc} (see {log_path})")
+        return 1
+    try:
         console.print(f"reference agent ready; running '{loaded.suite_name}' against {target}")
         return _run_suite(loaded, target, args.out, 1)
-    except RuntimeError as exc:
-        err.print(f"[red]error:[/red] {exc} (see {args.out / 'agent.log'})")
-        return 1
     finally:
         proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
+        try:
             proc.wait(10)
-        if proc.poll() is None:
+        except subprocess.TimeoutExpired:
             proc.kill()
-        log.close()
 
 
 # --------------------------------------------------------------------- agent
@@ -334,13 +325,22 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         echo=args.echo,
     )
     app = create_agent_app(options)
-    console.print("reference agent: loading voice and STT ...")
     app.state.agent.warm_up()
-    console.print(
-        f"reference agent: POST http://{args.host}:{args.port}/api/offer"
-        f"{'' if args.reply_delay_ms is None else f' (oracle D={args.reply_delay_ms:g} ms)'}"
-    )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        err.print(f"[red]error:[/red] cannot listen on {args.host}:{args.port}: {exc.strerror}")
+        return 2
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    mode = "" if args.reply_delay_ms is None else f" oracle D={args.reply_delay_ms:g} ms"
+    # One machine-readable line once the socket accepts connections (the demo and tests wait on it).
+    print(f"READY http://{args.host}:{port}/api/offer{mode}", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server.run(sockets=[sock])
     return 0
 
 

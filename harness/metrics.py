@@ -177,7 +177,8 @@ class StreamingEndpointer:
     ) -> None:
         self._thr = threshold_amplitude(threshold_dbfs)
         self._win = max(1, sample_rate * WINDOW_MS // 1000)
-        self._hang = int(hangover_ms * sample_rate / 1000)
+        # Counted in whole windows, exactly as ``detect_speech`` counts them.
+        self._hang_windows = max(1, int(round(hangover_ms / WINDOW_MS)))
         self._min_windows = max(1, int(round(min_speech_ms / WINDOW_MS)))
         self._pending = np.zeros(0, dtype=np.int32)
         self.position = 0  # samples consumed into whole windows
@@ -185,6 +186,8 @@ class StreamingEndpointer:
         self.onset: int | None = None
         self._voiced_windows = 0
         self._last_voiced_end: int | None = None
+        self._window_index = 0
+        self._last_voiced_window = 0
 
     def push(self, chunk: np.ndarray) -> Segment | None:
         data = np.concatenate((self._pending, np.abs(chunk.astype(np.int32))))
@@ -196,15 +199,19 @@ class StreamingEndpointer:
             above = np.flatnonzero(window > self._thr)
             base = self.position
             self.position += self._win
+            index = self._window_index
+            self._window_index += 1
             if above.size:
+                self._last_voiced_window = index
                 if self._voiced_windows == 0:
                     self.onset = base + int(above[0])
                 self._voiced_windows += 1
                 self._last_voiced_end = base + int(above[-1]) + 1
                 if self._voiced_windows >= self._min_windows:
                     self.speaking = True
-            elif self._last_voiced_end is not None and (
-                self.position - self._last_voiced_end >= self._hang
+            elif (
+                self._last_voiced_end is not None
+                and index - self._last_voiced_window >= self._hang_windows
             ):
                 if self.speaking and self.onset is not None:
                     ended = Segment(self.onset, self._last_voiced_end)

@@ -40,6 +40,7 @@ __all__ = [
 
 SAMPLE_RATE = 16_000
 FLITE_VOICES = ("slt", "rms", "awb", "kal", "kal16")
+EDGE_GATE_DBFS = -30.0
 
 
 class SpeechError(RuntimeError):
@@ -94,7 +95,7 @@ class Voice:
                 return cached
         audio = self._flite(text, speed) if self.engine == "flite" else self._piper_say(text, speed)
         rate = SAMPLE_RATE if self.engine == "flite" else self._piper_rate()
-        audio = resample(audio, rate, sample_rate)
+        audio = _crisp_edges(resample(audio, rate, sample_rate))
         audio.setflags(write=False)
         with self._lock:
             self._cache[key] = audio
@@ -146,6 +147,25 @@ class Voice:
         audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
         # Piper renders near full scale; leave ~3 dB of headroom so codecs do not clip.
         return (audio.astype(np.float32) * 0.7).astype(np.int16)
+
+
+def _crisp_edges(audio: np.ndarray, gate_dbfs: float = EDGE_GATE_DBFS) -> np.ndarray:
+    """Silence the faint lead-in before the first, and the decay after the last, strong sample.
+
+    TTS voices start some words with tens of ms hovering near -35 dBFS (a "p",
+    breath noise) and end others with a long faint decay.  Where such a stretch
+    crosses a detection threshold depends on the codec, which would blur speech
+    edges by tens of ms.  With the stretches zeroed, the first and last voiced
+    samples are unambiguous on both sides of the wire.  The length is unchanged.
+    """
+    gate = 32768.0 * 10 ** (gate_dbfs / 20.0)
+    loud = np.flatnonzero(np.abs(audio.astype(np.int32)) > gate)
+    if loud.size == 0:
+        return audio
+    out = audio.copy()
+    out[: loud[0]] = 0
+    out[loud[-1] + 1 :] = 0
+    return out
 
 
 _voices: dict[str, Voice] = {}

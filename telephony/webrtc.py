@@ -25,7 +25,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from telephony.base import Call, CallStateError, ConnectError, Target
-from telephony.loopback import restrict_ice_to_loopback
+from telephony.loopback import loopback_ice
 
 __all__ = ["WebRTCCall"]
 
@@ -82,8 +82,6 @@ class WebRTCCall(Call):
         if self.state != "new":
             raise CallStateError(f'Cannot connect in call state "{self.state}"')
         self.state = "connecting"
-        if self.target.is_loopback:
-            restrict_ice_to_loopback()
         try:
             await asyncio.wait_for(self._connect(), timeout)
         except TimeoutError as exc:
@@ -137,7 +135,8 @@ class WebRTCCall(Call):
                     self._mark_ended("remote_hangup", f"peer connection {state}")
                     self._spawn(self._close_transport())
 
-        await pc.setLocalDescription(await pc.createOffer())
+        with loopback_ice(self.target.is_loopback):
+            await pc.setLocalDescription(await pc.createOffer())
         answer = await self._post_offer(pc.localDescription.sdp)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
 

@@ -123,14 +123,15 @@ class TapeTrack(MediaStreamTrack):
             raise MediaStreamError
         if self._start is None:
             self._start = time.time()
-        else:
-            wait = self._start + self._pts / self._rate - time.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        now = time.time()
+        # When this frame is due to leave; a late wake-up does not move it (the
+        # next frames follow at once), so lateness never shifts the tape.
+        due = self._start + self._pts / self._rate
+        wait = due - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
         samples = np.zeros(self._frame, dtype=np.int16)
         if self._clock.ready:
-            target = self._clock.sample_at(now)
+            target = self._clock.sample_at(due)
             if self._position is None:
                 self._position = target
             elif abs(target - self._position) > RESYNC_SAMPLES and self._tape.is_silent(
@@ -138,7 +139,7 @@ class TapeTrack(MediaStreamTrack):
             ):
                 # The stream clock's estimate moved: catch up while nothing is playing.
                 self._position = target
-            samples = self._tape.read(self._position, self._frame, now, self._rate)
+            samples = self._tape.read(self._position, self._frame, due, self._rate)
             self._position += self._frame
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = self._rate

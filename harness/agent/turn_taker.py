@@ -68,7 +68,7 @@ class _Reply:
     text: str
     caller_offset_epoch_ms: float | None
     late_ms: float
-    heard: asyncio.Future[str] | None = None
+    caller_audio: np.ndarray | None = None
 
 
 class TurnTaker(FrameProcessor):
@@ -154,8 +154,9 @@ class TurnTaker(FrameProcessor):
             due = self._received
         reply = self._schedule(text, self.clock.time_of(offset) * 1000.0, due)
         if self._transcriber is not None:
-            audio = self._slice(onset, offset)
-            reply.heard = asyncio.ensure_future(self._transcriber.transcribe_async(audio, self._sr))
+            # Transcribed once the reply is out: the words only go to the log, and
+            # Whisper's CPU burst must not land on the moment the reply is due.
+            reply.caller_audio = self._slice(onset, offset)
         if self._cursor.finished and self._script.hang_up_after_last:
             self._hanging_up = True
 
@@ -164,7 +165,12 @@ class TurnTaker(FrameProcessor):
         audio = self._voice.synthesize(text, self._sr)
         lead = _first_voiced(audio)  # the voice's leading silence is not part of the delay
         earliest = max(self.tape.end, self.tape.read_position + self._ms(20))
-        start = max(due - lead, earliest)
+        start = due - lead
+        if start < earliest:
+            # Too close to the due time for the whole lead-in: drop some of its silence.
+            cut = min(earliest - start, lead)
+            audio, lead, start = audio[cut:], lead - cut, start + cut
+        start = max(start, earliest)
         late_ms = (start + lead - due) * 1000.0 / self._sr
         if late_ms > 0 and caller_offset_ms is not None and self._config.reply_delay_ms:
             logger.warning(f"reference agent: reply {self._turn} goes out {late_ms:.0f} ms late")
@@ -179,9 +185,9 @@ class TurnTaker(FrameProcessor):
 
     async def _log(self, reply: _Reply, onset_epoch_ms: float) -> None:
         heard: str | None = None
-        if reply.heard is not None:
+        if reply.caller_audio is not None and self._transcriber is not None:
             try:
-                heard = await reply.heard
+                heard = await self._transcriber.transcribe_async(reply.caller_audio, self._sr)
             except Exception as exc:  # STT trouble must not end the call
                 logger.warning(f"reference agent: STT failed: {exc}")
         logger.info(f"reference agent reply {reply.turn}: {reply.text!r} (heard {heard!r})")

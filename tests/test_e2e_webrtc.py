@@ -1,0 +1,218 @@
+"""End to end over real WebRTC on 127.0.0.1: the harness calls the reference agent.
+
+Nothing is mocked: the agent is `loopcall agent` in its own process (pipecat,
+SmallWebRTC, piper voice, Whisper), the caller is the persona pipeline over
+aiortc, and the timing comes from the recorded audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import wave
+from pathlib import Path
+
+import jiwer
+import pytest
+import yaml
+
+from harness.agent.script import DENTAL_SCRIPT
+from harness.calibration import EchoCalibrator
+from harness.cases import load_cases
+from harness.models import Case
+from harness.orchestrator import RunOptions, run_case
+from harness.store import RunStore
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"
+
+pytestmark = pytest.mark.e2e
+LOOPCALL = [sys.executable, "-m", "harness.cli"]
+
+
+def booking_case() -> Case:
+    return load_cases(EXAMPLES / "dental_suite.yaml").cases[0]
+
+
+def _normalise(text: str) -> str:
+    words = jiwer.RemovePunctuation()(text.lower())
+    return " ".join(words.replace("10", "ten").split())
+
+
+def _agent_wer(run_turns: list[str]) -> float:
+    reference = [_normalise(line) for line in DENTAL_SCRIPT.lines]
+    hypothesis = [_normalise(text) for text in run_turns]
+    return float(jiwer.wer(reference, hypothesis))
+
+
+async def _loopcall(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *LOOPCALL, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_cli_run_end_to_end(start_agent, tmp_path: Path) -> None:
+    agent = start_agent()
+    case_file = tmp_path / "case.yaml"
+    case_file.write_text(yaml.safe_dump(booking_case().model_dump(mode="json", exclude_none=True)))
+    out = tmp_path / "runs"
+
+    code, stdout, stderr = await _loopcall(
+        "run", str(case_file), "--target", agent.target, "--out", str(out)
+    )
+
+    assert code == 0, stdout + stderr
+    [run] = RunStore(out).list()
+    assert run.status == "completed"
+    assert run.termination_reason == "agent_ended"
+    assert run.evaluation is not None and run.evaluation.pass_fail
+    agent_turns = [t for t in run.turns if t.role == "agent"]
+    persona_turns = [t for t in run.turns if t.role == "persona"]
+    assert [t.role for t in run.turns] == ["agent", "persona"] * 3 + ["agent"]
+    # The agent's known lines come back through the wire and the offline STT.
+    assert _agent_wer([t.text for t in agent_turns]) < 0.2
+    assert "Alex Morgan" in persona_turns[0].text
+    assert agent_turns[0].latency_ms is None
+    assert all(t.latency_ms is not None and t.latency_ms > 0 for t in agent_turns[1:])
+    assert run.metrics.latency_ms.n == 3
+    assert run.metrics.time_to_first_audio_ms is not None
+    assert run.metrics.transport_rtt_ms is not None and 0 < run.metrics.transport_rtt_ms < 1000
+    # The stereo recording holds both sides on one clock.
+    assert run.recording is not None
+    with wave.open(run.recording) as wav:
+        assert (wav.getnchannels(), wav.getframerate()) == (2, 16_000)
+        assert wav.getnframes() / 16_000 * 1000 >= agent_turns[-1].end_ms
+    # The agent heard the persona too (its own STT, logged per reply).
+    heard = [r["heard"] for r in agent.timings() if r["turn"] == 1]
+    assert heard and "alex morgan" in heard[0].lower()
+    # Every view renders from the stored run.
+    for view, key in (
+        ("loopcall", "turns"),
+        ("vapi", "endedReason"),
+        ("yappr", "pass_fail"),
+        ("cekura", "success_rate"),
+    ):
+        code, stdout, stderr = await _loopcall(
+            "show", run.id[:8], "--view", view, "--out", str(out)
+        )
+        assert code == 0, stderr
+        assert key in json.loads(stdout)
+
+
+@pytest.mark.parametrize("delay_ms", [400, 1200])
+async def test_latency_oracle(start_agent, tmp_path: Path, delay_ms: int) -> None:
+    agent = start_agent("--reply-delay-ms", str(delay_ms))
+    store = RunStore(tmp_path / "runs")
+    async with EchoCalibrator() as calibrator:
+        run = await run_case(booking_case(), agent.target, store, calibrator=calibrator)
+
+    assert run.status == "completed", run.error
+    rtt = run.metrics.transport_rtt_ms
+    assert rtt is not None
+    replies = [t for t in run.turns if t.role == "agent" and t.latency_ms is not None]
+    assert len(replies) == 3
+    errors = [t.latency_ms - delay_ms - rtt for t in replies]  # type: ignore[operator]
+    assert all(abs(e) <= 20 for e in errors), errors
+    # The agent's own log agrees: every reply was on time.
+    logged = [r for r in agent.timings() if r["caller_offset_epoch_ms"] is not None]
+    assert len(logged) == 3
+    for record in logged:
+        assert record["late_ms"] == 0
+        gap = record["reply_onset_epoch_ms"] - record["caller_offset_epoch_ms"]
+        assert abs(gap - delay_ms) <= 10, record
+
+
+async def test_ctrl_c_hangs_up_and_stores_cancelled(start_agent, tmp_path: Path) -> None:
+    agent = start_agent()
+    out = tmp_path / "runs"
+    proc = await asyncio.create_subprocess_exec(
+        *LOOPCALL,
+        "run",
+        str(EXAMPLES / "dental_suite.yaml"),
+        "--target",
+        agent.target,
+        "--out",
+        str(out),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    async for raw in proc.stdout:
+        if b": connected" in raw:
+            break
+    proc.send_signal(signal.SIGINT)
+    await proc.wait()
+
+    assert proc.returncode == 130
+    [run] = RunStore(out).list()
+    assert run.status == "cancelled"
+    assert run.termination_reason == "cancelled"
+    assert run.ended_at is not None
+
+
+async def test_unreachable_target_is_a_stored_failed_run(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port with nobody listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = RunStore(tmp_path)
+    run = await run_case(
+        booking_case(),
+        f"webrtc://127.0.0.1:{port}/api/offer",
+        store,
+        options=RunOptions(calibrate=False),
+    )
+    assert run.status == "failed"
+    assert run.termination_reason == "error"
+    assert run.error is not None and "could not reach agent" in run.error
+    assert store.load(run.id).status == "failed"
+    assert run.evaluation is not None and not run.evaluation.pass_fail
+
+
+async def test_refusing_target_is_a_stored_failed_run(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    async def refuse(_request: web.Request) -> web.Response:
+        return web.Response(status=403, text="no calls today")
+
+    app = web.Application()
+    app.router.add_post("/api/offer", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        store = RunStore(tmp_path)
+        run = await run_case(
+            booking_case(),
+            f"webrtc://127.0.0.1:{port}/api/offer",
+            store,
+            options=RunOptions(calibrate=False),
+        )
+    finally:
+        await runner.cleanup()
+    assert run.status == "failed"
+    assert run.termination_reason == "error"
+    assert run.error is not None and "HTTP 403" in run.error and "no calls today" in run.error
+    assert store.load(run.id).error == run.error
+
+
+async def test_malformed_case_file_names_file_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\npersona: {identity_prompt: hi}\nmax_turns: -3\n")
+    code, _out, err = await _loopcall("run", str(bad), "--target", "webrtc://127.0.0.1:9/api/offer")
+    assert code == 2
+    assert str(bad) in err
+    assert "persona.name" in err and "max_turns" in err
+
+
+async def test_bad_target_url_is_rejected(tmp_path: Path) -> None:
+    case_file = EXAMPLES / "dental_suite.yaml"
+    code, _out, err = await _loopcall("run", str(case_file), "--target", "http://example/offer")
+    assert code == 2
+    assert "unknown channel" in err
