@@ -216,3 +216,33 @@ async def test_bad_target_url_is_rejected(tmp_path: Path) -> None:
     code, _out, err = await _loopcall("run", str(case_file), "--target", "http://example/offer")
     assert code == 2
     assert "unknown channel" in err
+
+
+async def test_max_duration_ends_the_run_as_timeout(start_agent, tmp_path: Path) -> None:
+    agent = start_agent()
+    case = booking_case().model_copy(update={"max_duration_s": 3.0})
+    store = RunStore(tmp_path)
+    run = await run_case(case, agent.target, store, options=RunOptions(calibrate=False))
+    assert run.status == "completed"
+    assert run.termination_reason == "timeout"
+    assert any(e.kind == "timeout" for e in run.events)
+    # The persona said its goodbye before hanging up.
+    assert any(t.role == "persona" and "goodbye" in t.text.lower() for t in run.turns)
+    assert store.load(run.id).termination_reason == "timeout"
+
+
+async def test_repeat_runs_every_case_n_times(start_agent, tmp_path: Path) -> None:
+    agent = start_agent()
+    suite = load_cases(EXAMPLES / "dental_suite.yaml")
+    early = suite.cases[1]  # "Caller leaves early": one persona turn
+    case_file = tmp_path / "early.yaml"
+    case_file.write_text(yaml.safe_dump(early.model_dump(mode="json", exclude_none=True)))
+    out = tmp_path / "runs"
+    code, stdout, stderr = await _loopcall(
+        "run", str(case_file), "--target", agent.target, "--out", str(out), "--repeat", "2"
+    )
+    assert code == 0, stdout + stderr
+    runs = RunStore(out).list()
+    assert len(runs) == 2
+    assert len({r.id for r in runs}) == 2
+    assert all(r.termination_reason == "max_turns" and r.passed for r in runs)

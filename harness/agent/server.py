@@ -10,11 +10,13 @@ SmallWebRTC agent.  Each accepted offer gets its own pipeline:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from loguru import logger
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineWorker
@@ -117,7 +119,15 @@ class _Agent:
 def create_agent_app(options: AgentOptions) -> FastAPI:
     """The reference agent as an ASGI app (the caller warms it up before serving)."""
     agent = _Agent(options)
-    app = FastAPI(title="loopcall reference agent")
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await agent.handler.close()
+        for task in list(agent.calls):
+            task.cancel()
+
+    app = FastAPI(title="loopcall reference agent", lifespan=lifespan)
     app.state.agent = agent
 
     @app.get("/health")
@@ -126,22 +136,22 @@ def create_agent_app(options: AgentOptions) -> FastAPI:
 
     @app.post("/api/offer")
     async def offer(request: Request) -> dict[str, Any]:
-        body = await request.json()
-        answer = await agent.handler.handle_web_request(
-            SmallWebRTCRequest.from_dict(body), agent.start_call
-        )
-        return answer or {}
+        try:
+            body = await request.json()
+            offer = SmallWebRTCRequest.from_dict(dict(body))
+        except (ValueError, TypeError) as exc:
+            raise HTTPException(400, f"expected {{sdp, type: 'offer'}}: {exc}") from exc
+        if offer.type != "offer" or not offer.sdp:
+            raise HTTPException(400, "expected an SDP offer")
+        answer = await agent.handler.handle_web_request(offer, agent.start_call)
+        if answer is None:
+            raise HTTPException(500, "no SDP answer was produced")
+        return answer
 
     @app.patch("/api/offer")
     async def patch_offer(request: Request) -> dict[str, str]:
         body = await request.json()
         await agent.handler.handle_patch_request(SmallWebRTCPatchRequest(**body))
         return {"status": "success"}
-
-    @app.on_event("shutdown")
-    async def _shutdown() -> None:
-        await agent.handler.close()
-        for task in list(agent.calls):
-            task.cancel()
 
     return app
