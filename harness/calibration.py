@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,8 +64,7 @@ class EchoCalibrator:
             return
         app = create_agent_app(AgentOptions(echo=True))
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-        server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        server = _EmbeddedServer(config)
         self._server = server
         self._serve_task = asyncio.create_task(server.serve())
         while not server.started:
@@ -106,8 +106,8 @@ class EchoCalibrator:
                     await call.send_audio(np.concatenate((burst, gap)).tobytes())
                 await call.wait_sent()
                 # Everything sent is back once the agent side has played as much, plus the hold.
-                sent = sum(len(pcm) for _, pcm in recorder.sent) // 2
-                await reader.until(sent + (ECHO_HOLD_MS + TAIL_MS) * rate // 1000)
+                sent_samples = sum(len(pcm) for _, pcm in recorder.sent) // 2
+                await reader.until(sent_samples + int((ECHO_HOLD_MS + TAIL_MS) * rate / 1000))
         finally:
             await call.hangup()
         if call.connected_at is None:
@@ -128,6 +128,14 @@ class EchoCalibrator:
             jitter_ms=round(max(rtts) - min(rtts), 2),
             samples_ms=tuple(round(r, 2) for r in rtts),
         )
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside the harness's own loop: leave SIGINT to the harness (Ctrl-C)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class _Reader:

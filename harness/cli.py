@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -64,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument(
         "--timing-log", type=Path, default=None, help="append one JSON line per reply"
     )
+    agent.add_argument(
+        "--voice",
+        default=None,
+        help="engine:voice (default piper:joe if installed, else flite:rms)",
+    )
     agent.add_argument("--echo", action="store_true", help="echo the caller (calibration)")
     agent.add_argument("--no-stt", action="store_true", help="do not transcribe the caller")
 
@@ -80,9 +86,18 @@ def _parser() -> argparse.ArgumentParser:
 def _configure_logging(command: str) -> None:
     from loguru import logger
 
-    default = "INFO" if command == "agent" else "WARNING"
+    level = os.environ.get("LOOPCALL_LOG_LEVEL", "INFO" if command == "agent" else "WARNING")
+    threshold = logger.level(level).no
+    # pipecat warns about things that are fine here (no video track, ...): errors only.
+    pipecat_threshold = max(threshold, logger.level("ERROR").no)
+
+    def keep(record: Any) -> bool:
+        name = record["name"] or ""
+        floor = pipecat_threshold if name.startswith("pipecat") else threshold
+        return bool(record["level"].no >= floor)
+
     logger.remove()
-    logger.add(sys.stderr, level=os.environ.get("LOOPCALL_LOG_LEVEL", default))
+    logger.add(sys.stderr, level=0, filter=keep)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -307,6 +322,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     import uvicorn
 
     from harness.agent.server import AgentOptions, create_agent_app
+    from personas.speech import SpeechError
     from telephony.base import Target
     from telephony.loopback import restrict_ice_to_loopback
 
@@ -323,8 +339,13 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         timing_log=args.timing_log,
         stt=not args.no_stt,
         echo=args.echo,
+        voice=args.voice,
     )
-    app = create_agent_app(options)
+    try:
+        app = create_agent_app(options)
+    except SpeechError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return 2
     app.state.agent.warm_up()
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

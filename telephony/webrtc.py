@@ -191,6 +191,7 @@ class WebRTCCall(Call):
             while True:
                 frame = await track.recv()
                 now = time.monotonic()
+                assert isinstance(frame, av.AudioFrame)
                 for out in resampler.resample(frame):
                     self._deliver(out.to_ndarray().tobytes(), now)
         except MediaStreamError:

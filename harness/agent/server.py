@@ -33,7 +33,13 @@ from pipecat.workers.runner import WorkerRunner
 from harness.agent.playout import TapeTrack
 from harness.agent.script import DENTAL_SCRIPT, AgentScript
 from harness.agent.turn_taker import TimingLog, TurnTaker, TurnTakerConfig
-from personas.speech import Transcriber, Voice, get_transcriber, get_voice
+from personas.speech import (
+    Transcriber,
+    Voice,
+    default_agent_voice,
+    get_transcriber,
+    get_voice,
+)
 
 __all__ = ["AgentOptions", "create_agent_app"]
 
@@ -45,7 +51,7 @@ class AgentOptions:
     reply_delay_ms: float | None = None
     hangover_ms: float = 600.0
     timing_log: Path | None = None
-    voice: str = "piper:joe"
+    voice: str | None = None  # None: piper "joe" if installed, else flite "rms"
     stt: bool = True
     echo: bool = False
     script: AgentScript = DENTAL_SCRIPT
@@ -54,7 +60,7 @@ class AgentOptions:
 class _Agent:
     def __init__(self, options: AgentOptions) -> None:
         self.options = options
-        self.voice: Voice = get_voice(options.voice)
+        self.voice: Voice = get_voice(options.voice or default_agent_voice())
         self.transcriber: Transcriber | None = None
         self.timing_log = TimingLog(options.timing_log) if options.timing_log else None
         self.handler = SmallWebRTCRequestHandler()
