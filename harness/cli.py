@@ -17,7 +17,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -26,6 +26,9 @@ from harness import __version__
 from harness.cases import CaseFileError, LoadedCases, load_cases
 from harness.models import Run
 from harness.store import RunNotFound, RunStore
+
+if TYPE_CHECKING:
+    from harness.orchestrator import RunOptions
 
 __all__ = ["main"]
 
@@ -179,14 +182,18 @@ def _run_suite(
 
 
 async def _execute(
-    loaded: LoadedCases, target: str, store: RunStore, options: object, repeat: int, runs: list[Run]
+    loaded: LoadedCases,
+    target: str,
+    store: RunStore,
+    options: RunOptions,
+    repeat: int,
+    runs: list[Run],
 ) -> None:
     import uuid
 
     from harness.calibration import EchoCalibrator
-    from harness.orchestrator import RunOptions, run_case
+    from harness.orchestrator import run_case
 
-    assert isinstance(options, RunOptions)
     suite_run_id = str(uuid.uuid4()) if loaded.suite_name else None
     total = len(loaded.cases) * repeat
     async with EchoCalibrator() as calibrator:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -71,6 +72,17 @@ def new_run_id() -> str:
     return str(uuid.uuid4())
 
 
+def _compiles(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regex {value!r}: {exc}") from exc
+    return value
+
+
+Regex = Annotated[str, AfterValidator(_compiles)]
+
+
 class _Strict(BaseModel):
     """Input records: unknown keys are errors, so typos in a case file surface."""
 
@@ -113,17 +125,7 @@ class ScriptLine(_Strict):
     """
 
     say: str = Field(min_length=1)
-    when: str | None = None
-
-    @field_validator("when")
-    @classmethod
-    def _when_compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {value!r}: {exc}") from exc
-        return value
+    when: Regex | None = None
 
 
 class LatencyCheck(_Strict):
@@ -161,22 +163,12 @@ class Criterion(_Strict):
 
     weight: float = Field(default=1.0, ge=0)
     description: str = ""
-    pattern: str | None = None
+    pattern: Regex | None = None
     role: Role = "agent"
     must_match: bool = True
     latency_ms: LatencyCheck | None = None
     termination_reason: list[TerminationReason] | None = None
     turn_count: TurnCountCheck | None = None
-
-    @field_validator("pattern")
-    @classmethod
-    def _pattern_compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {value!r}: {exc}") from exc
-        return value
 
     @field_validator("termination_reason", mode="before")
     @classmethod

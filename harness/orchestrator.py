@@ -70,7 +70,7 @@ async def run_case(
         loopcall_version=__version__,
     )
     execution = _Execution(run, store, options, calibrator, progress or (lambda _r, _m: None))
-    return await execution.run()
+    return await execution.execute()
 
 
 class _Execution:
@@ -84,7 +84,7 @@ class _Execution:
         calibrator: EchoCalibrator | None,
         progress: ProgressFn,
     ) -> None:
-        self.run_ = run
+        self.run = run
         self.store = store
         self.options = options
         self.calibrator = calibrator
@@ -97,11 +97,11 @@ class _Execution:
     def event(self, kind: str, detail: str = "") -> None:
         base = self.connected_at or self.started_mono
         t_ms = round((time.monotonic() - base) * 1000.0, 1)
-        self.run_.events.append(CallEvent(t_ms=t_ms, kind=kind, detail=detail))
-        self.progress(self.run_, f"{kind}{': ' + detail if detail else ''}")
+        self.run.events.append(CallEvent(t_ms=t_ms, kind=kind, detail=detail))
+        self.progress(self.run, f"{kind}{': ' + detail if detail else ''}")
 
-    async def run(self) -> Run:
-        run = self.run_
+    async def execute(self) -> Run:
+        run = self.run
         run.status = "running"
         run.started_at = utcnow()
         self.store.save(run)
@@ -141,12 +141,12 @@ class _Execution:
         except TelephonyError as exc:
             self.event("calibration_failed", str(exc))
             return
-        self.run_.metrics.transport_rtt_ms = calibration.rtt_ms
-        self.run_.metrics.transport_rtt_jitter_ms = calibration.jitter_ms
+        self.run.metrics.transport_rtt_ms = calibration.rtt_ms
+        self.run.metrics.transport_rtt_jitter_ms = calibration.jitter_ms
         self.event("calibrated", f"transport round trip {calibration.rtt_ms:.1f} ms")
 
     async def _converse(self, call: Call) -> TerminationReason:
-        case = self.run_.case
+        case = self.run.case
         self.bot = PersonaBot(case, call)
         await self.bot.start()
         finished = self.bot.finished
@@ -173,7 +173,7 @@ class _Execution:
         return "timeout"
 
     def _finish(self, status: str, reason: TerminationReason, error: str | None = None) -> None:
-        run = self.run_
+        run = self.run
         if run.status in ("completed", "failed", "cancelled"):
             return
         run.status = status  # type: ignore[assignment]
@@ -186,7 +186,7 @@ class _Execution:
 
     async def _wrap_up(self, call: Call | None) -> None:
         """Hang up, stop the bot, analyse what was recorded, score, store."""
-        run = self.run_
+        run = self.run
         if self.bot is not None:
             with contextlib.suppress(Exception):
                 await self.bot.stop()
@@ -203,7 +203,7 @@ class _Execution:
         self.progress(run, "stored")
 
     async def _analyse(self) -> None:
-        run = self.run_
+        run = self.run
         if self.recorder is None or self.connected_at is None:
             return
         recording = self.recorder.recording(self.connected_at)

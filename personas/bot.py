@@ -93,7 +93,6 @@ class PersonaTurns(FrameProcessor):
         self._reply_task: asyncio.Task[None] | None = None
         self._greeting_task: asyncio.Task[None] | None = None
         self.said: list[Utterance] = []
-        self.agent_heard: list[str] = []
         self._agent_ever_spoke = False
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -107,11 +106,11 @@ class PersonaTurns(FrameProcessor):
             await self._cancel_reply()
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             self._heard.agent_speaking = False
-            self._heard.stopped_at = time.monotonic()
+            # The VAD reports the stop `stop_secs` after the agent actually stopped.
+            self._heard.stopped_at = time.monotonic() - frame.stop_secs
             self._schedule_reply()
         elif isinstance(frame, TranscriptionFrame):
             self._heard.text.append(frame.text)
-            self.agent_heard.append(frame.text)
             self._heard.pending_segments = max(0, self._heard.pending_segments - 1)
             self._transcribed.set()
         elif (
