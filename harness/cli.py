@@ -78,7 +78,9 @@ def _parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("show", help="print a stored run")
     show.add_argument("run_id")
-    show.add_argument("--view", choices=["loopcall", "vapi", "yappr", "cekura"], default="loopcall")
+    show.add_argument(
+        "--view", choices=["loopcall", "vapi", "yappr", "cekura", "text"], default="loopcall"
+    )
     show.add_argument("--out", type=Path, default=Path("runs"))
 
     runs = sub.add_parser("runs", help="list stored runs")
@@ -384,7 +386,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
     except RunNotFound as exc:
         err.print(f"[red]error:[/red] {exc}")
         return 2
-    print(json.dumps(render(run, args.view), indent=2, default=str))
+    if args.view == "text":
+        from harness.views.text import to_text
+
+        print(to_text(run))
+    else:
+        print(json.dumps(render(run, args.view), indent=2, default=str))
     return 0
 
 

@@ -211,7 +211,7 @@ class _Execution:
             return
         path = self.store.recording_path(run.id)
         recording.write_wav(path)
-        run.recording = str(path)
+        run.recording = str(path.resolve())
         said = [
             SaidLine(t_ms=(u.t - self.connected_at) * 1000.0, text=u.text)
             for u in (self.bot.said if self.bot else [])

@@ -654,3 +654,26 @@ def test_render_rejects_unknown_view_and_many_runs_for_single_views() -> None:
         render(completed_run(), "retell")
     with pytest.raises(ValueError, match="exactly one run"):
         render(suite_runs(), "yappr")
+
+
+def test_text_view_shows_transcript_latency_and_verdicts() -> None:
+    from harness.views.text import to_text
+
+    run = completed_run()
+    text = to_text(run)
+    for turn in run.turns:
+        assert turn.text in text
+    assert run.evaluation is not None
+    assert ("PASS" if run.evaluation.pass_fail else "FAIL") in text
+    for result in run.evaluation.results:
+        assert result.reason in text
+    latencies = [t.latency_ms for t in run.turns if t.latency_ms is not None]
+    assert f"(+{latencies[0]:.0f} ms)" in text
+
+
+def test_text_view_shows_the_error_of_a_failed_run() -> None:
+    from harness.views.text import to_text
+
+    run = failed_run()
+    assert run.error is not None
+    assert f"error: {run.error}" in to_text(run)
