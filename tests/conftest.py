@@ -15,7 +15,6 @@ import pytest
 from harness.cli import start_agent_process
 
 ROOT = Path(__file__).resolve().parents[1]
-SEEDS = ROOT.parent / "shared" / "seeds"
 EXAMPLES = ROOT / "harness" / "examples"
 
 
