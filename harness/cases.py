@@ -17,13 +17,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from harness.errors import CaseFileError
 from harness.models import Case, Persona, Suite
 
 __all__ = ["CaseFileError", "LoadedCases", "library_personas", "load_cases", "load_persona"]
-
-
-class CaseFileError(ValueError):
-    """A case or suite file cannot be used; the message says where and why."""
 
 
 @dataclass(frozen=True)

@@ -242,9 +242,6 @@ class Turn(BaseModel):
         default=None,
         description="Agent turns: onset of this turn minus the end of the persona turn before it.",
     )
-    degraded: bool = Field(
-        default=False, description="True when the harness could not trust this turn's timing."
-    )
 
 
 class LatencySummary(BaseModel):

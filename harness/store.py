@@ -13,13 +13,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from harness.errors import RunNotFound
 from harness.models import Run
 
 __all__ = ["RunNotFound", "RunStore"]
-
-
-class RunNotFound(LookupError):
-    """No stored run matches the id (or the prefix is ambiguous)."""
 
 
 class RunStore:

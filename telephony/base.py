@@ -24,7 +24,7 @@ import ipaddress
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
@@ -208,7 +208,6 @@ class Call(ABC):
         self._taps: list[CallTap] = []
         self._incoming: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._outgoing = OutgoingAudio(frame_bytes=self.frame_samples * 2)
-        self._end_listeners: list[Callable[[EndCause], None]] = []
 
     @property
     def frame_samples(self) -> int:
@@ -216,9 +215,6 @@ class Call(ABC):
 
     def add_tap(self, tap: CallTap) -> None:
         self._taps.append(tap)
-
-    def on_end(self, listener: Callable[[EndCause], None]) -> None:
-        self._end_listeners.append(listener)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -299,5 +295,3 @@ class Call(ABC):
         self.ended.set()
         self._incoming.put_nowait(None)
         self._outgoing.clear()
-        for listener in self._end_listeners:
-            listener(cause)

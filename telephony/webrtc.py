@@ -215,17 +215,6 @@ class WebRTCCall(Call):
         inner = data.get("message") if isinstance(data, dict) else None
         return isinstance(inner, dict) and inner.get("type") == "peerLeft"
 
-    async def rtcp_round_trip_ms(self) -> float | None:
-        """The network round trip aiortc measured from RTCP reports, if any yet."""
-        if self._pc is None:
-            return None
-        stats = await self._pc.getStats()
-        for report in stats.values():
-            rtt = getattr(report, "roundTripTime", None)
-            if report.type == "remote-inbound-rtp" and rtt is not None:
-                return float(rtt) * 1000
-        return None
-
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)

@@ -126,7 +126,6 @@ def to_yappr_turns(run: Run) -> dict[str, Any]:
                 "start_ms": turn.start_ms,
                 "end_ms": turn.end_ms,
                 "latency_ms": turn.latency_ms,
-                "degraded": turn.degraded,
             }
             for index, turn in enumerate(run.turns)
         ],
