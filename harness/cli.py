@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--repeat", type=int, default=1, help="run every case N times")
     run.add_argument("--no-calibrate", action="store_true", help="skip the echo calibration")
     run.add_argument("--connect-timeout", type=float, default=15.0, help="seconds")
+    run.add_argument(
+        "--media-timeout",
+        type=float,
+        default=10.0,
+        help="end the run as failed when the agent sends no audio for this long (seconds)",
+    )
 
     demo = sub.add_parser("demo", help="start the reference agent and run the sample suite")
     demo.add_argument("--out", type=Path, default=Path("runs"))
@@ -76,8 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--echo", action="store_true", help="echo the caller (calibration)")
     agent.add_argument("--no-stt", action="store_true", help="do not transcribe the caller")
 
-    show = sub.add_parser("show", help="print a stored run")
-    show.add_argument("run_id")
+    show = sub.add_parser("show", help="print a stored run (or, with --view cekura, a suite run)")
+    show.add_argument(
+        "run_id", help="a run id or unique prefix; for --view cekura also a suite run id"
+    )
     show.add_argument(
         "--view", choices=["loopcall", "vapi", "yappr", "cekura", "text"], default="loopcall"
     )
@@ -147,29 +155,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except TargetError as exc:
         err.print(f"[red]error:[/red] {exc}")
         return 2
-    return _run_suite(
-        loaded,
-        args.target,
-        args.out,
-        args.repeat,
+    from harness.orchestrator import RunOptions
+
+    options = RunOptions(
+        connect_timeout_s=args.connect_timeout,
+        media_timeout_s=args.media_timeout if args.media_timeout > 0 else None,
         calibrate=not args.no_calibrate,
-        connect_timeout=args.connect_timeout,
     )
+    return _run_suite(loaded, args.target, args.out, args.repeat, options)
 
 
 def _run_suite(
-    loaded: LoadedCases,
-    target: str,
-    out: Path,
-    repeat: int,
-    *,
-    calibrate: bool = True,
-    connect_timeout: float = 15.0,
+    loaded: LoadedCases, target: str, out: Path, repeat: int, options: RunOptions | None = None
 ) -> int:
     from harness.orchestrator import RunOptions
 
     store = RunStore(out)
-    options = RunOptions(connect_timeout_s=connect_timeout, calibrate=calibrate)
+    options = options or RunOptions()
     runs: list[Run] = []
     try:
         asyncio.run(_execute(loaded, target, store, options, repeat, runs))
@@ -258,6 +260,9 @@ def _summary(runs: list[Run], store: RunStore) -> None:
             verdict,
         )
     console.print(table)
+    suite_runs = sorted({r.suite_run_id for r in runs if r.suite_run_id})
+    for suite_run_id in suite_runs:
+        console.print(f"suite run {suite_run_id} (loopcall show {suite_run_id[:8]} --view cekura)")
     for run in runs:
         if run.error:
             console.print(f"[red]{run.id[:8]}[/red] {run.case.name}: {run.error}")
@@ -384,6 +389,14 @@ def _cmd_show(args: argparse.Namespace) -> int:
     try:
         run = store.load(args.run_id)
     except RunNotFound as exc:
+        if args.view == "cekura":  # a suite run's id: one Cekura result for all its runs
+            try:
+                suite = store.suite_run(args.run_id)
+            except RunNotFound:
+                err.print(f"[red]error:[/red] {exc} (nor a suite run)")
+                return 2
+            print(json.dumps(render(suite, "cekura"), indent=2, default=str))
+            return 0
         err.print(f"[red]error:[/red] {exc}")
         return 2
     if args.view == "text":

@@ -9,6 +9,7 @@
     telephony.TelephonyError            raised by telephony/, never past the orchestrator:
     +-- TargetError                     a malformed target URL (the CLI exits 2)
     +-- ConnectError                    unreachable, refused, no answer -> Run failed/error
+    +-- ConnectionLost                  no media and no hang-up (agent crashed) -> failed/error
     +-- CallStateError                  an operation the call's state does not allow
     personas.speech.SpeechError         a voice or the STT cannot be used (says how to fix)
 

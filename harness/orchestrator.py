@@ -29,7 +29,7 @@ from harness.store import RunStore
 from harness.transcript import SaidLine, analyse
 from personas.bot import PersonaBot
 from personas.speech import get_transcriber
-from telephony import Call, TelephonyError, open_call, parse_target
+from telephony import Call, ConnectionLost, TelephonyError, open_call, parse_target
 
 __all__ = ["RunOptions", "run_case"]
 
@@ -41,6 +41,7 @@ class RunOptions:
     """How runs are executed; the CLI and the controller fill this in."""
 
     connect_timeout_s: float = 15.0
+    media_timeout_s: float | None = 10.0
     calibrate: bool = True
     transcribe: bool = True
 
@@ -112,7 +113,11 @@ class _Execution:
             run.channel = target.channel
             if self.options.calibrate:
                 await self._calibrate()
-            call = open_call(target, request_data={"loopcall_run_id": run.id})
+            call = open_call(
+                target,
+                request_data={"loopcall_run_id": run.id},
+                media_timeout_s=self.options.media_timeout_s,
+            )
             self.recorder = Recorder(call.sample_rate)
             call.add_tap(self.recorder)
             self.event("dialling", target.url)
@@ -163,6 +168,8 @@ class _Execution:
             self.event("persona_hung_up", reason)
             return reason
         if call.ended.is_set():
+            if call.end_cause == "media_timeout":
+                raise ConnectionLost(f"the call dropped: {call.end_detail}")
             self.event("agent_hung_up", call.end_detail)
             return "agent_ended"
         # Duration limit: say goodbye (briefly) and hang up.

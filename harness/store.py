@@ -51,6 +51,17 @@ class RunStore:
             path = matches[0]
         return Run.model_validate_json(path.read_text(encoding="utf-8"))
 
+    def suite_run(self, suite_run_id: str) -> list[Run]:
+        """The runs one suite invocation spawned (id or unique prefix), oldest first."""
+        runs = [
+            r for r in self.list() if r.suite_run_id and r.suite_run_id.startswith(suite_run_id)
+        ]
+        ids = {r.suite_run_id for r in runs}
+        if len(ids) != 1:
+            what = "no suite run" if not ids else f"{len(ids)} suite runs"
+            raise RunNotFound(f"{what} matching {suite_run_id!r} under {self.root}")
+        return sorted(runs, key=lambda r: r.created_at)
+
     def list(self) -> list[Run]:
         """Every stored run, newest first."""
         runs = [Run.model_validate_json(p.read_text(encoding="utf-8")) for p in self._run_files()]

@@ -13,6 +13,7 @@ Errors (``raise ... from exc`` at the edge; nothing from aiortc escapes)::
     TelephonyError
     +-- TargetError        the target URL is malformed or names an unknown channel
     +-- ConnectError       the agent could not be reached, refused, or never answered
+    +-- ConnectionLost     the call dropped without a hang-up (no media for too long)
     +-- CallStateError     an operation the call's current state does not allow
 """
 
@@ -34,6 +35,7 @@ __all__ = [
     "CallStateError",
     "CallTap",
     "ConnectError",
+    "ConnectionLost",
     "EndCause",
     "OutgoingAudio",
     "Target",
@@ -56,6 +58,10 @@ class TargetError(TelephonyError, ValueError):
 
 class ConnectError(TelephonyError):
     """The call could not be set up."""
+
+
+class ConnectionLost(TelephonyError):
+    """The call went silent at the transport level: no media, no hang-up."""
 
 
 class CallStateError(TelephonyError):
@@ -198,10 +204,12 @@ class Call(ABC):
     sample_rate: int = 16_000
     frame_ms: int = 20
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, *, media_timeout_s: float | None = 10.0) -> None:
         self.target = target
+        self.media_timeout_s = media_timeout_s
         self.state: Literal["new", "connecting", "connected", "ended"] = "new"
         self.connected_at: float | None = None
+        self.last_media_at: float | None = None
         self.end_cause: EndCause | None = None
         self.end_detail: str = ""
         self.ended = asyncio.Event()
@@ -278,13 +286,32 @@ class Call(ABC):
 
     def _deliver(self, pcm: bytes, t: float | None = None) -> None:
         now = time.monotonic() if t is None else t
+        self.last_media_at = now
         for tap in self._taps:
             tap.on_received(now, pcm)
         self._incoming.put_nowait(pcm)
 
     def _mark_connected(self) -> None:
         self.state = "connected"
-        self.connected_at = time.monotonic()
+        self.connected_at = self.last_media_at = time.monotonic()
+
+    async def _watch_media(self) -> None:
+        """End the call as ``media_timeout`` when the agent sends nothing for too long.
+
+        A live line carries audio all the time (silence included), so a long gap
+        means the far end is gone without a hang-up (crashed, network lost).
+        """
+        timeout = self.media_timeout_s
+        if timeout is None:
+            return
+        while self.state == "connected":
+            last = self.last_media_at or time.monotonic()
+            remaining = last + timeout - time.monotonic()
+            if remaining <= 0:
+                self._mark_ended("media_timeout", f"no audio from the agent for {timeout:g} s")
+                await self._close_transport()
+                return
+            await asyncio.sleep(min(remaining, 1.0))
 
     def _mark_ended(self, cause: EndCause, detail: str = "") -> None:
         if self.state == "ended":

@@ -68,8 +68,14 @@ class _PersonaTrack(MediaStreamTrack):
 class WebRTCCall(Call):
     """A call over WebRTC to an agent that answers SmallWebRTC offers."""
 
-    def __init__(self, target: Target, *, request_data: dict[str, Any] | None = None) -> None:
-        super().__init__(target)
+    def __init__(
+        self,
+        target: Target,
+        *,
+        request_data: dict[str, Any] | None = None,
+        media_timeout_s: float | None = 10.0,
+    ) -> None:
+        super().__init__(target, media_timeout_s=media_timeout_s)
         self._request_data = request_data or {}
         self._pc: RTCPeerConnection | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -146,6 +152,7 @@ class WebRTCCall(Call):
                 f"WebRTC connection to {self.target.http_url} failed (ICE/DTLS did not complete)"
             )
         self._mark_connected()
+        self._spawn(self._watch_media())
 
     async def _post_offer(self, sdp: str) -> dict[str, Any]:
         body = {"sdp": sdp, "type": "offer", "request_data": self._request_data}

@@ -21,7 +21,7 @@ import yaml
 from harness.agent.script import DENTAL_SCRIPT
 from harness.calibration import EchoCalibrator
 from harness.cases import load_cases
-from harness.models import Case
+from harness.models import Case, Run
 from harness.orchestrator import RunOptions, run_case
 from harness.store import RunStore
 
@@ -246,3 +246,63 @@ async def test_repeat_runs_every_case_n_times(start_agent, tmp_path: Path) -> No
     assert len(runs) == 2
     assert len({r.id for r in runs}) == 2
     assert all(r.termination_reason == "max_turns" and r.passed for r in runs)
+
+
+async def test_agent_crash_mid_call_is_a_failed_run(start_agent, tmp_path: Path) -> None:
+    agent = start_agent()
+    store = RunStore(tmp_path)
+    connected = asyncio.Event()
+
+    def progress(_run: Run, message: str) -> None:
+        if message == "connected":
+            connected.set()
+
+    task = asyncio.create_task(
+        run_case(
+            booking_case(),
+            agent.target,
+            store,
+            progress=progress,
+            options=RunOptions(calibrate=False, media_timeout_s=3.0),
+        )
+    )
+    await connected.wait()
+    agent.process.kill()  # no hang-up, no goodbye: the process is simply gone
+    run = await task
+
+    assert run.status == "failed"
+    assert run.termination_reason == "error"
+    assert run.error is not None and "no audio from the agent for 3 s" in run.error
+    assert store.load(run.id).status == "failed"
+
+
+async def test_agent_that_never_answers_the_offer_times_out(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    never = asyncio.Event()
+
+    async def hang(_request: web.Request) -> web.Response:
+        await never.wait()
+        return web.Response(status=500)
+
+    app = web.Application()
+    app.router.add_post("/api/offer", hang)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        store = RunStore(tmp_path)
+        run = await run_case(
+            booking_case(),
+            f"webrtc://127.0.0.1:{port}/api/offer",
+            store,
+            options=RunOptions(calibrate=False, connect_timeout_s=2.0),
+        )
+    finally:
+        never.set()
+        await runner.cleanup()
+    assert run.status == "failed"
+    assert run.termination_reason == "error"
+    assert run.error is not None and "within 2 s" in run.error

@@ -152,3 +152,15 @@ def test_paths(tmp_path: Path) -> None:
     store = RunStore(tmp_path)
     assert store.run_dir("abc") == tmp_path / "abc"
     assert store.recording_path("abc") == tmp_path / "abc" / "recording.wav"
+
+
+def test_suite_run_collects_the_runs_of_one_invocation(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    first = [make_run(f"run-a{i}", minutes=i, suite_run_id="aaaa1111-0000") for i in range(2)]
+    other = make_run("run-b", suite_run_id="bbbb2222-0000")
+    for run in [*first, other, make_run("run-c")]:
+        store.save(run)
+    assert [r.id for r in store.suite_run("aaaa")] == ["run-a0", "run-a1"]  # oldest first
+    assert [r.id for r in store.suite_run("bbbb2222-0000")] == [other.id]
+    with pytest.raises(RunNotFound):
+        store.suite_run("cccc")
