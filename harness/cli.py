@@ -29,6 +29,7 @@ from harness.store import RunNotFound, RunStore
 
 if TYPE_CHECKING:
     from harness.orchestrator import RunOptions
+    from harness.settings import Settings
 
 __all__ = ["main"]
 
@@ -157,12 +158,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     from harness.orchestrator import RunOptions
 
+    settings = _settings()
+    if settings is None:
+        return 2
     options = RunOptions(
         connect_timeout_s=args.connect_timeout,
         media_timeout_s=args.media_timeout if args.media_timeout > 0 else None,
         calibrate=not args.no_calibrate,
+        llm=settings.llm_config(),
     )
     return _run_suite(loaded, args.target, args.out, args.repeat, options)
+
+
+def _settings() -> Settings | None:
+    """``LOOPCALL_*`` settings, or None after printing what is wrong with them."""
+    from pydantic import ValidationError
+
+    from harness.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "LOOPCALL_" + "_".join(str(p) for p in error["loc"]).upper()
+            err.print(f"[red]error:[/red] {name}: {error['msg']}")
+        return None
 
 
 def _run_suite(
@@ -304,6 +324,8 @@ def start_agent_process(
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from harness.orchestrator import RunOptions
+
     loaded = _load(args.suite)
     if loaded is None:
         return 2
@@ -320,7 +342,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return 1
     try:
         console.print(f"reference agent ready; running '{loaded.suite_name}' against {target}")
-        return _run_suite(loaded, target, args.out, 1)
+        settings = _settings()
+        if settings is None:
+            return 2
+        return _run_suite(loaded, target, args.out, 1, RunOptions(llm=settings.llm_config()))
     finally:
         proc.terminate()
         try:

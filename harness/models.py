@@ -203,6 +203,10 @@ class Case(_Strict):
     max_turns: int = Field(default=20, ge=1, le=500)
     pass_threshold: float = Field(default=80, ge=0, le=100)
     script: list[ScriptLine] = Field(default_factory=list)
+    brain: Literal["scripted", "llm"] = Field(
+        default="scripted",
+        description="scripted: say the script; llm: an OpenAI-compatible model plays the persona.",
+    )
     goodbye: str = "Thanks, that's all. Goodbye."
     max_duration_s: float = Field(default=120, gt=0, le=3600)
     response_gap_ms: float = Field(

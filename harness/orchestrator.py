@@ -28,6 +28,8 @@ from harness.scoring import evaluate
 from harness.store import RunStore
 from harness.transcript import SaidLine, analyse
 from personas.bot import PersonaBot
+from personas.brains import Brain, BrainError, make_brain
+from personas.llm_brain import LLMConfig
 from personas.speech import get_transcriber
 from telephony import Call, ConnectionLost, TelephonyError, open_call, parse_target
 
@@ -42,6 +44,7 @@ class RunOptions:
 
     connect_timeout_s: float = 15.0
     media_timeout_s: float | None = 10.0
+    llm: LLMConfig | None = None
     calibrate: bool = True
     transcribe: bool = True
 
@@ -111,6 +114,7 @@ class _Execution:
         try:
             target = parse_target(run.target)
             run.channel = target.channel
+            brain = make_brain(run.case, self.options.llm)
             if self.options.calibrate:
                 await self._calibrate()
             call = open_call(
@@ -124,13 +128,13 @@ class _Execution:
             await call.connect(self.options.connect_timeout_s)
             self.connected_at = call.connected_at
             self.event("connected")
-            reason = await self._converse(call)
+            reason = await self._converse(call, brain)
             self._finish("completed", reason)
         except asyncio.CancelledError:
             self._finish("cancelled", "cancelled", "cancelled by the user")
             await self._wrap_up(call)
             raise
-        except TelephonyError as exc:
+        except (TelephonyError, BrainError) as exc:
             self._finish("failed", "error", str(exc))
         except Exception as exc:
             logger.exception(f"run {run.id} failed unexpectedly")
@@ -150,9 +154,9 @@ class _Execution:
         self.run.metrics.transport_rtt_jitter_ms = calibration.jitter_ms
         self.event("calibrated", f"transport round trip {calibration.rtt_ms:.1f} ms")
 
-    async def _converse(self, call: Call) -> TerminationReason:
+    async def _converse(self, call: Call, brain: Brain) -> TerminationReason:
         case = self.run.case
-        self.bot = PersonaBot(case, call)
+        self.bot = PersonaBot(case, call, brain)
         await self.bot.start()
         finished = self.bot.finished
         ended = asyncio.ensure_future(call.ended.wait())

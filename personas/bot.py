@@ -41,7 +41,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
 from harness.models import Case
-from personas.brains import Brain, Reply, ScriptedBrain
+from personas.brains import Brain, BrainError, Reply, ScriptedBrain
 from personas.services import OfflineSTTService, OfflineTTSService
 from personas.speech import get_transcriber, get_voice
 from personas.transport import CallTransport
@@ -158,13 +158,23 @@ class PersonaTurns(FrameProcessor):
             return
         agent_said = " ".join(self._heard.text)
         self._heard.text.clear()
-        await self._say(self._brain.next_reply(agent_said))
+        await self._say(await self._think(agent_said))
 
     async def _speak_first_if_silent(self) -> None:
         await asyncio.sleep(self._wait_for_greeting)
         if not self._agent_ever_spoke and not self.said:
             logger.info("persona: the agent did not greet; speaking first")
-            await self._say(self._brain.next_reply(""))
+            await self._say(await self._think(""))
+
+    async def _think(self, agent_said: str) -> Reply | None:
+        """The brain's next line; a brain failure ends the run (as failed) instead."""
+        try:
+            return await self._brain.next_reply(agent_said)
+        except BrainError as exc:
+            logger.warning(f"persona: {exc}")
+            if not self._finished.done():
+                self._finished.set_exception(exc)
+            return None
 
     async def _say(self, reply: Reply | None) -> None:
         if reply is None:
@@ -185,13 +195,13 @@ class PersonaTurns(FrameProcessor):
 class PersonaBot:
     """Builds and runs the persona pipeline for one case over one call."""
 
-    def __init__(self, case: Case, call: Call) -> None:
+    def __init__(self, case: Case, call: Call, brain: Brain | None = None) -> None:
         self.case = case
         self.call = call
         loop = asyncio.get_running_loop()
         self.finished: asyncio.Future[FinishReason] = loop.create_future()
         self.turns = PersonaTurns(
-            ScriptedBrain.for_case(case),
+            brain or ScriptedBrain.for_case(case),
             response_gap_s=case.response_gap_ms / 1000.0,
             wait_for_greeting_s=case.wait_for_greeting_s,
             on_finished=self.finished,

@@ -2,19 +2,29 @@
 
 Stage: inside the persona bot, between its ears (STT) and its voice (TTS).  The
 offline default is ``ScriptedBrain``: ordered lines, goal lines that fire when
-the agent's words match a pattern, and a goodbye.  An LLM brain (any
-OpenAI-compatible endpoint) implements the same ``Brain`` protocol.
+the agent's words match a pattern, and a goodbye.  ``LLMBrain``
+(``personas/llm_brain.py``) asks any OpenAI-compatible endpoint instead; a case
+picks one with ``brain: scripted | llm``.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from harness.models import Case, ScriptLine
 
-__all__ = ["Brain", "Reply", "ScriptedBrain"]
+if TYPE_CHECKING:
+    from personas.llm_brain import LLMConfig
+
+__all__ = ["Brain", "BrainError", "Reply", "ScriptedBrain", "make_brain"]
+
+FinishReason = Literal["persona_goodbye", "max_turns"]
+
+
+class BrainError(RuntimeError):
+    """The brain cannot produce the persona's next line (e.g. the LLM endpoint failed)."""
 
 
 @dataclass(frozen=True)
@@ -23,13 +33,13 @@ class Reply:
 
     text: str
     hang_up: bool = False
-    reason: Literal["persona_goodbye", "max_turns", None] = None
+    reason: FinishReason | None = None
 
 
 class Brain(Protocol):
-    def next_reply(self, agent_said: str) -> Reply | None: ...
+    async def next_reply(self, agent_said: str) -> Reply: ...
 
-    def goodbye(self, reason: Literal["persona_goodbye", "max_turns"]) -> Reply: ...
+    def goodbye(self, reason: FinishReason) -> Reply: ...
 
 
 @dataclass
@@ -51,19 +61,37 @@ class ScriptedBrain:
     def for_case(cls, case: Case) -> ScriptedBrain:
         return cls(lines=list(case.script), goodbye_line=case.goodbye, max_turns=case.max_turns)
 
-    def next_reply(self, agent_said: str) -> Reply:
+    async def next_reply(self, agent_said: str) -> Reply:
+        return self.next_line(agent_said)
+
+    def next_line(self, agent_said: str) -> Reply:
         """The persona's next turn after the agent said ``agent_said``."""
         if self.turns_taken >= self.max_turns - 1:
             return self.goodbye("max_turns")
-        self.turns_taken += 1
         for goal in self._goals:
             if goal.when is not None and re.search(goal.when, agent_said, re.IGNORECASE):
                 self._goals.remove(goal)
+                self.turns_taken += 1
                 return Reply(goal.say)
         if self._ordered:
+            self.turns_taken += 1
             return Reply(self._ordered.pop(0))
         return self.goodbye("persona_goodbye")
 
-    def goodbye(self, reason: Literal["persona_goodbye", "max_turns"]) -> Reply:
+    def goodbye(self, reason: FinishReason) -> Reply:
         self.turns_taken += 1
         return Reply(self.goodbye_line, hang_up=True, reason=reason)
+
+
+def make_brain(case: Case, llm: LLMConfig | None) -> Brain:
+    """The brain the case asks for; an LLM brain needs a configured endpoint."""
+    if case.brain == "scripted":
+        return ScriptedBrain.for_case(case)
+    if llm is None:
+        raise BrainError(
+            f"case {case.name!r} uses the LLM brain, but no endpoint is configured: set "
+            "LOOPCALL_LLM_BASE_URL (any OpenAI-compatible /v1 URL) and/or LOOPCALL_LLM_API_KEY"
+        )
+    from personas.llm_brain import LLMBrain
+
+    return LLMBrain(case, llm)

@@ -15,7 +15,7 @@ def brain(*lines: str | ScriptLine, max_turns: int = 20) -> ScriptedBrain:
 
 def test_ordered_lines_one_per_call_then_goodbye() -> None:
     b = brain("one", "two", "three")
-    replies = [b.next_reply("agent says something") for _ in range(4)]
+    replies = [b.next_line("agent says something") for _ in range(4)]
     assert replies == [
         Reply("one"),
         Reply("two"),
@@ -26,26 +26,26 @@ def test_ordered_lines_one_per_call_then_goodbye() -> None:
 
 
 def test_empty_script_says_goodbye_first() -> None:
-    assert brain().next_reply("Hello, how can I help?") == Reply(
+    assert brain().next_line("Hello, how can I help?") == Reply(
         GOODBYE, hang_up=True, reason="persona_goodbye"
     )
 
 
 def test_goal_line_fires_on_match_case_insensitively_and_only_once() -> None:
     b = brain("first", ScriptLine(say="May 3rd, 1961.", when=r"date of birth"), "second")
-    assert b.next_reply("Hi, how can I help?").text == "first"
+    assert b.next_line("Hi, how can I help?").text == "first"
     # The goal goes ahead of the ordered lines, which keep their place.
-    assert b.next_reply("Can I have your DATE OF BIRTH?").text == "May 3rd, 1961."
-    assert b.next_reply("What's your date of birth again?").text == "second"
-    assert b.next_reply("Date of birth?") == Reply(GOODBYE, hang_up=True, reason="persona_goodbye")
+    assert b.next_line("Can I have your DATE OF BIRTH?").text == "May 3rd, 1961."
+    assert b.next_line("What's your date of birth again?").text == "second"
+    assert b.next_line("Date of birth?") == Reply(GOODBYE, hang_up=True, reason="persona_goodbye")
 
 
 def test_goal_line_waits_for_its_pattern() -> None:
     b = brain(ScriptLine(say="Cash.", when=r"pay(ing)? by|payment"), "a", "b")
-    assert b.next_reply("Hello").text == "a"
-    assert b.next_reply("Tuesday?").text == "b"
-    assert b.next_reply("How will you be PAYING BY the way?").text == "Cash."
-    assert b.next_reply("Anything else?").reason == "persona_goodbye"
+    assert b.next_line("Hello").text == "a"
+    assert b.next_line("Tuesday?").text == "b"
+    assert b.next_line("How will you be PAYING BY the way?").text == "Cash."
+    assert b.next_line("Anything else?").reason == "persona_goodbye"
 
 
 def test_first_matching_goal_wins_when_several_match() -> None:
@@ -53,32 +53,32 @@ def test_first_matching_goal_wins_when_several_match() -> None:
         ScriptLine(say="Alex.", when="name"),
         ScriptLine(say="555-0100.", when="number|name"),
     )
-    assert b.next_reply("Your name and number?").text == "Alex."
-    assert b.next_reply("And your name?").text == "555-0100."
-    assert b.next_reply("And your name?").reason == "persona_goodbye"
+    assert b.next_line("Your name and number?").text == "Alex."
+    assert b.next_line("And your name?").text == "555-0100."
+    assert b.next_line("And your name?").reason == "persona_goodbye"
 
 
 def test_goodbye_at_max_turns() -> None:
     b = brain("one", "two", "three", "four", max_turns=3)
-    replies = [b.next_reply("...") for _ in range(3)]
+    replies = [b.next_line("...") for _ in range(3)]
     assert [r.text for r in replies] == ["one", "two", GOODBYE]
     assert replies[2] == Reply(GOODBYE, hang_up=True, reason="max_turns")
 
 
 def test_max_turns_one_goodbye_is_the_first_reply() -> None:
     b = brain("one", "two", max_turns=1)
-    assert b.next_reply("Hello?") == Reply(GOODBYE, hang_up=True, reason="max_turns")
+    assert b.next_line("Hello?") == Reply(GOODBYE, hang_up=True, reason="max_turns")
 
 
 def test_max_turns_wins_over_a_matching_goal() -> None:
     b = brain(ScriptLine(say="goal", when="hello"), max_turns=1)
-    assert b.next_reply("hello").reason == "max_turns"
+    assert b.next_line("hello").reason == "max_turns"
 
 
 def test_lines_running_out_exactly_at_max_turns_is_max_turns() -> None:
     b = brain("one", "two", max_turns=3)
-    assert [b.next_reply("x").text for _ in range(2)] == ["one", "two"]
-    assert b.next_reply("x") == Reply(GOODBYE, hang_up=True, reason="max_turns")
+    assert [b.next_line("x").text for _ in range(2)] == ["one", "two"]
+    assert b.next_line("x") == Reply(GOODBYE, hang_up=True, reason="max_turns")
 
 
 def test_explicit_goodbye() -> None:
@@ -95,7 +95,20 @@ def test_for_case_uses_script_goodbye_and_max_turns() -> None:
         max_turns=2,
     )
     b = ScriptedBrain.for_case(case)
-    assert b.next_reply("Why did you call?").text == "goal"
-    assert b.next_reply("...") == Reply("Sorry, wrong number.", hang_up=True, reason="max_turns")
+    assert b.next_line("Why did you call?").text == "goal"
+    assert b.next_line("...") == Reply("Sorry, wrong number.", hang_up=True, reason="max_turns")
     # The case's script is not consumed by the brain.
     assert [line.say for line in case.script] == ["hello", "goal"]
+
+
+def test_turns_taken_counts_each_persona_turn_once() -> None:
+    b = brain("one", "two", max_turns=10)
+    b.next_line("")
+    b.next_line("")
+    b.next_line("")  # script spent: the goodbye
+    assert b.turns_taken == 3
+
+
+async def test_next_reply_is_the_async_face_of_next_line() -> None:
+    b = brain("one")
+    assert (await b.next_reply("hello")).text == "one"

@@ -1,0 +1,40 @@
+"""loopcall's settings: one class, read from ``LOOPCALL_*`` environment variables.
+
+Stage: the entry points (CLI now, the controller later) build one ``Settings`` and
+pass what each stage needs down; nothing reads the environment elsewhere.  Cloud
+providers are configuration: an OpenAI-compatible endpoint for the persona's LLM
+brain is a URL, a key and a model name here, not code.
+"""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from personas.llm_brain import LLMConfig
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """``LOOPCALL_LLM_BASE_URL``, ``LOOPCALL_LLM_API_KEY``, ``LOOPCALL_LLM_MODEL``, ..."""
+
+    model_config = SettingsConfigDict(env_prefix="LOOPCALL_", extra="ignore")
+
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_temperature: float = 0.6
+    llm_timeout_s: float = 15.0
+
+    def llm_config(self) -> LLMConfig | None:
+        """The persona LLM's endpoint, or None when none is configured."""
+        if self.llm_base_url is None and self.llm_api_key is None:
+            return None
+        return LLMConfig(
+            base_url=self.llm_base_url,
+            api_key=self.llm_api_key.get_secret_value() if self.llm_api_key else None,
+            model=self.llm_model,
+            temperature=self.llm_temperature,
+            timeout_s=self.llm_timeout_s,
+        )
