@@ -45,7 +45,8 @@ __all__ = [
 ]
 
 EndCause = Literal["local_hangup", "remote_hangup", "media_timeout", "transport_failed"]
-CHANNELS = ("webrtc",)
+# Target schemes and the channel each one names; "webrtcs" signals over HTTPS.
+SCHEMES = {"webrtc": "webrtc", "webrtcs": "webrtc"}
 
 
 class TelephonyError(Exception):
@@ -77,6 +78,7 @@ class Target:
     host: str
     port: int
     path: str
+    secure: bool = False
 
     @property
     def is_loopback(self) -> bool:
@@ -90,17 +92,17 @@ class Target:
 
     @property
     def http_url(self) -> str:
-        """The signalling URL (SmallWebRTC's offer endpoint) over plain HTTP."""
+        """The signalling URL (SmallWebRTC's offer endpoint), HTTPS for ``webrtcs://``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}{self.path}"
+        return f"{'https' if self.secure else 'http'}://{host}:{self.port}{self.path}"
 
 
 def parse_target(url: str) -> Target:
-    """Parse ``webrtc://HOST:PORT/PATH`` (and, later, the other channels' URLs)."""
+    """Parse ``webrtc://HOST:PORT/PATH`` or ``webrtcs://HOST[:PORT]/PATH`` (HTTPS signalling)."""
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
-    if scheme not in CHANNELS:
-        known = ", ".join(f"{c}://" for c in CHANNELS)
+    if scheme not in SCHEMES:
+        known = ", ".join(f"{c}://" for c in SCHEMES)
         raise TargetError(f"unknown channel in target {url!r}: expected one of {known}")
     if not parts.hostname:
         raise TargetError(f"target {url!r} has no host (expected webrtc://HOST:PORT/api/offer)")
@@ -108,10 +110,17 @@ def parse_target(url: str) -> Target:
         port = parts.port
     except ValueError as exc:
         raise TargetError(f"target {url!r} has an invalid port") from exc
+    secure = scheme == "webrtcs"
     if port is None:
-        raise TargetError(f"target {url!r} has no port (expected webrtc://HOST:PORT/api/offer)")
+        if not secure:
+            raise TargetError(f"target {url!r} has no port (expected webrtc://HOST:PORT/api/offer)")
+        port = 443
     path = parts.path or "/api/offer"
-    return Target(url=url, channel=scheme, host=parts.hostname, port=port, path=path)
+    if parts.query:
+        path += f"?{parts.query}"
+    return Target(
+        url=url, channel=SCHEMES[scheme], host=parts.hostname, port=port, path=path, secure=secure
+    )
 
 
 class CallTap(Protocol):
