@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,15 +64,12 @@ class EchoCalibrator:
         if self._server is not None:
             return
         app = create_agent_app(AgentOptions(echo=True))
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-        server = _EmbeddedServer(config)
+        # Bound before serving: the first calibration call queues until uvicorn accepts.
+        sock = socket.create_server(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        server = _EmbeddedServer(uvicorn.Config(app, log_level="warning", lifespan="on"))
         self._server = server
-        self._serve_task = asyncio.create_task(server.serve())
-        while not server.started:
-            if self._serve_task.done():
-                raise RuntimeError("the calibration echo endpoint failed to start")
-            await asyncio.sleep(0.01)
-        self.port = server.servers[0].sockets[0].getsockname()[1]
+        self._serve_task = asyncio.create_task(server.serve(sockets=[sock]))
 
     async def close(self) -> None:
         if self._server is not None and self._serve_task is not None:
