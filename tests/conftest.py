@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from harness.cli import start_agent_process
 
@@ -37,6 +38,30 @@ class AgentProcess:
         if not self.timing_log.exists():
             return []
         return [json.loads(line) for line in self.timing_log.read_text().splitlines() if line]
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest.fixture
+async def http_stub() -> AsyncIterator[Callable[[str, str, Handler], Awaitable[str]]]:
+    """Factory: serve one aiohttp handler on 127.0.0.1; returns the server's base URL."""
+    runners: list[web.AppRunner] = []
+
+    async def serve(method: str, path: str, handler: Handler) -> str:
+        app = web.Application()
+        app.router.add_route(method, path, handler)
+        runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"127.0.0.1:{port}"
+
+    yield serve
+    for runner in runners:
+        await runner.cleanup()
 
 
 @pytest.fixture

@@ -173,29 +173,17 @@ async def test_unreachable_target_is_a_stored_failed_run(tmp_path: Path) -> None
     assert run.evaluation is not None and not run.evaluation.pass_fail
 
 
-async def test_refusing_target_is_a_stored_failed_run(tmp_path: Path) -> None:
+async def test_refusing_target_is_a_stored_failed_run(http_stub, tmp_path: Path) -> None:
     from aiohttp import web
 
     async def refuse(_request: web.Request) -> web.Response:
         return web.Response(status=403, text="no calls today")
 
-    app = web.Application()
-    app.router.add_post("/api/offer", refuse)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        store = RunStore(tmp_path)
-        run = await run_case(
-            booking_case(),
-            f"webrtc://127.0.0.1:{port}/api/offer",
-            store,
-            options=RunOptions(calibrate=False),
-        )
-    finally:
-        await runner.cleanup()
+    host = await http_stub("POST", "/api/offer", refuse)
+    store = RunStore(tmp_path)
+    run = await run_case(
+        booking_case(), f"webrtc://{host}/api/offer", store, options=RunOptions(calibrate=False)
+    )
     assert run.status == "failed"
     assert run.termination_reason == "error"
     assert run.error is not None and "HTTP 403" in run.error and "no calls today" in run.error
@@ -276,7 +264,7 @@ async def test_agent_crash_mid_call_is_a_failed_run(start_agent, tmp_path: Path)
     assert store.load(run.id).status == "failed"
 
 
-async def test_agent_that_never_answers_the_offer_times_out(tmp_path: Path) -> None:
+async def test_agent_that_never_answers_the_offer_times_out(http_stub, tmp_path: Path) -> None:
     from aiohttp import web
 
     never = asyncio.Event()
@@ -285,24 +273,16 @@ async def test_agent_that_never_answers_the_offer_times_out(tmp_path: Path) -> N
         await never.wait()
         return web.Response(status=500)
 
-    app = web.Application()
-    app.router.add_post("/api/offer", hang)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    host = await http_stub("POST", "/api/offer", hang)
     try:
-        store = RunStore(tmp_path)
         run = await run_case(
             booking_case(),
-            f"webrtc://127.0.0.1:{port}/api/offer",
-            store,
+            f"webrtc://{host}/api/offer",
+            RunStore(tmp_path),
             options=RunOptions(calibrate=False, connect_timeout_s=2.0),
         )
     finally:
         never.set()
-        await runner.cleanup()
     assert run.status == "failed"
     assert run.termination_reason == "error"
     assert run.error is not None and "within 2 s" in run.error

@@ -9,7 +9,6 @@ object, error object, bearer auth).  The brain talks to it through the real
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,18 +68,10 @@ class FakeOpenAI:
 
 
 @pytest.fixture
-async def fake_openai() -> AsyncIterator[FakeOpenAI]:
+async def fake_openai(http_stub) -> FakeOpenAI:
     fake = FakeOpenAI()
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", fake.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    fake.base_url = f"http://127.0.0.1:{port}/v1"
-    yield fake
-    await runner.cleanup()
+    fake.base_url = "http://" + await http_stub("POST", "/v1/chat/completions", fake.handle) + "/v1"
+    return fake
 
 
 def booking_case(**update: Any) -> Case:
