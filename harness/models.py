@@ -300,9 +300,9 @@ class Evaluation(BaseModel):
 
 
 class CallEvent(BaseModel):
-    """A timestamped happening during the call, for the run's timeline."""
+    """A timestamped happening during the run, for its timeline (and live progress)."""
 
-    t_ms: float
+    t_ms: float = Field(description="Milliseconds since the run started (before calibration).")
     kind: str
     detail: str = ""
 

@@ -99,8 +99,7 @@ class _Execution:
         self.started_mono = time.monotonic()
 
     def event(self, kind: str, detail: str = "") -> None:
-        base = self.connected_at or self.started_mono
-        t_ms = round((time.monotonic() - base) * 1000.0, 1)
+        t_ms = round((time.monotonic() - self.started_mono) * 1000.0, 1)
         self.run.events.append(CallEvent(t_ms=t_ms, kind=kind, detail=detail))
         self.progress(self.run, f"{kind}{': ' + detail if detail else ''}")
 
@@ -156,7 +155,7 @@ class _Execution:
 
     async def _converse(self, call: Call, brain: Brain) -> TerminationReason:
         case = self.run.case
-        self.bot = PersonaBot(case, call, brain)
+        self.bot = PersonaBot(case, call, brain, on_event=self.event)
         await self.bot.start()
         finished = self.bot.finished
         ended = asyncio.ensure_future(call.ended.wait())

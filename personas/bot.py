@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -50,6 +51,7 @@ from telephony.base import Call
 __all__ = ["PersonaBot", "Utterance"]
 
 FinishReason = Literal["persona_goodbye", "max_turns"]
+EventFn = Callable[[str, str], None]  # (kind, detail): the live timeline
 HANGUP_TAIL_S = 0.3
 TRANSCRIPT_WAIT_S = 3.0
 
@@ -80,8 +82,10 @@ class PersonaTurns(FrameProcessor):
         response_gap_s: float,
         wait_for_greeting_s: float,
         on_finished: asyncio.Future[FinishReason],
+        on_event: EventFn | None = None,
     ) -> None:
         super().__init__()
+        self._on_event = on_event or (lambda _kind, _detail: None)
         self._brain = brain
         self._gap = response_gap_s
         self._wait_for_greeting = wait_for_greeting_s
@@ -111,6 +115,7 @@ class PersonaTurns(FrameProcessor):
             self._schedule_reply()
         elif isinstance(frame, TranscriptionFrame):
             self._heard.text.append(frame.text)
+            self._on_event("agent_heard", frame.text)
             self._heard.pending_segments = max(0, self._heard.pending_segments - 1)
             self._transcribed.set()
         elif (
@@ -163,7 +168,7 @@ class PersonaTurns(FrameProcessor):
     async def _speak_first_if_silent(self) -> None:
         await asyncio.sleep(self._wait_for_greeting)
         if not self._agent_ever_spoke and not self.said:
-            logger.info("persona: the agent did not greet; speaking first")
+            self._on_event("persona_speaks_first", "the agent did not greet")
             await self._say(await self._think(""))
 
     async def _think(self, agent_said: str) -> Reply | None:
@@ -180,7 +185,7 @@ class PersonaTurns(FrameProcessor):
         if reply is None:
             return
         self.said.append(Utterance(time.monotonic(), reply.text))
-        logger.info(f"persona says: {reply.text!r}")
+        self._on_event("persona_says", reply.text)
         if reply.hang_up:
             self._pending_hangup = reply
         await self.push_frame(TTSSpeakFrame(reply.text))
@@ -195,7 +200,14 @@ class PersonaTurns(FrameProcessor):
 class PersonaBot:
     """Builds and runs the persona pipeline for one case over one call."""
 
-    def __init__(self, case: Case, call: Call, brain: Brain | None = None) -> None:
+    def __init__(
+        self,
+        case: Case,
+        call: Call,
+        brain: Brain | None = None,
+        *,
+        on_event: EventFn | None = None,
+    ) -> None:
         self.case = case
         self.call = call
         loop = asyncio.get_running_loop()
@@ -205,6 +217,7 @@ class PersonaBot:
             response_gap_s=case.response_gap_ms / 1000.0,
             wait_for_greeting_s=case.wait_for_greeting_s,
             on_finished=self.finished,
+            on_event=on_event,
         )
         transport = CallTransport(call)
         voice = get_voice(case.persona.voice)

@@ -80,6 +80,12 @@ async def test_cli_run_end_to_end(start_agent, tmp_path: Path) -> None:
     assert run.metrics.latency_ms.n == 3
     assert run.metrics.time_to_first_audio_ms is not None
     assert run.metrics.transport_rtt_ms is not None and 0 < run.metrics.transport_rtt_ms < 1000
+    # The timeline shows the run as it happened, live transcript included.
+    kinds = [e.kind for e in run.events]
+    for kind in ("calibrated", "connected", "agent_heard", "persona_says", "agent_hung_up"):
+        assert kind in kinds
+    assert kinds.index("calibrated") < kinds.index("connected") < kinds.index("persona_says")
+    assert "persona_says: Hi, this is Alex Morgan." in stdout
     # The stereo recording holds both sides on one clock.
     assert run.recording is not None
     with wave.open(run.recording) as wav:
