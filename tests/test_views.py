@@ -143,9 +143,11 @@ def completed_run(**overrides: Any) -> Run:
 
 
 def below_threshold_run() -> Run:
+    slow = [t.model_copy(update={"latency_ms": 910}) if t.latency_ms else t for t in TURNS]
     return completed_run(
         evaluation=make_evaluation(booked=False),
         metrics=make_metrics(p50=910, ttfa=600),
+        turns=slow,
         duration_ms=30_000,
     )
 
@@ -586,7 +588,7 @@ def test_cekura_runs_keyed_by_id() -> None:
 def test_cekura_overall_evaluation_metrics() -> None:
     overall = to_cekura_result(suite_runs())["overall_evaluation"]
     summary = overall["metric_summary"]
-    # median of the measured runs' p50s (690, 910); the failed run has none
+    # median of every agent turn's latency across runs (690, 910); the failed run has none
     assert summary["latency"]["p50"] == 800
     assert summary["time_to_first_audio"]["p50"] == 510
     criteria = {m["name"]: m for m in summary.values() if m["type"] == "binary_qualitative"}
@@ -676,3 +678,22 @@ def test_text_view_shows_the_error_of_a_failed_run() -> None:
     run = failed_run()
     assert run.error is not None
     assert f"error: {run.error}" in to_text(run)
+
+
+def test_cekura_latency_p50_pools_every_turn_of_every_run() -> None:
+    def run_with(latencies: list[float]) -> Run:
+        turns = [
+            Turn(
+                role="agent",
+                text="a",
+                start_ms=i * 1000.0,
+                end_ms=i * 1000.0 + 500,
+                latency_ms=latency,
+            )
+            for i, latency in enumerate(latencies)
+        ]
+        return completed_run(turns=turns)
+
+    overall = to_cekura_result([run_with([100, 200, 300]), run_with([1000])])["overall_evaluation"]
+    # pooled: median(100, 200, 300, 1000) = 250; a median of the runs' p50s would say 600
+    assert overall["metric_summary"]["latency"]["p50"] == 250

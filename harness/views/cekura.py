@@ -10,8 +10,8 @@ single run renders as a result of one run.  Decisions a reader should know:
   none) is a ``binary_qualitative`` metric scored 100/0 per run; its summary
   score is the percentage of evaluated runs that passed it.
 * Latency and time to first audio are ``numeric`` metrics.  Per run, latency is
-  the run's own ``metrics.latency_ms``; across runs, p50 is the median of the
-  runs' p50s (raw samples are not pooled).
+  the run's own ``metrics.latency_ms``; across runs, p50 is the median of every
+  agent turn's ``latency_ms`` in every run (the samples are pooled).
 * Counts: ``success`` = passed, ``failed`` = finished but not passed (failed,
   cancelled, or completed below the threshold), so success + failed = finished
   runs; ``success_rate`` = success / finished (0.0 while none has finished), and
@@ -198,7 +198,7 @@ def _numeric_metric(
 def _overall(
     runs: list[Run], metric_ids: dict[str, tuple[str, Criterion]], success_rate: float
 ) -> dict[str, Any]:
-    latency_p50 = _median([r.metrics.latency_ms.p50 for r in runs])
+    latency_p50 = _median([t.latency_ms for r in runs for t in r.turns if t.latency_ms is not None])
     ttfa_p50 = _median([r.metrics.time_to_first_audio_ms for r in runs])
     summary: dict[str, dict[str, Any]] = {
         "latency": {
@@ -206,7 +206,7 @@ def _overall(
             "name": "Latency",
             "type": "numeric",
             "score": latency_p50,
-            "explanation": "median of the runs' median agent response latency, in ms",
+            "explanation": "median agent response latency over every turn of every run, in ms",
             "function_name": "latency_ms",
             "p50": latency_p50,
         },
