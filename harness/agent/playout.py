@@ -31,7 +31,7 @@ RESYNC_SAMPLES = 32  # 2 ms at 16 kHz
 
 @dataclass
 class StreamClock:
-    """Arrival time (epoch s) of input samples: the least-delayed recent frame fixes it."""
+    """Arrival time (monotonic s) of input samples: the least-delayed recent frame fixes it."""
 
     sample_rate: int
     offsets: deque[float] = field(default_factory=lambda: deque(maxlen=ANCHOR_WINDOW_FRAMES))
@@ -122,11 +122,11 @@ class TapeTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         if self._start is None:
-            self._start = time.time()
+            self._start = time.monotonic()
         # When this frame is due to leave; a late wake-up does not move it (the
         # next frames follow at once), so lateness never shifts the tape.
         due = self._start + self._pts / self._rate
-        wait = due - time.time()
+        wait = due - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
         samples = np.zeros(self._frame, dtype=np.int16)

@@ -105,6 +105,7 @@ class TurnTaker(FrameProcessor):
         self._hanging_up = False
         self._ended = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._epoch_offset = time.time() - time.monotonic()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -119,7 +120,7 @@ class TurnTaker(FrameProcessor):
         await super().cleanup()
 
     async def _on_audio(self, frame: InputAudioRawFrame) -> None:
-        now = time.time()
+        now = time.monotonic()
         if frame.num_channels != 1 or frame.sample_rate != self._sr:
             raise ValueError(f"TurnTaker wants {self._sr} Hz mono, got {frame.sample_rate} Hz")
         samples = np.frombuffer(frame.audio, dtype=np.int16)
@@ -152,7 +153,7 @@ class TurnTaker(FrameProcessor):
             due = offset + self._ms(self._config.reply_delay_ms)
         else:
             due = self._received
-        reply = self._schedule(text, self.clock.time_of(offset) * 1000.0, due)
+        reply = self._schedule(text, self._epoch_ms(self.clock.time_of(offset)), due)
         if self._transcriber is not None:
             # Transcribed once the reply is out: the words only go to the log, and
             # Whisper's CPU burst must not land on the moment the reply is due.
@@ -178,7 +179,7 @@ class TurnTaker(FrameProcessor):
         self._turn += 1
 
         def on_onset(t: float) -> None:
-            self._spawn(self._log(reply, t * 1000.0))
+            self._spawn(self._log(reply, self._epoch_ms(t)))
 
         self.tape.lay(Clip(start, audio, lead=lead, on_onset=on_onset))
         return reply
@@ -203,6 +204,10 @@ class TurnTaker(FrameProcessor):
                     "late_ms": reply.late_ms,
                 }
             )
+
+    def _epoch_ms(self, t: float) -> float:
+        """A monotonic time as epoch ms (timing is monotonic; only the log speaks epoch)."""
+        return (t + self._epoch_offset) * 1000.0
 
     def _ms(self, ms: float) -> int:
         return int(round(ms * self._sr / 1000.0))
