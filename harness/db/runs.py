@@ -1,0 +1,124 @@
+"""Runs in the database: save, read, list with filters and pages, recover after a crash.
+
+Stage: the end of the flow in server mode (the file ``RunStore`` is the CLI's).
+Every write is one transaction, so a reader never sees half a run, and a
+controller killed mid-write leaves the previous version of the row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from harness.db.tables import RunRow
+from harness.errors import RunNotFound
+from harness.models import Run, RunStatus, utcnow
+
+__all__ = ["RunPage", "RunRepository"]
+
+
+@dataclass(frozen=True)
+class RunPage:
+    """One page of a run listing, and how many runs match in all."""
+
+    items: list[Run]
+    total: int
+    limit: int
+    offset: int
+
+
+def _row(run: Run) -> RunRow:
+    evaluation = run.evaluation
+    return RunRow(
+        id=run.id,
+        status=run.status,
+        termination_reason=run.termination_reason,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        ended_at=run.ended_at,
+        channel=run.channel,
+        target=run.target,
+        case_name=run.case.name,
+        suite_run_id=run.suite_run_id,
+        score=evaluation.score if evaluation else None,
+        passed=run.passed if run.status in ("completed", "failed", "cancelled") else None,
+        data=run.model_dump(mode="json"),
+    )
+
+
+class RunRepository:
+    """The ``runs`` table behind a small async interface."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def save(self, run: Run) -> None:
+        """Insert or replace the run (one transaction)."""
+        async with self._sessions.begin() as session:
+            await session.merge(_row(run))
+
+    async def get(self, run_id: str) -> Run:
+        async with self._sessions() as session:
+            row = await session.get(RunRow, run_id)
+        if row is None:
+            raise RunNotFound(f"no run {run_id!r}")
+        return Run.model_validate(row.data)
+
+    async def page(
+        self,
+        *,
+        status: RunStatus | None = None,
+        suite_run_id: str | None = None,
+        case_name: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> RunPage:
+        """Runs newest first, filtered, one page at a time."""
+        query = select(RunRow)
+        if status is not None:
+            query = query.where(RunRow.status == status)
+        if suite_run_id is not None:
+            query = query.where(RunRow.suite_run_id == suite_run_id)
+        if case_name is not None:
+            query = query.where(RunRow.case_name == case_name)
+        async with self._sessions() as session:
+            total = await session.scalar(select(func.count()).select_from(query.subquery()))
+            rows = await session.scalars(
+                query.order_by(RunRow.created_at.desc(), RunRow.id).limit(limit).offset(offset)
+            )
+            items = [Run.model_validate(row.data) for row in rows]
+        return RunPage(items=items, total=int(total or 0), limit=limit, offset=offset)
+
+    async def delete(self, run_id: str) -> None:
+        async with self._sessions.begin() as session:
+            result = await session.execute(delete(RunRow).where(RunRow.id == run_id))
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            raise RunNotFound(f"no run {run_id!r}")
+
+    async def fail_interrupted(self, reason: str) -> list[str]:
+        """Mark every ``running`` run as failed (the controller stopped under it)."""
+        async with self._sessions.begin() as session:
+            rows = list(await session.scalars(select(RunRow).where(RunRow.status == "running")))
+            now = utcnow()
+            for row in rows:
+                run = Run.model_validate(row.data)
+                run.status = "failed"
+                run.termination_reason = "error"
+                run.error = reason
+                run.ended_at = now
+                if run.started_at is not None:
+                    started = run.started_at.astimezone(UTC)
+                    run.duration_ms = round((now - started).total_seconds() * 1000.0, 1)
+                await session.merge(_row(run))
+        return [row.id for row in rows]
+
+    async def queued(self) -> list[Run]:
+        """Runs waiting to execute, oldest first (to resume after a restart)."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(RunRow).where(RunRow.status == "queued").order_by(RunRow.created_at)
+            )
+            return [Run.model_validate(row.data) for row in rows]

@@ -1,0 +1,43 @@
+"""The database tables (SQLAlchemy 2 declarative).
+
+A run row is the run's JSON record (``data``, the contract in ``harness.models``)
+plus copies of the fields that lists filter and sort on.  The copies are written
+from the record in one place (``RunRepository.save``) so they never disagree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, Index, String
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["Base", "RunRow"]
+
+JsonColumn = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    termination_reason: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    channel: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(2048))
+    case_name: Mapped[str] = mapped_column(String(512), index=True)
+    suite_run_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    score: Mapped[float | None] = mapped_column(Float)
+    passed: Mapped[bool | None] = mapped_column()
+    data: Mapped[dict[str, Any]] = mapped_column(JsonColumn)
+
+    __table_args__ = (Index("ix_runs_status_created", "status", "created_at"),)
