@@ -92,6 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     show.add_argument("--out", type=Path, default=Path("runs"))
 
+    serve = sub.add_parser("serve", help="start the controller (REST API, worker pool, database)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    serve.add_argument("--db", default=None, help="sqlite:///PATH (default) or postgresql://...")
+    serve.add_argument("--data-dir", type=Path, default=None, help="where recordings are kept")
+    serve.add_argument("--concurrency", type=int, default=None, help="calls at once")
+    serve.add_argument("--no-calibrate", action="store_true", help="skip the echo calibration")
+
     runs = sub.add_parser("runs", help="list stored runs")
     runs.add_argument("--out", type=Path, default=Path("runs"))
     return parser
@@ -118,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _configure_logging(args.command)
     handlers = {
+        "serve": _cmd_serve,
         "run": _cmd_run,
         "demo": _cmd_demo,
         "agent": _cmd_agent,
@@ -386,21 +395,53 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         err.print(f"[red]error:[/red] {exc}")
         return 2
     app.state.agent.warm_up()
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((args.host, args.port))
-    except OSError as exc:
-        err.print(f"[red]error:[/red] cannot listen on {args.host}:{args.port}: {exc.strerror}")
+    sock = _listen(args.host, args.port)
+    if sock is None:
         return 2
-    sock.listen(128)
     port = sock.getsockname()[1]
     mode = "" if args.reply_delay_ms is None else f" oracle D={args.reply_delay_ms:g} ms"
     # One machine-readable line once the socket accepts connections (the demo and tests wait on it).
     print(f"READY http://{args.host}:{port}/api/offer{mode}", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     server.run(sockets=[sock])
+    return 0
+
+
+# --------------------------------------------------------------------- serve
+
+
+def _listen(host: str, port: int) -> socket.socket | None:
+    """A listening socket, or None after saying why it could not be had."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        err.print(f"[red]error:[/red] cannot listen on {host}:{port}: {exc.strerror}")
+        sock.close()
+        return None
+    sock.listen(512)
+    return sock
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from harness.api import create_app
+
+    settings = _settings()
+    if settings is None:
+        return 2
+    overrides = {"db_url": args.db, "data_dir": args.data_dir, "concurrency": args.concurrency}
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    sock = _listen(args.host, args.port)
+    if sock is None:
+        return 2
+    port = sock.getsockname()[1]
+    app = create_app(settings, calibrate=not args.no_calibrate)
+    print(f"READY http://{args.host}:{port}", flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0
 
 

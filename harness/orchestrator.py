@@ -25,7 +25,7 @@ from harness.calibration import EchoCalibrator
 from harness.models import CallEvent, Case, Run, TerminationReason, utcnow
 from harness.recorder import Recorder
 from harness.scoring import evaluate
-from harness.store import RunStore
+from harness.store import RunSink
 from harness.transcript import SaidLine, analyse
 from personas.bot import PersonaBot
 from personas.brains import Brain, BrainError, make_brain
@@ -55,24 +55,30 @@ ProgressFn = Callable[[Run, str], None]
 async def run_case(
     case: Case,
     target_url: str,
-    store: RunStore,
+    store: RunSink,
     *,
     options: RunOptions | None = None,
     calibrator: EchoCalibrator | None = None,
     suite_name: str | None = None,
     suite_run_id: str | None = None,
     progress: ProgressFn | None = None,
+    run: Run | None = None,
 ) -> Run:
-    """Place one call for ``case`` and return its stored ``Run``."""
+    """Place one call for ``case`` and return its stored ``Run``.
+
+    A controller passes the ``run`` it queued (same case and target) so the id
+    clients already hold is the one that completes.
+    """
     options = options or RunOptions()
-    run = Run(
-        case=case,
-        channel=target_url.partition("://")[0] or "unknown",
-        target=target_url,
-        suite_name=suite_name,
-        suite_run_id=suite_run_id,
-        loopcall_version=__version__,
-    )
+    if run is None:
+        run = Run(
+            case=case,
+            channel=target_url.partition("://")[0] or "unknown",
+            target=target_url,
+            suite_name=suite_name,
+            suite_run_id=suite_run_id,
+        )
+    run.loopcall_version = __version__
     execution = _Execution(run, store, options, calibrator, progress or (lambda _r, _m: None))
     return await execution.execute()
 
@@ -83,7 +89,7 @@ class _Execution:
     def __init__(
         self,
         run: Run,
-        store: RunStore,
+        store: RunSink,
         options: RunOptions,
         calibrator: EchoCalibrator | None,
         progress: ProgressFn,
@@ -107,7 +113,7 @@ class _Execution:
         run = self.run
         run.status = "running"
         run.started_at = utcnow()
-        self.store.save(run)
+        await self.store.put(run)
         self.progress(run, "started")
         call: Call | None = None
         try:
@@ -209,7 +215,7 @@ class _Execution:
             logger.exception(f"run {run.id}: analysis failed")
             run.error = (run.error + "; " if run.error else "") + f"analysis failed: {exc}"
         run.evaluation = evaluate(run.case, run.turns, run.metrics, run.termination_reason)
-        self.store.save(run)
+        await self.store.put(run)
         self.progress(run, "stored")
 
     async def _analyse(self) -> None:

@@ -8,7 +8,9 @@ brain is a URL, a key and a model name here, not code.
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from personas.llm_brain import LLMConfig
@@ -20,6 +22,15 @@ class Settings(BaseSettings):
     """``LOOPCALL_LLM_BASE_URL``, ``LOOPCALL_LLM_API_KEY``, ``LOOPCALL_LLM_MODEL``, ..."""
 
     model_config = SettingsConfigDict(env_prefix="LOOPCALL_", extra="ignore")
+
+    db_url: str = Field(
+        default="sqlite:///loopcall-data/loopcall.db",
+        description="sqlite:///PATH (default) or postgresql://USER@HOST/DB",
+    )
+    data_dir: Path = Field(default=Path("loopcall-data"), description="recordings live here")
+    concurrency: int = Field(
+        default=2, ge=1, le=500, description="calls the controller runs at once"
+    )
 
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = None

@@ -12,11 +12,20 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 from harness.errors import RunNotFound
 from harness.models import Run
 
-__all__ = ["RunNotFound", "RunStore"]
+__all__ = ["RunNotFound", "RunSink", "RunStore"]
+
+
+class RunSink(Protocol):
+    """Where the orchestrator puts a run (at start and at the end) and its recording."""
+
+    async def put(self, run: Run) -> None: ...
+
+    def recording_path(self, run_id: str) -> Path: ...
 
 
 class RunStore:
@@ -39,6 +48,10 @@ class RunStore:
         tmp.write_text(run.model_dump_json(indent=2), encoding="utf-8")
         os.replace(tmp, path)
         return path
+
+    async def put(self, run: Run) -> None:
+        """``save`` for the orchestrator (a ``RunSink``)."""
+        self.save(run)
 
     def load(self, run_id: str) -> Run:
         """The run with this id, or the only one whose id starts with it."""

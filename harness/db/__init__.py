@@ -7,6 +7,13 @@ stored as its full JSON record plus the columns lists filter and sort on.
 """
 
 from harness.db.engine import create_engine, migrate, normalise_url
-from harness.db.runs import RunRepository
+from harness.db.runs import DbRunSink, RunPage, RunRepository
 
-__all__ = ["RunRepository", "create_engine", "migrate", "normalise_url"]
+__all__ = [
+    "DbRunSink",
+    "RunPage",
+    "RunRepository",
+    "create_engine",
+    "migrate",
+    "normalise_url",
+]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC
+from pathlib import Path
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -17,7 +18,7 @@ from harness.db.tables import RunRow
 from harness.errors import RunNotFound
 from harness.models import Run, RunStatus, utcnow
 
-__all__ = ["RunPage", "RunRepository"]
+__all__ = ["DbRunSink", "RunPage", "RunRepository"]
 
 
 @dataclass(frozen=True)
@@ -122,3 +123,17 @@ class RunRepository:
                 select(RunRow).where(RunRow.status == "queued").order_by(RunRow.created_at)
             )
             return [Run.model_validate(row.data) for row in rows]
+
+
+class DbRunSink:
+    """The orchestrator's ``RunSink`` in server mode: rows in the database, WAVs on disk."""
+
+    def __init__(self, repository: RunRepository, recordings: Path) -> None:
+        self.repository = repository
+        self.recordings = recordings
+
+    async def put(self, run: Run) -> None:
+        await self.repository.save(run)
+
+    def recording_path(self, run_id: str) -> Path:
+        return self.recordings / run_id / "recording.wav"

@@ -1,0 +1,62 @@
+"""``create_app``: the controller's FastAPI app, its lifespan and its routes.
+
+Startup: connect, migrate, fail the runs a previous controller left ``running``
+(it died under them), then start the workers and re-queue the ``queued`` runs.
+Shutdown: stop the workers (runs in progress hang up and are stored as
+cancelled) and close the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from loguru import logger
+
+from harness import __version__
+from harness.api import peers, runs
+from harness.api.dispatcher import Dispatcher
+from harness.db import DbRunSink, RunRepository, create_engine, migrate
+from harness.orchestrator import RunOptions
+from harness.settings import Settings
+
+__all__ = ["create_app"]
+
+INTERRUPTED = "the controller stopped while this run was in progress"
+
+
+def create_app(settings: Settings, *, calibrate: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.db_url)
+        await migrate(engine)
+        repository = RunRepository(engine)
+        sink = DbRunSink(repository, settings.data_dir / "recordings")
+        failed = await repository.fail_interrupted(INTERRUPTED)
+        if failed:
+            logger.warning(f"controller: {len(failed)} run(s) were interrupted: {failed}")
+        options = RunOptions(calibrate=calibrate, llm=settings.llm_config())
+        dispatcher = Dispatcher(
+            sink, options, concurrency=settings.concurrency, calibrate=calibrate
+        )
+        app.state.sink = sink
+        app.state.dispatcher = dispatcher
+        await dispatcher.start()
+        for run in await repository.queued():
+            dispatcher.submit(run.id)
+        try:
+            yield
+        finally:
+            await dispatcher.stop()
+            await engine.dispose()
+
+    app = FastAPI(title="loopcall controller", version=__version__, lifespan=lifespan)
+
+    @app.get("/health", tags=["health"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    app.include_router(runs.router)
+    app.include_router(peers.router)
+    return app

@@ -1,0 +1,130 @@
+"""``/runs``: create (queued at once), read, list, long-poll, cancel, delete, recording."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field, field_validator
+
+from harness.api.deps import DispatcherDep, RepoDep, SinkDep
+from harness.errors import RunNotFound
+from harness.models import Case, Run, RunStatus
+from telephony import TargetError, parse_target
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["runs"])
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+class RunCreate(BaseModel):
+    """``POST /runs``: a case, a target, and how many times to run it."""
+
+    case: Case
+    target: str = Field(description="e.g. webrtc://127.0.0.1:7860/api/offer")
+    frequency: int = Field(default=1, ge=1, le=100, description="runs of the case")
+
+    @field_validator("target")
+    @classmethod
+    def _target_parses(cls, value: str) -> str:
+        try:
+            parse_target(value)
+        except TargetError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+
+class RunsCreated(BaseModel):
+    run_ids: list[str]
+    suite_run_id: str | None
+
+
+class RunList(BaseModel):
+    items: list[Run]
+    total: int
+    limit: int
+    offset: int
+
+
+async def _get(repo: Any, run_id: str) -> Run:
+    try:
+        return await repo.get(run_id)  # type: ignore[no-any-return]
+    except RunNotFound as exc:
+        raise HTTPException(404, f"no run {run_id!r}") from exc
+
+
+@router.post("/runs", status_code=202, response_model=RunsCreated)
+async def create_runs(body: RunCreate, repo: RepoDep, dispatcher: DispatcherDep) -> RunsCreated:
+    suite_run_id = str(uuid.uuid4()) if body.frequency > 1 else None
+    channel = parse_target(body.target).channel
+    runs = [
+        Run(case=body.case, target=body.target, channel=channel, suite_run_id=suite_run_id)
+        for _ in range(body.frequency)
+    ]
+    for run in runs:
+        await repo.save(run)
+    for run in runs:
+        dispatcher.submit(run.id)
+    return RunsCreated(run_ids=[r.id for r in runs], suite_run_id=suite_run_id)
+
+
+@router.get("/runs", response_model=RunList)
+async def list_runs(
+    repo: RepoDep,
+    status: RunStatus | None = None,
+    suite_run_id: str | None = None,
+    case_name: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> RunList:
+    page = await repo.page(
+        status=status, suite_run_id=suite_run_id, case_name=case_name, limit=limit, offset=offset
+    )
+    return RunList(items=page.items, total=page.total, limit=page.limit, offset=page.offset)
+
+
+@router.get("/runs/{run_id}", response_model=Run)
+async def get_run(
+    run_id: str,
+    repo: RepoDep,
+    dispatcher: DispatcherDep,
+    wait_s: Annotated[float, Query(ge=0, le=120, description="long-poll until it ends")] = 0,
+) -> Run:
+    ended = dispatcher.ended(run_id)  # before reading, so an ending in between is not missed
+    run = await _get(repo, run_id)
+    if wait_s > 0 and run.status not in TERMINAL:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ended.wait(), wait_s)
+        run = await _get(repo, run_id)
+    return run
+
+
+@router.post("/runs/{run_id}/cancel", response_model=Run)
+async def cancel_run(run_id: str, repo: RepoDep, dispatcher: DispatcherDep) -> Run:
+    run = await _get(repo, run_id)
+    if run.status in TERMINAL:
+        raise HTTPException(409, f"run {run_id} has already ended ({run.status})")
+    return await dispatcher.cancel(run_id)
+
+
+@router.delete("/runs/{run_id}", status_code=204)
+async def delete_run(run_id: str, repo: RepoDep, dispatcher: DispatcherDep) -> Response:
+    run = await _get(repo, run_id)
+    if run.status not in TERMINAL:
+        raise HTTPException(409, f"run {run_id} is {run.status}: cancel it first")
+    await repo.delete(run_id)
+    return Response(status_code=204)
+
+
+@router.get("/runs/{run_id}/recording", response_class=FileResponse)
+async def get_recording(run_id: str, repo: RepoDep, sink: SinkDep) -> FileResponse:
+    await _get(repo, run_id)
+    path = sink.recording_path(run_id)
+    if not path.is_file():
+        raise HTTPException(404, f"run {run_id} has no recording")
+    return FileResponse(path, media_type="audio/wav", filename=f"{run_id}.wav")

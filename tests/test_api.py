@@ -1,0 +1,198 @@
+"""The controller over HTTP: `loopcall serve` as a real process, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from harness.cases import load_cases
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"
+VAPI_SCHEMA = Path(__file__).resolve().parent / "fixtures" / "vapi_eval_run.schema.json"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@dataclass
+class Controller:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture
+def start_controller(tmp_path: Path) -> Iterator[Callable[..., Controller]]:
+    """Factory: `loopcall serve` on a free port; every controller is stopped after."""
+    started: list[Controller] = []
+
+    def start(db_url: str, *extra: str) -> Controller:
+        log = (tmp_path / f"controller{len(started)}.log").open("wb")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "harness.cli",
+                "serve",
+                "--port",
+                "0",
+                "--db",
+                db_url,
+                "--data-dir",
+                str(tmp_path / "data"),
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode().strip()
+        assert line.startswith("READY "), line
+        controller = Controller(line.split()[1], proc)
+        started.append(controller)
+        return controller
+
+    yield start
+    for controller in started:
+        controller.process.terminate()
+        try:
+            controller.process.wait(15)
+        except subprocess.TimeoutExpired:
+            controller.process.kill()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'loopcall.db'}"
+        return
+    name = f"loopcall_api_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def booking_case() -> dict[str, Any]:
+    case = load_cases(EXAMPLES / "dental_suite.yaml").cases[0]
+    return case.model_dump(mode="json", exclude_none=True)
+
+
+async def _json(response: aiohttp.ClientResponse) -> Any:
+    return json.loads(await response.text())
+
+
+async def test_bad_bodies_get_422_with_the_field(start_controller, tmp_path: Path) -> None:
+    controller = start_controller(f"sqlite:///{tmp_path / 'db.sqlite'}", "--no-calibrate")
+    async with aiohttp.ClientSession(controller.url) as http:
+        cases = [
+            ({"target": "webrtc://127.0.0.1:9/api/offer"}, "case"),
+            ({"case": booking_case(), "target": "http://nope/offer"}, "target"),
+            (
+                {"case": booking_case(), "target": "webrtc://127.0.0.1:9/x", "frequency": 0},
+                "frequency",
+            ),
+            (
+                {"case": {**booking_case(), "max_turns": -1}, "target": "webrtc://h:1/x"},
+                "max_turns",
+            ),
+        ]
+        for body, field in cases:
+            async with http.post("/runs", json=body) as response:
+                assert response.status == 422, body
+                detail = (await _json(response))["detail"]
+                assert any(field in [str(p) for p in d["loc"]] for d in detail), detail
+        async with http.get("/runs", params={"limit": "0"}) as response:
+            assert response.status == 422
+
+
+async def test_unknown_ids_get_404(start_controller, tmp_path: Path) -> None:
+    controller = start_controller(f"sqlite:///{tmp_path / 'db.sqlite'}", "--no-calibrate")
+    async with aiohttp.ClientSession(controller.url) as http:
+        for method, path in [
+            ("GET", "/runs/nope"),
+            ("POST", "/runs/nope/cancel"),
+            ("DELETE", "/runs/nope"),
+            ("GET", "/runs/nope/recording"),
+            ("GET", "/eval/run/nope"),
+            ("GET", "/agent-eval/runs/nope"),
+            ("GET", "/agent-eval/runs/nope/turns"),
+        ]:
+            async with http.request(method, path) as response:
+                assert response.status == 404, (method, path)
+
+
+async def test_unreachable_target_is_a_stored_failed_run(start_controller, tmp_path: Path) -> None:
+    controller = start_controller(f"sqlite:///{tmp_path / 'db.sqlite'}", "--no-calibrate")
+    async with aiohttp.ClientSession(controller.url) as http:
+        body = {"case": booking_case(), "target": "webrtc://127.0.0.1:9/api/offer"}
+        async with http.post("/runs", json=body) as response:
+            assert response.status == 202
+            [run_id] = (await _json(response))["run_ids"]
+        async with http.get(f"/runs/{run_id}", params={"wait_s": "60"}) as response:
+            run = await _json(response)
+        assert (run["status"], run["termination_reason"]) == ("failed", "error")
+        assert "could not reach agent" in run["error"]
+        async with http.get(f"/eval/run/{run_id}") as response:
+            vapi = await _json(response)
+        assert (vapi["status"], vapi["endedReason"]) == ("ended", "error")
+
+
+@pytest.mark.e2e
+async def test_runs_over_http_with_real_calls(start_agent, start_controller, db_url) -> None:
+    agent = start_agent()
+    controller = start_controller(db_url)
+    async with aiohttp.ClientSession(controller.url) as http:
+        body = {"case": booking_case(), "target": agent.target, "frequency": 2}
+        async with http.post("/runs", json=body) as response:
+            assert response.status == 202
+            created = await _json(response)
+        assert len(created["run_ids"]) == 2 and created["suite_run_id"]
+
+        runs = []
+        for run_id in created["run_ids"]:
+            async with http.get(f"/runs/{run_id}", params={"wait_s": "120"}) as response:
+                runs.append(await _json(response))
+        for run in runs:
+            assert run["status"] == "completed", run["error"]
+            assert run["termination_reason"] == "agent_ended"
+            assert run["evaluation"]["pass_fail"] is True
+            assert run["metrics"]["transport_rtt_ms"] is not None
+
+        async with http.get("/runs", params={"suite_run_id": created["suite_run_id"]}) as r:
+            listing = await _json(r)
+        assert listing["total"] == 2
+        assert {item["id"] for item in listing["items"]} == set(created["run_ids"])
+
+        run_id = created["run_ids"][0]
+        async with http.get(f"/eval/run/{run_id}") as response:
+            vapi = await _json(response)
+        schema = json.loads(VAPI_SCHEMA.read_text())
+        assert set(schema["required"]) <= set(vapi)  # the full schema check is in test_views
+        assert vapi["status"] in schema["properties"]["status"]["enum"]
+        assert vapi["endedReason"] == "mockConversation.done"
+        async with http.get(f"/agent-eval/runs/{run_id}") as response:
+            yappr = await _json(response)
+        assert (yappr["id"], yappr["status"], yappr["pass_fail"]) == (run_id, "completed", True)
+        assert yappr["termination_reason"] == "agent_ended"
+
+        # The recording plays and seeks in a browser: WAV, byte ranges.
+        async with http.get(
+            f"/runs/{run_id}/recording", headers={"Range": "bytes=0-43"}
+        ) as response:
+            assert response.status == 206
+            assert response.headers["Content-Type"] == "audio/wav"
+            header = await response.read()
+        assert header[:4] == b"RIFF" and header[8:12] == b"WAVE" and len(header) == 44
