@@ -100,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--concurrency", type=int, default=None, help="calls at once")
     serve.add_argument("--no-calibrate", action="store_true", help="skip the echo calibration")
 
+    keys = sub.add_parser("keys", help="API keys for the controller")
+    keys.add_argument("action", choices=["create", "list", "revoke"])
+    keys.add_argument("name", nargs="?", help="the key's name (create, revoke)")
+    keys.add_argument("--db", default=None, help="the controller's database URL")
+
     runs = sub.add_parser("runs", help="list stored runs")
     runs.add_argument("--out", type=Path, default=Path("runs"))
     return parser
@@ -127,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.command)
     handlers = {
         "serve": _cmd_serve,
+        "keys": _cmd_keys,
         "run": _cmd_run,
         "demo": _cmd_demo,
         "agent": _cmd_agent,
@@ -443,6 +449,43 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     print(f"READY http://{args.host}:{port}", flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from harness.db import create_engine, migrate
+    from harness.db.keys import ApiKeyError, KeyRepository
+
+    settings = _settings()
+    if settings is None:
+        return 2
+    if args.action in ("create", "revoke") and not args.name:
+        err.print(f"[red]error:[/red] `loopcall keys {args.action}` needs a NAME")
+        return 2
+
+    async def act() -> int:
+        engine = create_engine(args.db or settings.db_url)
+        try:
+            await migrate(engine)
+            keys = KeyRepository(engine)
+            if args.action == "create":
+                print(await keys.create(args.name))
+            elif args.action == "revoke":
+                await keys.revoke(args.name)
+                console.print(f"revoked {args.name}")
+            else:
+                for key in await keys.list():
+                    state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+                    console.print(
+                        f"{key.name}\t{key.prefix}...\t{key.created_at:%Y-%m-%d}\t{state}"
+                    )
+            return 0
+        except ApiKeyError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            return 2
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(act())
 
 
 # ---------------------------------------------------------------------- read

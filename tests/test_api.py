@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -26,7 +27,11 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 @dataclass
 class Controller:
     url: str
+    key: str
     process: subprocess.Popen[bytes]
+
+    def client(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(self.url, headers={"Authorization": f"Bearer {self.key}"})
 
 
 @pytest.fixture
@@ -35,6 +40,21 @@ def start_controller(tmp_path: Path) -> Iterator[Callable[..., Controller]]:
     started: list[Controller] = []
 
     def start(db_url: str, *extra: str) -> Controller:
+        key = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "harness.cli",
+                "keys",
+                "create",
+                f"tests-{uuid.uuid4().hex[:6]}",
+                "--db",
+                db_url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         log = (tmp_path / f"controller{len(started)}.log").open("wb")
         proc = subprocess.Popen(
             [
@@ -57,7 +77,7 @@ def start_controller(tmp_path: Path) -> Iterator[Callable[..., Controller]]:
         assert proc.stdout is not None
         line = proc.stdout.readline().decode().strip()
         assert line.startswith("READY "), line
-        controller = Controller(line.split()[1], proc)
+        controller = Controller(line.split()[1], key, proc)
         started.append(controller)
         return controller
 
@@ -90,13 +110,22 @@ def booking_case() -> dict[str, Any]:
     return case.model_dump(mode="json", exclude_none=True)
 
 
+async def _loopcall(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "harness.cli", *args, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0, args
+    return out.decode()
+
+
 async def _json(response: aiohttp.ClientResponse) -> Any:
     return json.loads(await response.text())
 
 
 async def test_bad_bodies_get_422_with_the_field(start_controller, tmp_path: Path) -> None:
     controller = start_controller(f"sqlite:///{tmp_path / 'db.sqlite'}", "--no-calibrate")
-    async with aiohttp.ClientSession(controller.url) as http:
+    async with controller.client() as http:
         cases = [
             ({"target": "webrtc://127.0.0.1:9/api/offer"}, "case"),
             ({"case": booking_case(), "target": "http://nope/offer"}, "target"),
@@ -118,9 +147,40 @@ async def test_bad_bodies_get_422_with_the_field(start_controller, tmp_path: Pat
             assert response.status == 422
 
 
+async def test_every_route_but_health_needs_a_valid_key(start_controller, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    controller = start_controller(db, "--no-calibrate")
+    async with aiohttp.ClientSession(controller.url) as anonymous:
+        async with anonymous.get("/health") as response:
+            assert response.status == 200
+        for headers in ({}, {"Authorization": "Bearer lc_not-a-key"}, {"Authorization": "Basic x"}):
+            for path in ("/runs", "/runs/x", "/eval/run/x", "/agent-eval/runs/x"):
+                async with anonymous.get(path, headers=headers) as response:
+                    assert response.status == 401, (path, headers)
+                    assert response.headers["WWW-Authenticate"] == "Bearer"
+    async with controller.client() as http, http.get("/runs") as response:
+        assert response.status == 200
+    listing = await _loopcall("keys", "list", "--db", db)
+    await _loopcall("keys", "revoke", listing.split()[0], "--db", db)
+    async with controller.client() as http, http.get("/runs") as response:
+        assert response.status == 401
+
+
+def test_keys_are_stored_hashed(start_controller, tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "db.sqlite"
+    controller = start_controller(f"sqlite:///{db}", "--no-calibrate")
+    stored = sqlite3.connect(db).execute("select prefix, key_hash from api_keys").fetchall()
+    assert len(stored) == 1
+    prefix, key_hash = stored[0]
+    assert controller.key.startswith(prefix) and controller.key not in key_hash
+    assert len(key_hash) == 64
+
+
 async def test_unknown_ids_get_404(start_controller, tmp_path: Path) -> None:
     controller = start_controller(f"sqlite:///{tmp_path / 'db.sqlite'}", "--no-calibrate")
-    async with aiohttp.ClientSession(controller.url) as http:
+    async with controller.client() as http:
         for method, path in [
             ("GET", "/runs/nope"),
             ("POST", "/runs/nope/cancel"),
@@ -136,7 +196,7 @@ async def test_unknown_ids_get_404(start_controller, tmp_path: Path) -> None:
 
 async def test_unreachable_target_is_a_stored_failed_run(start_controller, tmp_path: Path) -> None:
     controller = start_controller(f"sqlite:///{tmp_path / 'db.sqlite'}", "--no-calibrate")
-    async with aiohttp.ClientSession(controller.url) as http:
+    async with controller.client() as http:
         body = {"case": booking_case(), "target": "webrtc://127.0.0.1:9/api/offer"}
         async with http.post("/runs", json=body) as response:
             assert response.status == 202
@@ -154,7 +214,7 @@ async def test_unreachable_target_is_a_stored_failed_run(start_controller, tmp_p
 async def test_runs_over_http_with_real_calls(start_agent, start_controller, db_url) -> None:
     agent = start_agent()
     controller = start_controller(db_url)
-    async with aiohttp.ClientSession(controller.url) as http:
+    async with controller.client() as http:
         body = {"case": booking_case(), "target": agent.target, "frequency": 2}
         async with http.post("/runs", json=body) as response:
             assert response.status == 202

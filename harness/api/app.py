@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from loguru import logger
 
 from harness import __version__
 from harness.api import peers, runs
+from harness.api.deps import require_api_key
 from harness.api.dispatcher import Dispatcher
 from harness.db import DbRunSink, RunRepository, create_engine, migrate
+from harness.db.keys import KeyRepository
 from harness.orchestrator import RunOptions
 from harness.settings import Settings
 
@@ -41,6 +43,7 @@ def create_app(settings: Settings, *, calibrate: bool = True) -> FastAPI:
             sink, options, concurrency=settings.concurrency, calibrate=calibrate
         )
         app.state.sink = sink
+        app.state.keys = KeyRepository(engine)
         app.state.dispatcher = dispatcher
         await dispatcher.start()
         for run in await repository.queued():
@@ -57,6 +60,7 @@ def create_app(settings: Settings, *, calibrate: bool = True) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    app.include_router(runs.router)
-    app.include_router(peers.router)
+    secured = [Depends(require_api_key)]
+    app.include_router(runs.router, dependencies=secured)
+    app.include_router(peers.router, dependencies=secured)
     return app

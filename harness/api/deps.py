@@ -4,12 +4,28 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from harness.api.dispatcher import Dispatcher
 from harness.db.runs import DbRunSink, RunRepository
 
-__all__ = ["DispatcherDep", "RepoDep", "SinkDep"]
+__all__ = ["DispatcherDep", "RepoDep", "SinkDep", "require_api_key"]
+
+_bearer = HTTPBearer(auto_error=False, description="an API key from `loopcall keys create`")
+
+
+async def require_api_key(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Every route but /health needs ``Authorization: Bearer <key>``."""
+    if credentials is None or not await request.app.state.keys.verify(credentials.credentials):
+        raise HTTPException(
+            401,
+            "a valid API key is required (Authorization: Bearer ...)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 def _repo(request: Request) -> RunRepository:

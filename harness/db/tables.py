@@ -14,7 +14,7 @@ from sqlalchemy import JSON, DateTime, Float, Index, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "RunRow"]
+__all__ = ["ApiKeyRow", "Base", "RunRow"]
 
 JsonColumn = JSON().with_variant(JSONB(), "postgresql")
 
@@ -41,3 +41,16 @@ class RunRow(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JsonColumn)
 
     __table_args__ = (Index("ix_runs_status_created", "status", "created_at"),)
+
+
+class ApiKeyRow(Base):
+    """An API key: only its SHA-256 is kept; the key itself is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
