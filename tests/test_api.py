@@ -256,3 +256,75 @@ async def test_runs_over_http_with_real_calls(start_agent, start_controller, db_
             assert response.headers["Content-Type"] == "audio/wav"
             header = await response.read()
         assert header[:4] == b"RIFF" and header[8:12] == b"WAVE" and len(header) == 44
+
+
+async def _events_until(
+    http: aiohttp.ClientSession, run_id: str, message_prefix: str
+) -> list[dict]:
+    """Read the run's server-sent events until a progress message starts with the prefix."""
+    seen: list[dict] = []
+    async with http.get(f"/runs/{run_id}/events") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        kind = ""
+        async for raw in response.content:
+            line = raw.decode().strip()
+            if line.startswith("event: "):
+                kind = line[len("event: ") :]
+            elif line.startswith("data: "):
+                data = json.loads(line[len("data: ") :])
+                seen.append({"kind": kind, **data})
+                if kind == "end" or data.get("message", "").startswith(message_prefix):
+                    return seen
+    return seen
+
+
+@pytest.mark.e2e
+async def test_cancel_mid_call_hangs_up_and_stores_cancelled(
+    start_agent, start_controller, tmp_path: Path
+) -> None:
+    agent = start_agent()
+    controller = start_controller(f"sqlite:///{tmp_path / 'db.sqlite'}", "--no-calibrate")
+    async with controller.client() as http:
+        async with http.post("/runs", json={"case": booking_case(), "target": agent.target}) as r:
+            [run_id] = (await _json(r))["run_ids"]
+        seen = await _events_until(http, run_id, "persona_says")
+        assert seen[0]["kind"] == "status"
+        assert any(e.get("message") == "connected" for e in seen)
+        async with http.post(f"/runs/{run_id}/cancel") as response:
+            assert response.status == 200
+            run = await _json(response)
+        assert (run["status"], run["termination_reason"]) == ("cancelled", "cancelled")
+        assert run["turns"], "what was said before the cancel is kept"
+        async with http.post(f"/runs/{run_id}/cancel") as response:
+            assert response.status == 409
+
+
+@pytest.mark.e2e
+async def test_sigkill_mid_suite_loses_no_run(
+    start_agent, start_controller, tmp_path: Path
+) -> None:
+    agent = start_agent()
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    first = start_controller(db, "--no-calibrate", "--concurrency", "1")
+    async with first.client() as http:
+        body = {"case": booking_case(), "target": agent.target, "frequency": 3}
+        async with http.post("/runs", json=body) as response:
+            created = await _json(response)
+        await _events_until(http, created["run_ids"][0], "connected")
+    first.process.kill()  # SIGKILL: no shutdown, no cleanup
+    first.process.wait()
+
+    second = start_controller(db, "--no-calibrate", "--concurrency", "1")
+    async with second.client() as http:
+        runs = {}
+        for run_id in created["run_ids"]:
+            async with http.get(f"/runs/{run_id}", params={"wait_s": "120"}) as response:
+                runs[run_id] = await _json(response)
+        async with http.get("/runs", params={"suite_run_id": created["suite_run_id"]}) as r:
+            assert (await _json(r))["total"] == 3
+    interrupted = runs[created["run_ids"][0]]
+    assert (interrupted["status"], interrupted["termination_reason"]) == ("failed", "error")
+    assert "controller stopped" in interrupted["error"]
+    for run_id in created["run_ids"][1:]:  # queued when the controller died: resumed
+        assert runs[run_id]["status"] == "completed", runs[run_id]["error"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 from loguru import logger
 
@@ -39,6 +40,7 @@ class Dispatcher:
         self._workers: list[asyncio.Task[None]] = []
         self._running: dict[str, asyncio.Task[Run]] = {}
         self._ended: dict[str, asyncio.Event] = {}
+        self._subscribers: dict[str, set[asyncio.Queue[dict[str, Any] | None]]] = {}
         self._calibrator = EchoCalibrator() if calibrate else None
 
     async def start(self) -> None:
@@ -84,11 +86,37 @@ class Dispatcher:
             run.error = "cancelled before it started"
             run.ended_at = utcnow()
             await self._repo.save(run)
+            self._publish(run, "cancelled before it started")
             self._signal(run_id)
         return run
 
+    def subscribe(self, run_id: str) -> asyncio.Queue[dict[str, Any] | None]:
+        """A queue of the run's progress events; ``None`` once the run has ended."""
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._subscribers.setdefault(run_id, set()).add(queue)
+        return queue
+
+    def unsubscribe(self, run_id: str, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+        subscribers = self._subscribers.get(run_id)
+        if subscribers is not None:
+            subscribers.discard(queue)
+            if not subscribers:
+                del self._subscribers[run_id]
+
+    def _publish(self, run: Run, message: str) -> None:
+        event = {
+            "run_id": run.id,
+            "status": run.status,
+            "message": message,
+            "t_ms": run.events[-1].t_ms if run.events else 0.0,
+        }
+        for queue in self._subscribers.get(run.id, ()):
+            queue.put_nowait(event)
+
     def _signal(self, run_id: str) -> None:
         self.ended(run_id).set()
+        for queue in self._subscribers.get(run_id, ()):
+            queue.put_nowait(None)
 
     async def _work(self) -> None:
         while True:
@@ -105,6 +133,7 @@ class Dispatcher:
                         options=self._options,
                         calibrator=self._calibrator,
                         run=run,
+                        progress=self._publish,
                     )
                 )
                 self._running[run_id] = task

@@ -1,14 +1,16 @@
-"""``/runs``: create (queued at once), read, list, long-poll, cancel, delete, recording."""
+"""``/runs``: create (queued at once), read, list, long-poll, events, cancel, delete, recording."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 
 from harness.api.deps import DispatcherDep, RepoDep, SinkDep
@@ -20,6 +22,7 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["runs"])
 TERMINAL = ("completed", "failed", "cancelled")
+SSE_KEEPALIVE_S = 15.0
 
 
 class RunCreate(BaseModel):
@@ -102,6 +105,56 @@ async def get_run(
             await asyncio.wait_for(ended.wait(), wait_s)
         run = await _get(repo, run_id)
     return run
+
+
+@router.get(
+    "/runs/{run_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}},
+)
+async def run_events(run_id: str, repo: RepoDep, dispatcher: DispatcherDep) -> StreamingResponse:
+    """Server-sent events: the run's status, then each progress event (live transcript
+    included) until it ends."""
+    queue = dispatcher.subscribe(run_id)  # before reading, so no event is missed
+    try:
+        run = await _get(repo, run_id)
+    except HTTPException:
+        dispatcher.unsubscribe(run_id, queue)
+        raise
+
+    async def stream() -> AsyncIterator[str]:
+        try:
+            yield _sse("status", {"run_id": run.id, "status": run.status})
+            if run.status in TERMINAL:
+                return
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_S)
+                except TimeoutError:
+                    yield ": keepalive\n\n"
+                    continue
+                if event is None:
+                    final = await _get(repo, run_id)
+                    yield _sse(
+                        "end",
+                        {
+                            "run_id": run_id,
+                            "status": final.status,
+                            "termination_reason": final.termination_reason,
+                        },
+                    )
+                    return
+                yield _sse("progress", event)
+        finally:
+            dispatcher.unsubscribe(run_id, queue)
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+def _sse(kind: str, data: dict[str, Any]) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
 
 
 @router.post("/runs/{run_id}/cancel", response_model=Run)
