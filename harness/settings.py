@@ -8,6 +8,7 @@ brain is a URL, a key and a model name here, not code.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -32,11 +33,29 @@ class Settings(BaseSettings):
         default=2, ge=1, le=500, description="calls the controller runs at once"
     )
 
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key for webhook signatures (default: DATA_DIR/webhook-secret)",
+    )
+    webhook_attempts: int = Field(default=5, ge=1, le=20)
+    webhook_backoff_s: float = Field(default=1.0, gt=0, le=60)
+
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = None
     llm_model: str = "gpt-4o-mini"
     llm_temperature: float = 0.6
     llm_timeout_s: float = 15.0
+
+    def webhook_key(self) -> str:
+        """The webhook signing secret: configured, or made once and kept in the data dir."""
+        if self.webhook_secret is not None:
+            return self.webhook_secret.get_secret_value()
+        path = self.data_dir / "webhook-secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
 
     def llm_config(self) -> LLMConfig | None:
         """The persona LLM's endpoint, or None when none is configured."""

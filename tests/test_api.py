@@ -39,7 +39,7 @@ def start_controller(tmp_path: Path) -> Iterator[Callable[..., Controller]]:
     """Factory: `loopcall serve` on a free port; every controller is stopped after."""
     started: list[Controller] = []
 
-    def start(db_url: str, *extra: str) -> Controller:
+    def start(db_url: str, *extra: str, env: dict[str, str] | None = None) -> Controller:
         key = subprocess.run(
             [
                 sys.executable,
@@ -72,7 +72,7 @@ def start_controller(tmp_path: Path) -> Iterator[Callable[..., Controller]]:
             ],
             stdout=subprocess.PIPE,
             stderr=log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         assert proc.stdout is not None
         line = proc.stdout.readline().decode().strip()
@@ -328,3 +328,57 @@ async def test_sigkill_mid_suite_loses_no_run(
     assert "controller stopped" in interrupted["error"]
     for run_id in created["run_ids"][1:]:  # queued when the controller died: resumed
         assert runs[run_id]["status"] == "completed", runs[run_id]["error"]
+
+
+async def test_completion_webhook_is_signed_and_retried(
+    start_controller, http_stub, tmp_path: Path
+) -> None:
+    from aiohttp import web
+
+    from harness.api.webhooks import SIGNATURE_HEADER, verify
+
+    deliveries: list[tuple[bytes, dict[str, str]]] = []
+    third = asyncio.Event()
+
+    async def receive(request: web.Request) -> web.Response:
+        deliveries.append((await request.read(), dict(request.headers)))
+        if len(deliveries) < 3:
+            return web.Response(status=503)  # the receiver is down twice
+        third.set()
+        return web.Response(status=204)
+
+    host = await http_stub("POST", "/hooks/loopcall", receive)
+    controller = start_controller(
+        f"sqlite:///{tmp_path / 'db.sqlite'}",
+        "--no-calibrate",
+        env={"LOOPCALL_WEBHOOK_SECRET": "s3cret", "LOOPCALL_WEBHOOK_BACKOFF_S": "0.05"},
+    )
+    async with controller.client() as http:
+        body = {
+            "case": booking_case(),
+            "target": "webrtc://127.0.0.1:9/api/offer",
+            "webhook_url": f"http://{host}/hooks/loopcall",
+        }
+        async with http.post("/runs", json=body) as response:
+            [run_id] = (await _json(response))["run_ids"]
+        await asyncio.wait_for(third.wait(), 60)
+
+    assert [h["X-Loopcall-Delivery-Attempt"] for _, h in deliveries] == ["1", "2", "3"]
+    for payload, headers in deliveries:
+        assert verify("s3cret", payload, headers[SIGNATURE_HEADER])
+        assert not verify("wrong", payload, headers[SIGNATURE_HEADER])
+        assert not verify("s3cret", payload + b" ", headers[SIGNATURE_HEADER])
+    event = json.loads(deliveries[-1][0])
+    assert event["event"] == "run.ended"
+    assert (event["run"]["id"], event["run"]["status"]) == (run_id, "failed")
+
+
+def test_webhook_signatures_expire() -> None:
+    import time
+
+    from harness.api.webhooks import sign, verify
+
+    body = b'{"event": "run.ended"}'
+    assert verify("k", body, sign("k", body, int(time.time())))
+    assert not verify("k", body, sign("k", body, int(time.time()) - 3600))
+    assert not verify("k", body, "v1=deadbeef")

@@ -18,6 +18,7 @@ from harness import __version__
 from harness.api import peers, runs
 from harness.api.deps import require_api_key
 from harness.api.dispatcher import Dispatcher
+from harness.api.webhooks import WebhookSender
 from harness.db import DbRunSink, RunRepository, create_engine, migrate
 from harness.db.keys import KeyRepository
 from harness.orchestrator import RunOptions
@@ -39,8 +40,17 @@ def create_app(settings: Settings, *, calibrate: bool = True) -> FastAPI:
         if failed:
             logger.warning(f"controller: {len(failed)} run(s) were interrupted: {failed}")
         options = RunOptions(calibrate=calibrate, llm=settings.llm_config())
+        webhooks = WebhookSender(
+            settings.webhook_key(),
+            attempts=settings.webhook_attempts,
+            backoff_s=settings.webhook_backoff_s,
+        )
         dispatcher = Dispatcher(
-            sink, options, concurrency=settings.concurrency, calibrate=calibrate
+            sink,
+            options,
+            concurrency=settings.concurrency,
+            webhooks=webhooks,
+            calibrate=calibrate,
         )
         app.state.sink = sink
         app.state.keys = KeyRepository(engine)

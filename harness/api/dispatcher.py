@@ -16,6 +16,7 @@ from typing import Any
 
 from loguru import logger
 
+from harness.api.webhooks import WebhookSender
 from harness.calibration import EchoCalibrator
 from harness.db.runs import DbRunSink, RunRepository
 from harness.models import Run, utcnow
@@ -30,8 +31,15 @@ class Dispatcher:
     """Runs queued runs, at most ``concurrency`` at a time."""
 
     def __init__(
-        self, sink: DbRunSink, options: RunOptions, *, concurrency: int, calibrate: bool = True
+        self,
+        sink: DbRunSink,
+        options: RunOptions,
+        *,
+        concurrency: int,
+        webhooks: WebhookSender,
+        calibrate: bool = True,
     ) -> None:
+        self._webhooks = webhooks
         self._sink = sink
         self._repo: RunRepository = sink.repository
         self._options = options
@@ -59,6 +67,7 @@ class Dispatcher:
         self._workers = []
         if self._calibrator is not None:
             await self._calibrator.close()
+        await self._webhooks.close()
 
     def submit(self, run_id: str) -> None:
         self._ended.setdefault(run_id, asyncio.Event())
@@ -87,7 +96,7 @@ class Dispatcher:
             run.ended_at = utcnow()
             await self._repo.save(run)
             self._publish(run, "cancelled before it started")
-            self._signal(run_id)
+            await self._ended_run(run)
         return run
 
     def subscribe(self, run_id: str) -> asyncio.Queue[dict[str, Any] | None]:
@@ -112,6 +121,13 @@ class Dispatcher:
         }
         for queue in self._subscribers.get(run.id, ()):
             queue.put_nowait(event)
+
+    async def _ended_run(self, run: Run) -> None:
+        """Wake the waiters, close the event streams, send the webhook."""
+        self._signal(run.id)
+        url = await self._repo.webhook_for(run.id)
+        if url is not None:
+            self._webhooks.send(url, run)
 
     def _signal(self, run_id: str) -> None:
         self.ended(run_id).set()
@@ -149,4 +165,5 @@ class Dispatcher:
                 logger.exception(f"controller: run {run_id} could not be executed")
             finally:
                 self._running.pop(run_id, None)
-                self._signal(run_id)
+                with contextlib.suppress(Exception):
+                    await self._ended_run(await self._repo.get(run_id))

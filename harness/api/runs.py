@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
 
 from harness.api.deps import DispatcherDep, RepoDep, SinkDep
 from harness.errors import RunNotFound
@@ -31,6 +31,9 @@ class RunCreate(BaseModel):
     case: Case
     target: str = Field(description="e.g. webrtc://127.0.0.1:7860/api/offer")
     frequency: int = Field(default=1, ge=1, le=100, description="runs of the case")
+    webhook_url: AnyHttpUrl | None = Field(
+        default=None, description="POSTed each run when it ends, signed (X-Loopcall-Signature)"
+    )
 
     @field_validator("target")
     @classmethod
@@ -71,6 +74,8 @@ async def create_runs(body: RunCreate, repo: RepoDep, dispatcher: DispatcherDep)
     ]
     for run in runs:
         await repo.save(run)
+        if body.webhook_url is not None:
+            await repo.set_webhook(run.id, str(body.webhook_url))
     for run in runs:
         dispatcher.submit(run.id)
     return RunsCreated(run_ids=[r.id for r in runs], suite_run_id=suite_run_id)

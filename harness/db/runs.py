@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from harness.db.tables import RunRow
+from harness.db.tables import RunRow, RunWebhookRow
 from harness.errors import RunNotFound
 from harness.models import Run, RunStatus, utcnow
 
@@ -96,6 +96,7 @@ class RunRepository:
     async def delete(self, run_id: str) -> None:
         async with self._sessions.begin() as session:
             result = await session.execute(delete(RunRow).where(RunRow.id == run_id))
+            await session.execute(delete(RunWebhookRow).where(RunWebhookRow.run_id == run_id))
         if result.rowcount == 0:  # type: ignore[attr-defined]
             raise RunNotFound(f"no run {run_id!r}")
 
@@ -115,6 +116,15 @@ class RunRepository:
                     run.duration_ms = round((now - started).total_seconds() * 1000.0, 1)
                 await session.merge(_row(run))
         return [row.id for row in rows]
+
+    async def set_webhook(self, run_id: str, url: str) -> None:
+        async with self._sessions.begin() as session:
+            await session.merge(RunWebhookRow(run_id=run_id, url=url))
+
+    async def webhook_for(self, run_id: str) -> str | None:
+        async with self._sessions() as session:
+            row = await session.get(RunWebhookRow, run_id)
+            return row.url if row else None
 
     async def queued(self) -> list[Run]:
         """Runs waiting to execute, oldest first (to resume after a restart)."""

@@ -14,7 +14,7 @@ from sqlalchemy import JSON, DateTime, Float, Index, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["ApiKeyRow", "Base", "RunRow"]
+__all__ = ["ApiKeyRow", "Base", "RunRow", "RunWebhookRow"]
 
 JsonColumn = JSON().with_variant(JSONB(), "postgresql")
 
@@ -54,3 +54,12 @@ class ApiKeyRow(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RunWebhookRow(Base):
+    """Where to announce a run's end (kept apart from the run record, which is public)."""
+
+    __tablename__ = "run_webhooks"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))

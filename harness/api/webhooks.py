@@ -1,0 +1,89 @@
+"""Completion webhooks: when a run ends, POST it to the URL its creator gave, signed.
+
+Signature (as Stripe does it): ``X-Loopcall-Signature: t=<unix seconds>,v1=<hex>``
+where ``v1 = HMAC-SHA256(secret, f"{t}.{body}")``; a receiver recomputes it and
+rejects old timestamps.  Deliveries that fail (network error or a non-2xx answer)
+are retried with exponential backoff, then logged and given up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import aiohttp
+from loguru import logger
+
+from harness.models import Run
+
+__all__ = ["SIGNATURE_HEADER", "WebhookSender", "sign", "verify"]
+
+SIGNATURE_HEADER = "X-Loopcall-Signature"
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def verify(secret: str, body: bytes, header: str, *, tolerance_s: int = 300) -> bool:
+    """What a receiver does: check the HMAC and that the timestamp is recent."""
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        timestamp = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    expected = sign(secret, body, timestamp)
+    return abs(time.time() - timestamp) <= tolerance_s and hmac.compare_digest(expected, header)
+
+
+class WebhookSender:
+    """Delivers run-ended notifications in owned background tasks."""
+
+    def __init__(self, secret: str, *, attempts: int = 5, backoff_s: float = 1.0) -> None:
+        self._secret = secret
+        self._attempts = attempts
+        self._backoff_s = backoff_s
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+
+    def send(self, url: str, run: Run) -> None:
+        task = asyncio.create_task(self._deliver(url, run))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    async def _deliver(self, url: str, run: Run) -> None:
+        payload: dict[str, Any] = {"event": "run.ended", "run": run.model_dump(mode="json")}
+        body = json.dumps(payload).encode()
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        problem = ""
+        for attempt in range(self._attempts):
+            if attempt:
+                await asyncio.sleep(self._backoff_s * 2 ** (attempt - 1))
+            headers = {
+                "Content-Type": "application/json",
+                SIGNATURE_HEADER: sign(self._secret, body, int(time.time())),
+                "X-Loopcall-Delivery-Attempt": str(attempt + 1),
+            }
+            try:
+                async with self._session.post(url, data=body, headers=headers) as response:
+                    if 200 <= response.status < 300:
+                        return
+                    problem = f"HTTP {response.status}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                problem = str(exc) or type(exc).__name__
+        logger.warning(
+            f"webhook for run {run.id} to {url} gave up after {self._attempts} attempts: {problem}"
+        )
