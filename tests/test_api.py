@@ -189,6 +189,8 @@ async def test_unknown_ids_get_404(start_controller, tmp_path: Path) -> None:
             ("GET", "/eval/run/nope"),
             ("GET", "/agent-eval/runs/nope"),
             ("GET", "/agent-eval/runs/nope/turns"),
+            ("GET", "/suite-runs/nope"),
+            ("GET", "/test_framework/v1/results/nope/"),
         ]:
             async with http.request(method, path) as response:
                 assert response.status == 404, (method, path)
@@ -235,6 +237,14 @@ async def test_runs_over_http_with_real_calls(start_agent, start_controller, db_
             listing = await _json(r)
         assert listing["total"] == 2
         assert {item["id"] for item in listing["items"]} == set(created["run_ids"])
+        async with http.get(f"/suite-runs/{created['suite_run_id']}") as response:
+            suite = await _json(response)
+        assert (suite["passed"], suite["finished"], suite["success_rate"]) == (2, 2, 1.0)
+        async with http.get(f"/test_framework/v1/results/{created['suite_run_id']}/") as r:
+            cekura = await _json(r)
+        assert (cekura["success_rate"], cekura["total_runs_count"]) == (1.0, 2)
+        assert set(cekura["success_run_ids"]) == set(created["run_ids"])
+        assert cekura["overall_evaluation"]["metric_summary"]["latency"]["p50"] > 0
 
         run_id = created["run_ids"][0]
         async with http.get(f"/eval/run/{run_id}") as response:

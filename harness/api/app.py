@@ -15,7 +15,7 @@ from fastapi import Depends, FastAPI
 from loguru import logger
 
 from harness import __version__
-from harness.api import peers, runs
+from harness.api import peers, runs, suite_runs
 from harness.api.deps import require_api_key
 from harness.api.dispatcher import Dispatcher
 from harness.api.webhooks import WebhookSender
@@ -73,4 +73,5 @@ def create_app(settings: Settings, *, calibrate: bool = True) -> FastAPI:
     secured = [Depends(require_api_key)]
     app.include_router(runs.router, dependencies=secured)
     app.include_router(peers.router, dependencies=secured)
+    app.include_router(suite_runs.router, dependencies=secured)
     return app

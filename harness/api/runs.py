@@ -47,7 +47,7 @@ class RunCreate(BaseModel):
 
 class RunsCreated(BaseModel):
     run_ids: list[str]
-    suite_run_id: str | None
+    suite_run_id: str
 
 
 class RunList(BaseModel):
@@ -66,7 +66,7 @@ async def _get(repo: Any, run_id: str) -> Run:
 
 @router.post("/runs", status_code=202, response_model=RunsCreated)
 async def create_runs(body: RunCreate, repo: RepoDep, dispatcher: DispatcherDep) -> RunsCreated:
-    suite_run_id = str(uuid.uuid4()) if body.frequency > 1 else None
+    suite_run_id = str(uuid.uuid4())  # one request, one suite run
     channel = parse_target(body.target).channel
     runs = [
         Run(case=body.case, target=body.target, channel=channel, suite_run_id=suite_run_id)
