@@ -213,7 +213,10 @@ class Case(_Strict):
         default=350, ge=0, le=10_000, description="Pause the persona leaves after the agent stops."
     )
     wait_for_greeting_s: float = Field(
-        default=5.0, ge=0, description="How long the persona waits for the agent to speak first."
+        default=5.0,
+        ge=0,
+        le=600,
+        description="How long the persona waits for the agent to speak first.",
     )
 
     @field_validator("script", mode="before")

@@ -33,6 +33,13 @@ class Settings(BaseSettings):
         default=2, ge=1, le=500, description="calls the controller runs at once"
     )
 
+    allowed_hosts: str | None = Field(
+        default=None,
+        description=(
+            "comma-separated hosts the controller may call (targets, webhooks); "
+            "unset: any. Guards a shared controller against being used to reach other hosts."
+        ),
+    )
     webhook_secret: SecretStr | None = Field(
         default=None,
         description="HMAC key for webhook signatures (default: DATA_DIR/webhook-secret)",
@@ -45,6 +52,12 @@ class Settings(BaseSettings):
     llm_model: str = "gpt-4o-mini"
     llm_temperature: float = 0.6
     llm_timeout_s: float = 15.0
+
+    def host_allowed(self, host: str) -> bool:
+        if not self.allowed_hosts:
+            return True
+        allowed = {h.strip().lower().strip("[]") for h in self.allowed_hosts.split(",")}
+        return host.lower().strip("[]") in allowed
 
     def webhook_key(self) -> str:
         """The webhook signing secret: configured, or made once and kept in the data dir."""

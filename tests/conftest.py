@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import asyncpg
 import pytest
 from aiohttp import web
 
 from harness.cli import start_agent_process
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "harness" / "examples"
@@ -85,3 +92,84 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
             agent.process.wait(10)
         except subprocess.TimeoutExpired:
             agent.process.kill()
+
+
+@dataclass
+class Controller:
+    url: str
+    key: str
+    process: subprocess.Popen[bytes]
+
+    def client(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(self.url, headers={"Authorization": f"Bearer {self.key}"})
+
+
+@pytest.fixture
+def start_controller(tmp_path: Path) -> Iterator[Callable[..., Controller]]:
+    """Factory: `loopcall serve` on a free port; every controller is stopped after."""
+    started: list[Controller] = []
+
+    def start(db_url: str, *extra: str, env: dict[str, str] | None = None) -> Controller:
+        key = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "harness.cli",
+                "keys",
+                "create",
+                f"tests-{uuid.uuid4().hex[:6]}",
+                "--db",
+                db_url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        log = (tmp_path / f"controller{len(started)}.log").open("wb")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "harness.cli",
+                "serve",
+                "--port",
+                "0",
+                "--db",
+                db_url,
+                "--data-dir",
+                str(tmp_path / "data"),
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode().strip()
+        assert line.startswith("READY "), line
+        controller = Controller(line.split()[1], key, proc)
+        started.append(controller)
+        return controller
+
+    yield start
+    for controller in started:
+        controller.process.terminate()
+        try:
+            controller.process.wait(15)
+        except subprocess.TimeoutExpired:
+            controller.process.kill()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'loopcall.db'}"
+        return
+    name = f"loopcall_api_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()

@@ -4,105 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 
 from harness.cases import load_cases
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"
 VAPI_SCHEMA = Path(__file__).resolve().parent / "fixtures" / "vapi_eval_run.schema.json"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-@dataclass
-class Controller:
-    url: str
-    key: str
-    process: subprocess.Popen[bytes]
-
-    def client(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(self.url, headers={"Authorization": f"Bearer {self.key}"})
-
-
-@pytest.fixture
-def start_controller(tmp_path: Path) -> Iterator[Callable[..., Controller]]:
-    """Factory: `loopcall serve` on a free port; every controller is stopped after."""
-    started: list[Controller] = []
-
-    def start(db_url: str, *extra: str, env: dict[str, str] | None = None) -> Controller:
-        key = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "harness.cli",
-                "keys",
-                "create",
-                f"tests-{uuid.uuid4().hex[:6]}",
-                "--db",
-                db_url,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        log = (tmp_path / f"controller{len(started)}.log").open("wb")
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "harness.cli",
-                "serve",
-                "--port",
-                "0",
-                "--db",
-                db_url,
-                "--data-dir",
-                str(tmp_path / "data"),
-                *extra,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        )
-        assert proc.stdout is not None
-        line = proc.stdout.readline().decode().strip()
-        assert line.startswith("READY "), line
-        controller = Controller(line.split()[1], key, proc)
-        started.append(controller)
-        return controller
-
-    yield start
-    for controller in started:
-        controller.process.terminate()
-        try:
-            controller.process.wait(15)
-        except subprocess.TimeoutExpired:
-            controller.process.kill()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'loopcall.db'}"
-        return
-    name = f"loopcall_api_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 def booking_case() -> dict[str, Any]:
@@ -392,3 +304,32 @@ def test_webhook_signatures_expire() -> None:
     assert verify("k", body, sign("k", body, int(time.time())))
     assert not verify("k", body, sign("k", body, int(time.time()) - 3600))
     assert not verify("k", body, "v1=deadbeef")
+
+
+async def test_allowed_hosts_keep_the_controller_off_other_hosts(
+    start_controller, tmp_path: Path
+) -> None:
+    controller = start_controller(
+        f"sqlite:///{tmp_path / 'db.sqlite'}",
+        "--no-calibrate",
+        env={"LOOPCALL_ALLOWED_HOSTS": "127.0.0.1, ::1"},
+    )
+    async with controller.client() as http:
+        for body, field in [
+            ({"target": "webrtc://agent.example.com:7860/api/offer"}, "target"),
+            (
+                {
+                    "target": "webrtc://127.0.0.1:9/api/offer",
+                    "webhook_url": "http://hooks.example.org/x",
+                },
+                "webhook_url",
+            ),
+        ]:
+            async with http.post("/runs", json={"case": booking_case(), **body}) as response:
+                assert response.status == 422
+                [error] = (await _json(response))["detail"]
+                assert error["loc"] == ["body", field]
+                assert "LOOPCALL_ALLOWED_HOSTS" in error["msg"]
+        body = {"case": booking_case(), "target": "webrtc://[::1]:9/api/offer"}
+        async with http.post("/runs", json=body) as response:
+            assert response.status == 202

@@ -53,6 +53,7 @@ def create_app(settings: Settings, *, calibrate: bool = True) -> FastAPI:
             calibrate=calibrate,
         )
         app.state.sink = sink
+        app.state.settings = settings
         app.state.keys = KeyRepository(engine)
         app.state.dispatcher = dispatcher
         await dispatcher.start()

@@ -9,8 +9,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from harness.api.dispatcher import Dispatcher
 from harness.db.runs import DbRunSink, RunRepository
+from harness.settings import Settings
 
-__all__ = ["DispatcherDep", "RepoDep", "SinkDep", "require_api_key"]
+__all__ = ["DispatcherDep", "RepoDep", "SettingsDep", "SinkDep", "require_api_key"]
 
 _bearer = HTTPBearer(auto_error=False, description="an API key from `loopcall keys create`")
 
@@ -40,6 +41,11 @@ def _dispatcher(request: Request) -> Dispatcher:
     return request.app.state.dispatcher  # type: ignore[no-any-return]
 
 
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
 RepoDep = Annotated[RunRepository, Depends(_repo)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
 SinkDep = Annotated[DbRunSink, Depends(_sink)]
 DispatcherDep = Annotated[Dispatcher, Depends(_dispatcher)]

@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
 
-from harness.api.deps import DispatcherDep, RepoDep, SinkDep
+from harness.api.deps import DispatcherDep, RepoDep, SettingsDep, SinkDep
 from harness.errors import RunNotFound
 from harness.models import Case, Run, RunStatus
+from harness.settings import Settings
 from telephony import TargetError, parse_target
 
 __all__ = ["router"]
@@ -29,7 +31,11 @@ class RunCreate(BaseModel):
     """``POST /runs``: a case, a target, and how many times to run it."""
 
     case: Case
-    target: str = Field(description="e.g. webrtc://127.0.0.1:7860/api/offer")
+    target: str = Field(
+        description="e.g. webrtc://127.0.0.1:7860/api/offer",
+        pattern=r"^webrtcs?://[^/\s]+",
+        max_length=2048,
+    )
     frequency: int = Field(default=1, ge=1, le=100, description="runs of the case")
     webhook_url: AnyHttpUrl | None = Field(
         default=None, description="POSTed each run when it ends, signed (X-Loopcall-Signature)"
@@ -64,8 +70,30 @@ async def _get(repo: Any, run_id: str) -> Run:
         raise HTTPException(404, f"no run {run_id!r}") from exc
 
 
+def _check_hosts(body: RunCreate, settings: Settings) -> None:
+    """422 for a target or webhook on a host the controller may not call."""
+    checks = [("target", parse_target(body.target).host)]
+    if body.webhook_url is not None:
+        checks.append(("webhook_url", body.webhook_url.host or ""))
+    errors = [
+        {
+            "loc": ("body", field),
+            "type": "value_error",
+            "input": host,
+            "msg": f"host {host!r} is not in this controller's LOOPCALL_ALLOWED_HOSTS",
+        }
+        for field, host in checks
+        if not settings.host_allowed(host)
+    ]
+    if errors:
+        raise RequestValidationError(errors)
+
+
 @router.post("/runs", status_code=202, response_model=RunsCreated)
-async def create_runs(body: RunCreate, repo: RepoDep, dispatcher: DispatcherDep) -> RunsCreated:
+async def create_runs(
+    body: RunCreate, repo: RepoDep, dispatcher: DispatcherDep, settings: SettingsDep
+) -> RunsCreated:
+    _check_hosts(body, settings)
     suite_run_id = str(uuid.uuid4())  # one request, one suite run
     channel = parse_target(body.target).channel
     runs = [
@@ -88,7 +116,7 @@ async def list_runs(
     suite_run_id: str | None = None,
     case_name: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> RunList:
     page = await repo.page(
         status=status, suite_run_id=suite_run_id, case_name=case_name, limit=limit, offset=offset
