@@ -99,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, default=None, help="where recordings are kept")
     serve.add_argument("--concurrency", type=int, default=None, help="calls at once")
     serve.add_argument("--no-calibrate", action="store_true", help="skip the echo calibration")
+    serve.add_argument(
+        "--paused", action="store_true", help="accept and store runs, but do not start them"
+    )
 
     keys = sub.add_parser("keys", help="API keys for the controller")
     keys.add_argument("action", choices=["create", "list", "revoke"])
@@ -445,7 +448,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if sock is None:
         return 2
     port = sock.getsockname()[1]
-    app = create_app(settings, calibrate=not args.no_calibrate)
+    app = create_app(settings, calibrate=not args.no_calibrate, paused=args.paused)
     print(f"READY http://{args.host}:{port}", flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0

@@ -29,7 +29,9 @@ __all__ = ["create_app"]
 INTERRUPTED = "the controller stopped while this run was in progress"
 
 
-def create_app(settings: Settings, *, calibrate: bool = True) -> FastAPI:
+def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = False) -> FastAPI:
+    """The controller; ``paused`` stores new runs as queued without executing them."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.db_url)
@@ -56,9 +58,10 @@ def create_app(settings: Settings, *, calibrate: bool = True) -> FastAPI:
         app.state.settings = settings
         app.state.keys = KeyRepository(engine)
         app.state.dispatcher = dispatcher
-        await dispatcher.start()
-        for run in await repository.queued():
-            dispatcher.submit(run.id)
+        if not paused:
+            await dispatcher.start()
+            for run in await repository.queued():
+                dispatcher.submit(run.id)
         try:
             yield
         finally:
