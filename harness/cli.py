@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("runs"), help="where runs are stored")
     run.add_argument("--repeat", type=int, default=1, help="run every case N times")
     run.add_argument("--no-calibrate", action="store_true", help="skip the echo calibration")
+    run.add_argument(
+        "--server",
+        default=None,
+        help="submit to a controller (loopcall serve) and follow it; key from LOOPCALL_API_KEY",
+    )
     run.add_argument("--connect-timeout", type=float, default=15.0, help="seconds")
     run.add_argument(
         "--media-timeout",
@@ -179,6 +184,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = _settings()
     if settings is None:
         return 2
+    if args.server:
+        return _run_on_server(loaded, args.target, args.server, settings, args.repeat)
     options = RunOptions(
         connect_timeout_s=args.connect_timeout,
         media_timeout_s=args.media_timeout if args.media_timeout > 0 else None,
@@ -186,6 +193,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
         llm=settings.llm_config(),
     )
     return _run_suite(loaded, args.target, args.out, args.repeat, options)
+
+
+def _run_on_server(
+    loaded: LoadedCases, target: str, server: str, settings: Settings, repeat: int
+) -> int:
+    """Submit every case to the controller, print its events, then the summary."""
+    from harness.client import ControllerClient, ControllerError
+
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+
+    async def go() -> list[Run]:
+        async with ControllerClient(server, key) as client:
+            ids: list[str] = []
+            for case in loaded.cases:
+                ids += await client.submit(case, target, repeat)
+            console.print(f"submitted {len(ids)} run(s) to {server}")
+            for index, run_id in enumerate(ids, start=1):
+                async for event in client.events(run_id):
+                    if event["kind"] == "progress":
+                        console.print(
+                            f"[dim]{run_id[:8]}[/dim] [{index}/{len(ids)}] {event['message']}"
+                        )
+            return [await client.get(run_id) for run_id in ids]
+
+    try:
+        runs = asyncio.run(go())
+    except ControllerError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return 1
+    _summary(runs, f"on the controller at {server}")
+    return 0 if runs and all(r.passed for r in runs) else 1
 
 
 def _settings() -> Settings | None:
@@ -214,12 +252,12 @@ def _run_suite(
     try:
         asyncio.run(_execute(loaded, target, store, options, repeat, runs))
     except KeyboardInterrupt:
-        _summary(runs, store)
+        _summary(runs, f"stored under {store.root}/")
         err.print(
             "[yellow]interrupted: the current call was hung up and stored as cancelled[/yellow]"
         )
         return 130
-    _summary(runs, store)
+    _summary(runs, f"stored under {store.root}/")
     return 0 if runs and all(r.passed for r in runs) else 1
 
 
@@ -265,10 +303,10 @@ def _fmt(value: float | None, unit: str = "") -> str:
     return "-" if value is None else f"{value:.0f}{unit}"
 
 
-def _summary(runs: list[Run], store: RunStore) -> None:
+def _summary(runs: list[Run], where: str) -> None:
     if not runs:
         return
-    table = Table(title=f"loopcall: {len(runs)} run(s), stored under {store.root}/")
+    table = Table(title=f"loopcall: {len(runs)} run(s), {where}")
     for column in (
         "run",
         "case",
@@ -522,7 +560,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _cmd_runs(args: argparse.Namespace) -> int:
     store = RunStore(args.out)
-    _summary(store.list(), store)
+    _summary(store.list(), f"stored under {store.root}/")
     return 0
 
 

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LOOPCALL_", extra="ignore")
 
+    api_key: SecretStr | None = Field(
+        default=None, description="the key `loopcall run --server` sends to a controller"
+    )
     db_url: str = Field(
         default="sqlite:///loopcall-data/loopcall.db",
         description="sqlite:///PATH (default) or postgresql://USER@HOST/DB",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -333,3 +334,59 @@ async def test_allowed_hosts_keep_the_controller_off_other_hosts(
         body = {"case": booking_case(), "target": "webrtc://[::1]:9/api/offer"}
         async with http.post("/runs", json=body) as response:
             assert response.status == 202
+
+
+@pytest.mark.e2e
+async def test_cli_run_through_a_controller(start_agent, start_controller, tmp_path: Path) -> None:
+    import yaml
+
+    agent = start_agent()
+    controller = start_controller(f"sqlite:///{tmp_path / 'db.sqlite'}", "--no-calibrate")
+    early = load_cases(EXAMPLES / "dental_suite.yaml").cases[1]
+    case_file = tmp_path / "early.yaml"
+    case_file.write_text(yaml.safe_dump(early.model_dump(mode="json", exclude_none=True)))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        str(case_file),
+        "--target",
+        agent.target,
+        "--server",
+        controller.url,
+        "--repeat",
+        "2",
+        env={**os.environ, "LOOPCALL_API_KEY": controller.key},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    output = out.decode()
+    assert proc.returncode == 0, output + err.decode()
+    assert "submitted 2 run(s)" in output and "persona_says" in output
+    async with controller.client() as http, http.get("/runs") as response:
+        listing = await _json(response)
+    assert listing["total"] == 2
+    assert all(item["status"] == "completed" for item in listing["items"])
+
+
+async def test_cli_run_with_a_wrong_key_says_so(start_controller, tmp_path: Path) -> None:
+    controller = start_controller(f"sqlite:///{tmp_path / 'db.sqlite'}", "--no-calibrate")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        str(EXAMPLES / "dental_suite.yaml"),
+        "--target",
+        "webrtc://127.0.0.1:9/api/offer",
+        "--server",
+        controller.url,
+        env={**os.environ, "LOOPCALL_API_KEY": "lc_wrong"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _out, err = await proc.communicate()
+    assert proc.returncode == 1
+    assert "HTTP 401" in err.decode()

@@ -1,0 +1,78 @@
+"""A small client for the controller: submit cases, follow their events, read the runs.
+
+Stage: the CLI's ``loopcall run --server URL`` path (the same flow as a local run,
+executed by the controller).  Errors are ``ControllerError`` with the server's
+message, never a raw HTTP exception.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from harness.errors import LoopcallError
+from harness.models import Case, Run
+
+__all__ = ["ControllerClient", "ControllerError"]
+
+
+class ControllerError(LoopcallError):
+    """The controller refused or could not be reached; the message says which."""
+
+
+class ControllerClient:
+    def __init__(self, url: str, api_key: str | None) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._url = url.rstrip("/")
+        self._session = aiohttp.ClientSession(headers=headers)
+
+    async def __aenter__(self) -> ControllerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._session.close()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            async with self._session.request(method, self._url + path, **kwargs) as response:
+                text = await response.text()
+                if response.status >= 400:
+                    try:
+                        detail = json.loads(text).get("detail", text)
+                    except (json.JSONDecodeError, AttributeError):
+                        detail = text
+                    raise ControllerError(f"{method} {path}: HTTP {response.status}: {detail}")
+                return json.loads(text) if text else None
+        except aiohttp.ClientError as exc:
+            raise ControllerError(f"cannot reach the controller at {self._url}: {exc}") from exc
+
+    async def submit(self, case: Case, target: str, frequency: int) -> list[str]:
+        body = {
+            "case": case.model_dump(mode="json", exclude_none=True),
+            "target": target,
+            "frequency": frequency,
+        }
+        created = await self._request("POST", "/runs", json=body)
+        return list(created["run_ids"])
+
+    async def get(self, run_id: str) -> Run:
+        return Run.model_validate(await self._request("GET", f"/runs/{run_id}"))
+
+    async def events(self, run_id: str) -> AsyncIterator[dict[str, Any]]:
+        """The run's server-sent events, until it ends."""
+        try:
+            async with self._session.get(f"{self._url}/runs/{run_id}/events") as response:
+                if response.status >= 400:
+                    raise ControllerError(f"events of {run_id}: HTTP {response.status}")
+                kind = ""
+                async for raw in response.content:
+                    line = raw.decode().strip()
+                    if line.startswith("event: "):
+                        kind = line[len("event: ") :]
+                    elif line.startswith("data: "):
+                        yield {"kind": kind, **json.loads(line[len("data: ") :])}
+        except aiohttp.ClientError as exc:
+            raise ControllerError(f"lost the controller's event stream: {exc}") from exc
