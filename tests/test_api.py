@@ -390,3 +390,55 @@ async def test_cli_run_with_a_wrong_key_says_so(start_controller, tmp_path: Path
     _out, err = await proc.communicate()
     assert proc.returncode == 1
     assert "HTTP 401" in err.decode()
+
+
+async def test_persona_override_applies_to_the_runs(start_controller, tmp_path: Path) -> None:
+    controller = start_controller(f"sqlite:///{tmp_path / 'db.sqlite'}", "--paused")
+    async with controller.client() as http:
+        body = {
+            "case": booking_case(),
+            "target": "webrtc://127.0.0.1:9/api/offer",
+            "persona": {"name": "Sam Diaz", "voice": "flite:awb"},
+        }
+        async with http.post("/runs", json=body) as response:
+            assert response.status == 202
+            [run_id] = (await _json(response))["run_ids"]
+        async with http.get(f"/runs/{run_id}") as response:
+            persona = (await _json(response))["case"]["persona"]
+        assert (persona["name"], persona["voice"]) == ("Sam Diaz", "flite:awb")
+        assert persona["identity_prompt"] == booking_case()["persona"]["identity_prompt"]
+        for override, field in [({"voice": "no-engine"}, "voice"), ({"mood": "grumpy"}, "mood")]:
+            async with http.post("/runs", json={**body, "persona": override}) as response:
+                assert response.status == 422
+                detail = (await _json(response))["detail"]
+                assert any(
+                    d["loc"][:2] == ["body", "persona"] and field in d["loc"] for d in detail
+                ), detail
+
+
+@pytest.mark.e2e
+async def test_concurrency_limit_holds_a_requests_runs_back(
+    start_agent, start_controller, tmp_path: Path
+) -> None:
+    agent = start_agent()
+    controller = start_controller(
+        f"sqlite:///{tmp_path / 'db.sqlite'}", "--no-calibrate", "--concurrency", "3"
+    )
+    early = load_cases(EXAMPLES / "dental_suite.yaml").cases[1]
+    async with controller.client() as http:
+        body = {
+            "case": early.model_dump(mode="json", exclude_none=True),
+            "target": agent.target,
+            "frequency": 3,
+            "concurrency_limit": 1,
+        }
+        async with http.post("/runs", json=body) as response:
+            created = await _json(response)
+        runs = []
+        for run_id in created["run_ids"]:
+            async with http.get(f"/runs/{run_id}", params={"wait_s": "120"}) as response:
+                runs.append(await _json(response))
+    assert all(r["status"] == "completed" for r in runs)
+    spans = sorted((r["started_at"], r["ended_at"]) for r in runs)
+    for (_, previous_end), (next_start, _) in zip(spans, spans[1:], strict=False):
+        assert next_start >= previous_end, spans  # one at a time, though 3 workers were free

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter, deque
 from typing import Any
 
 from loguru import logger
@@ -49,6 +50,11 @@ class Dispatcher:
         self._running: dict[str, asyncio.Task[Run]] = {}
         self._ended: dict[str, asyncio.Event] = {}
         self._subscribers: dict[str, set[asyncio.Queue[dict[str, Any] | None]]] = {}
+        # Per-request concurrency limits: runs over the limit wait aside, not in a worker.
+        self._limits: dict[str, int] = {}
+        self._active: Counter[str] = Counter()
+        self._parked: dict[str, deque[str]] = {}
+        self._group_of: dict[str, str] = {}
         self._calibrator = EchoCalibrator() if calibrate else None
 
     async def start(self) -> None:
@@ -69,8 +75,11 @@ class Dispatcher:
             await self._calibrator.close()
         await self._webhooks.close()
 
-    def submit(self, run_id: str) -> None:
+    def submit(self, run_id: str, *, group: str | None = None, limit: int | None = None) -> None:
+        """Queue a run; runs of one ``group`` run at most ``limit`` at a time."""
         self._ended.setdefault(run_id, asyncio.Event())
+        if group is not None and limit is not None:
+            self._limits[group] = limit
         self._queue.put_nowait(run_id)
 
     def is_running(self, run_id: str) -> bool:
@@ -122,6 +131,16 @@ class Dispatcher:
         for queue in self._subscribers.get(run.id, ()):
             queue.put_nowait(event)
 
+    def _release(self, run_id: str) -> None:
+        """A run of a limited group is done: let the next parked one of that group go."""
+        group = self._group_of.pop(run_id, None)
+        if group is None:
+            return
+        self._active[group] -= 1
+        parked = self._parked.get(group)
+        if parked:
+            self._queue.put_nowait(parked.popleft())
+
     async def _ended_run(self, run: Run) -> None:
         """Wake the waiters, close the event streams, send the webhook."""
         self._signal(run.id)
@@ -137,10 +156,18 @@ class Dispatcher:
     async def _work(self) -> None:
         while True:
             run_id = await self._queue.get()
+            started = False
             try:
                 run = await self._repo.get(run_id)
                 if run.status != "queued":
                     continue  # cancelled while it waited
+                group = run.suite_run_id
+                if group is not None and self._active[group] >= self._limits.get(group, 1 << 30):
+                    self._parked.setdefault(group, deque()).append(run_id)
+                    continue
+                if group is not None:
+                    self._active[group] += 1
+                    self._group_of[run_id] = group
                 task = asyncio.create_task(
                     run_case(
                         run.case,
@@ -153,6 +180,7 @@ class Dispatcher:
                     )
                 )
                 self._running[run_id] = task
+                started = True
                 try:
                     await task
                 except asyncio.CancelledError:
@@ -164,6 +192,8 @@ class Dispatcher:
             except Exception:
                 logger.exception(f"controller: run {run_id} could not be executed")
             finally:
-                self._running.pop(run_id, None)
-                with contextlib.suppress(Exception):
-                    await self._ended_run(await self._repo.get(run_id))
+                if started:
+                    self._running.pop(run_id, None)
+                    self._release(run_id)
+                    with contextlib.suppress(Exception):
+                        await self._ended_run(await self._repo.get(run_id))

@@ -12,11 +12,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.api.deps import DispatcherDep, RepoDep, SettingsDep, SinkDep
 from harness.errors import RunNotFound
-from harness.models import Case, Run, RunStatus
+from harness.models import Case, Persona, Run, RunStatus
 from harness.settings import Settings
 from telephony import TargetError, parse_target
 
@@ -27,10 +27,30 @@ TERMINAL = ("completed", "failed", "cancelled")
 SSE_KEEPALIVE_S = 15.0
 
 
+class PersonaOverride(BaseModel):
+    """Fields that replace the case's persona for these runs (Cekura's personality override)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1)
+    identity_prompt: str | None = None
+    description: str | None = None
+    behavior_traits: dict[str, str] | None = None
+    language: str | None = None
+    voice: str | None = None
+    speaking_rate: float | None = Field(default=None, gt=0.25, le=4.0)
+
+
 class RunCreate(BaseModel):
     """``POST /runs``: a case, a target, and how many times to run it."""
 
     case: Case
+    persona: PersonaOverride | None = Field(
+        default=None, description="override some of the case persona's fields"
+    )
+    concurrency_limit: int | None = Field(
+        default=None, ge=1, le=500, description="at most this many of these runs at once"
+    )
     target: str = Field(
         description="e.g. webrtc://127.0.0.1:7860/api/offer",
         pattern=r"^webrtcs?://[^/\s]+",
@@ -49,6 +69,13 @@ class RunCreate(BaseModel):
         except TargetError as exc:
             raise ValueError(str(exc)) from exc
         return value
+
+    def case_as_run(self) -> Case:
+        """The case with the persona override applied (validated like any persona)."""
+        if self.persona is None:
+            return self.case
+        merged = {**self.case.persona.model_dump(), **self.persona.model_dump(exclude_none=True)}
+        return self.case.model_copy(update={"persona": Persona.model_validate(merged)})
 
 
 class RunsCreated(BaseModel):
@@ -96,8 +123,14 @@ async def create_runs(
     _check_hosts(body, settings)
     suite_run_id = str(uuid.uuid4())  # one request, one suite run
     channel = parse_target(body.target).channel
+    try:
+        case = body.case_as_run()
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", "persona", *e["loc"])} for e in exc.errors()]
+        ) from exc
     runs = [
-        Run(case=body.case, target=body.target, channel=channel, suite_run_id=suite_run_id)
+        Run(case=case, target=body.target, channel=channel, suite_run_id=suite_run_id)
         for _ in range(body.frequency)
     ]
     for run in runs:
@@ -105,7 +138,7 @@ async def create_runs(
         if body.webhook_url is not None:
             await repo.set_webhook(run.id, str(body.webhook_url))
     for run in runs:
-        dispatcher.submit(run.id)
+        dispatcher.submit(run.id, group=suite_run_id, limit=body.concurrency_limit)
     return RunsCreated(run_ids=[r.id for r in runs], suite_run_id=suite_run_id)
 
 
