@@ -9,9 +9,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from harness.api.dispatcher import Dispatcher
 from harness.db.runs import DbRunSink, RunRepository
+from harness.errors import RunNotFound
+from harness.models import Run
 from harness.settings import Settings
 
-__all__ = ["DispatcherDep", "RepoDep", "SettingsDep", "SinkDep", "require_api_key"]
+__all__ = ["DispatcherDep", "RepoDep", "SettingsDep", "SinkDep", "require_api_key", "run_or_404"]
 
 _bearer = HTTPBearer(auto_error=False, description="an API key from `loopcall keys create`")
 
@@ -43,6 +45,14 @@ def _dispatcher(request: Request) -> Dispatcher:
 
 def _settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
+
+
+async def run_or_404(repo: RunRepository, run_id: str) -> Run:
+    """The stored run, or a 404 naming the id."""
+    try:
+        return await repo.get(run_id)
+    except RunNotFound as exc:
+        raise HTTPException(404, f"no run {run_id!r}") from exc
 
 
 RepoDep = Annotated[RunRepository, Depends(_repo)]

@@ -14,8 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from harness.api.deps import DispatcherDep, RepoDep, SettingsDep, SinkDep
-from harness.errors import RunNotFound
+from harness.api.deps import DispatcherDep, RepoDep, SettingsDep, SinkDep, run_or_404
 from harness.models import Case, Persona, Run, RunStatus
 from harness.settings import Settings
 from telephony import TargetError, parse_target
@@ -90,13 +89,6 @@ class RunList(BaseModel):
     offset: int
 
 
-async def _get(repo: Any, run_id: str) -> Run:
-    try:
-        return await repo.get(run_id)  # type: ignore[no-any-return]
-    except RunNotFound as exc:
-        raise HTTPException(404, f"no run {run_id!r}") from exc
-
-
 def _check_hosts(body: RunCreate, settings: Settings) -> None:
     """422 for a target or webhook on a host the controller may not call."""
     checks = [("target", parse_target(body.target).host)]
@@ -165,11 +157,11 @@ async def get_run(
     wait_s: Annotated[float, Query(ge=0, le=120, description="long-poll until it ends")] = 0,
 ) -> Run:
     ended = dispatcher.ended(run_id)  # before reading, so an ending in between is not missed
-    run = await _get(repo, run_id)
+    run = await run_or_404(repo, run_id)
     if wait_s > 0 and run.status not in TERMINAL:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ended.wait(), wait_s)
-        run = await _get(repo, run_id)
+        run = await run_or_404(repo, run_id)
     return run
 
 
@@ -183,7 +175,7 @@ async def run_events(run_id: str, repo: RepoDep, dispatcher: DispatcherDep) -> S
     included) until it ends."""
     queue = dispatcher.subscribe(run_id)  # before reading, so no event is missed
     try:
-        run = await _get(repo, run_id)
+        run = await run_or_404(repo, run_id)
     except HTTPException:
         dispatcher.unsubscribe(run_id, queue)
         raise
@@ -200,7 +192,7 @@ async def run_events(run_id: str, repo: RepoDep, dispatcher: DispatcherDep) -> S
                     yield ": keepalive\n\n"
                     continue
                 if event is None:
-                    final = await _get(repo, run_id)
+                    final = await run_or_404(repo, run_id)
                     yield _sse(
                         "end",
                         {
@@ -225,7 +217,7 @@ def _sse(kind: str, data: dict[str, Any]) -> str:
 
 @router.post("/runs/{run_id}/cancel", response_model=Run)
 async def cancel_run(run_id: str, repo: RepoDep, dispatcher: DispatcherDep) -> Run:
-    run = await _get(repo, run_id)
+    run = await run_or_404(repo, run_id)
     if run.status in TERMINAL:
         raise HTTPException(409, f"run {run_id} has already ended ({run.status})")
     return await dispatcher.cancel(run_id)
@@ -233,7 +225,7 @@ async def cancel_run(run_id: str, repo: RepoDep, dispatcher: DispatcherDep) -> R
 
 @router.delete("/runs/{run_id}", status_code=204)
 async def delete_run(run_id: str, repo: RepoDep, dispatcher: DispatcherDep) -> Response:
-    run = await _get(repo, run_id)
+    run = await run_or_404(repo, run_id)
     if run.status not in TERMINAL:
         raise HTTPException(409, f"run {run_id} is {run.status}: cancel it first")
     await repo.delete(run_id)
@@ -242,7 +234,7 @@ async def delete_run(run_id: str, repo: RepoDep, dispatcher: DispatcherDep) -> R
 
 @router.get("/runs/{run_id}/recording", response_class=FileResponse)
 async def get_recording(run_id: str, repo: RepoDep, sink: SinkDep) -> FileResponse:
-    await _get(repo, run_id)
+    await run_or_404(repo, run_id)
     path = sink.recording_path(run_id)
     if not path.is_file():
         raise HTTPException(404, f"run {run_id} has no recording")
