@@ -5,6 +5,8 @@
     LoopcallError
     +-- CaseFileError      a case or suite file cannot be used (names file and field)
     +-- RunNotFound        no stored run matches an id or prefix
+    +-- ResourceNotFound   no stored agent, persona, case or suite has that id
+    +-- CredentialsError   an agent's stored credentials cannot be decrypted (wrong key)
 
     telephony.TelephonyError            raised by telephony/, never past the orchestrator:
     +-- TargetError                     a malformed target URL (the CLI exits 2)
@@ -20,7 +22,7 @@ by the orchestrator and stored as a failed run.
 
 from __future__ import annotations
 
-__all__ = ["CaseFileError", "LoopcallError", "RunNotFound"]
+__all__ = ["CaseFileError", "LoopcallError", "ResourceNotFound", "RunNotFound"]
 
 
 class LoopcallError(Exception):
@@ -33,3 +35,12 @@ class CaseFileError(LoopcallError, ValueError):
 
 class RunNotFound(LoopcallError, LookupError):
     """No stored run matches the id (or the prefix is ambiguous)."""
+
+
+class ResourceNotFound(LoopcallError, LookupError):
+    """No stored agent, persona, case or suite has the id."""
+
+    def __init__(self, kind: str, resource_id: str) -> None:
+        super().__init__(f"no {kind} {resource_id!r}")
+        self.kind = kind
+        self.resource_id = resource_id

@@ -218,6 +218,13 @@ class Case(_Strict):
         le=600,
         description="How long the persona waits for the agent to speak first.",
     )
+    retries: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        description="Controller mode: times a run interrupted by a controller stop is re-queued "
+        "(instead of failing) when the controller starts again.",
+    )
 
     @field_validator("script", mode="before")
     @classmethod
@@ -325,6 +332,13 @@ class Run(BaseModel):
     case: Case
     suite_name: str | None = None
     suite_run_id: str | None = None
+    case_id: str | None = Field(default=None, description="The stored case it ran, if any.")
+    suite_id: str | None = Field(default=None, description="The stored suite it ran, if any.")
+    agent_id: str | None = Field(default=None, description="The stored agent it called, if any.")
+    persona_id: str | None = Field(
+        default=None, description="The stored persona that called, if any."
+    )
+    attempt: int = Field(default=1, ge=1, description="1, or more once re-queued after a stop.")
     turns: list[Turn] = Field(default_factory=list)
     metrics: Metrics = Field(default_factory=Metrics)
     evaluation: Evaluation | None = None

@@ -8,6 +8,7 @@ brain is a URL, a key and a model name here, not code.
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -47,6 +48,13 @@ class Settings(BaseSettings):
         default=None,
         description="HMAC key for webhook signatures (default: DATA_DIR/webhook-secret)",
     )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "key that encrypts agents' credentials at rest (default: DATA_DIR/secret-key); "
+            "controllers sharing one database must share it"
+        ),
+    )
     webhook_attempts: int = Field(default=5, ge=1, le=20)
     webhook_backoff_s: float = Field(default=1.0, gt=0, le=60)
 
@@ -66,11 +74,24 @@ class Settings(BaseSettings):
         """The webhook signing secret: configured, or made once and kept in the data dir."""
         if self.webhook_secret is not None:
             return self.webhook_secret.get_secret_value()
-        path = self.data_dir / "webhook-secret"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(32))
-            path.chmod(0o600)
+        return self._kept_secret("webhook-secret")
+
+    def credentials_key(self) -> str:
+        """The key agents' credentials are encrypted with: configured, or kept in the data dir."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        return self._kept_secret("secret-key")
+
+    def _kept_secret(self, name: str) -> str:
+        """A random secret made once in the data dir, readable by its owner only."""
+        path = self.data_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(32))
         return path.read_text().strip()
 
     def llm_config(self) -> LLMConfig | None:

@@ -19,7 +19,7 @@ from harness.db import RunRepository, create_engine, migrate, normalise_url
 from harness.db.engine import _alembic_config
 from harness.db.tables import Base
 from harness.errors import RunNotFound
-from harness.models import Case, Evaluation, Persona, Run
+from harness.models import CallEvent, Case, Evaluation, Persona, Run
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -83,7 +83,17 @@ async def test_migrations_are_idempotent_and_match_the_tables(engine: AsyncEngin
 
     async with engine.connect() as connection:
         assert await connection.run_sync(diff) == []
-        assert {"runs", "api_keys", "alembic_version"} <= await connection.run_sync(tables)
+        assert {
+            "runs",
+            "api_keys",
+            "agents",
+            "agent_credentials",
+            "personas",
+            "cases",
+            "suites",
+            "suite_runs",
+            "alembic_version",
+        } <= await connection.run_sync(tables)
         version = await connection.scalar(text("select version_num from alembic_version"))
     head = ScriptDirectory.from_config(_alembic_config(PG_ADMIN)).get_current_head()
     assert version == head
@@ -150,15 +160,50 @@ async def test_runs_left_running_by_a_dead_controller_end_as_failed(engine: Asyn
     for run in (running, done, queued):
         await repo.save(run)
 
-    failed = await repo.fail_interrupted("the controller stopped while this run was in progress")
+    recovered_ids = await repo.recover_interrupted(
+        "the controller stopped while this run was in progress"
+    )
 
-    assert failed == [running.id]
+    assert (recovered_ids.failed, recovered_ids.requeued) == ([running.id], [])
     recovered = await repo.get(running.id)
     assert (recovered.status, recovered.termination_reason) == ("failed", "error")
     assert recovered.error == "the controller stopped while this run was in progress"
     assert recovered.ended_at is not None and recovered.duration_ms is not None
     assert (await repo.get(done.id)).status == "completed"
     assert [r.id for r in await repo.queued()] == [queued.id]
+
+
+async def test_interrupted_runs_are_requeued_while_their_case_has_retries(
+    engine: AsyncEngine,
+) -> None:
+    repo = RunRepository(engine)
+    run = make_run(status="running")
+    run.case = run.case.model_copy(update={"retries": 1})
+    run.suite_run_id, run.agent_id = "suite-run-1", "agent-1"
+    run.events = [CallEvent(t_ms=5.0, kind="connected")]
+    await repo.save(run)
+
+    first = await repo.recover_interrupted("controller stopped")
+
+    assert (first.failed, first.requeued) == ([], [run.id])
+    again = await repo.get(run.id)
+    assert (again.status, again.attempt, again.started_at) == ("queued", 2, None)
+    assert (again.suite_run_id, again.agent_id, again.created_at) == (
+        "suite-run-1",
+        "agent-1",
+        run.created_at,
+    )
+    assert [e.kind for e in again.events] == ["requeued"]
+    assert "attempt 1 of 2" in again.events[0].detail
+    assert [r.id for r in await repo.queued()] == [run.id]
+
+    again.status, again.started_at = "running", T0  # the second attempt is interrupted too
+    await repo.save(again)
+    second = await repo.recover_interrupted("controller stopped")
+
+    assert (second.failed, second.requeued) == ([run.id], [])
+    final = await repo.get(run.id)
+    assert (final.status, final.attempt, final.error) == ("failed", 2, "controller stopped")
 
 
 def test_database_urls_map_to_async_drivers() -> None:

@@ -14,11 +14,11 @@ from pathlib import Path
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from harness.db.tables import RunRow, RunWebhookRow
+from harness.db.tables import RunRow, RunWebhookRow, SuiteRunRow
 from harness.errors import RunNotFound
 from harness.models import Run, RunStatus, utcnow
 
-__all__ = ["DbRunSink", "RunPage", "RunRepository"]
+__all__ = ["DbRunSink", "Recovered", "RunPage", "RunRepository"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,42 @@ class RunPage:
     total: int
     limit: int
     offset: int
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """What became of the runs a stopped controller left running."""
+
+    failed: list[str]
+    requeued: list[str]
+
+
+def _requeued(run: Run, reason: str) -> Run:
+    """``run`` as a fresh attempt: same id, case, target and suite run; nothing measured."""
+    kept = run.model_dump(
+        include={
+            "id",
+            "created_at",
+            "channel",
+            "target",
+            "case",
+            "suite_name",
+            "suite_run_id",
+            "case_id",
+            "suite_id",
+            "agent_id",
+            "persona_id",
+        }
+    )
+    detail = f"attempt {run.attempt} of {run.case.retries + 1}: {reason}; re-queued"
+    return Run.model_validate(
+        {
+            **kept,
+            "status": "queued",
+            "attempt": run.attempt + 1,
+            "events": [{"t_ms": 0.0, "kind": "requeued", "detail": detail}],
+        }
+    )
 
 
 def _row(run: Run) -> RunRow:
@@ -55,6 +91,16 @@ class RunRepository:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def create(
+        self, runs: list[Run], *, suite_run: SuiteRunRow, webhook_url: str | None = None
+    ) -> None:
+        """Store a request's new runs, its suite run and their webhook: all or nothing."""
+        async with self._sessions.begin() as session:
+            session.add(suite_run)
+            session.add_all([_row(run) for run in runs])
+            if webhook_url is not None:
+                session.add_all([RunWebhookRow(run_id=run.id, url=webhook_url) for run in runs])
 
     async def save(self, run: Run) -> None:
         """Insert or replace the run (one transaction)."""
@@ -93,6 +139,19 @@ class RunRepository:
             items = [Run.model_validate(row.data) for row in rows]
         return RunPage(items=items, total=int(total or 0), limit=limit, offset=offset)
 
+    async def outcomes(self, suite_run_ids: list[str]) -> dict[str, dict[tuple[str, bool], int]]:
+        """Per suite run: how many runs have each (status, passed), counted in SQL."""
+        query = (
+            select(RunRow.suite_run_id, RunRow.status, RunRow.passed, func.count())
+            .where(RunRow.suite_run_id.in_(suite_run_ids))
+            .group_by(RunRow.suite_run_id, RunRow.status, RunRow.passed)
+        )
+        counts: dict[str, dict[tuple[str, bool], int]] = {i: {} for i in suite_run_ids}
+        async with self._sessions() as session:
+            for suite_run_id, status, passed, n in await session.execute(query):
+                counts[str(suite_run_id)][(status, bool(passed))] = int(n)
+        return counts
+
     async def delete(self, run_id: str) -> None:
         async with self._sessions.begin() as session:
             result = await session.execute(delete(RunRow).where(RunRow.id == run_id))
@@ -100,22 +159,30 @@ class RunRepository:
         if result.rowcount == 0:  # type: ignore[attr-defined]
             raise RunNotFound(f"no run {run_id!r}")
 
-    async def fail_interrupted(self, reason: str) -> list[str]:
-        """Mark every ``running`` run as failed (the controller stopped under it)."""
+    async def recover_interrupted(self, reason: str) -> Recovered:
+        """Runs left ``running`` by a controller that stopped: re-queue those whose case
+        asks for retries (and has some left), store the rest as failed with ``reason``."""
+        failed: list[str] = []
+        requeued: list[str] = []
         async with self._sessions.begin() as session:
             rows = list(await session.scalars(select(RunRow).where(RunRow.status == "running")))
             now = utcnow()
             for row in rows:
                 run = Run.model_validate(row.data)
-                run.status = "failed"
-                run.termination_reason = "error"
-                run.error = reason
-                run.ended_at = now
-                if run.started_at is not None:
-                    started = run.started_at.astimezone(UTC)
-                    run.duration_ms = round((now - started).total_seconds() * 1000.0, 1)
+                if run.attempt <= run.case.retries:
+                    run = _requeued(run, reason)
+                    requeued.append(run.id)
+                else:
+                    run.status = "failed"
+                    run.termination_reason = "error"
+                    run.error = reason
+                    run.ended_at = now
+                    if run.started_at is not None:
+                        started = run.started_at.astimezone(UTC)
+                        run.duration_ms = round((now - started).total_seconds() * 1000.0, 1)
+                    failed.append(run.id)
                 await session.merge(_row(run))
-        return [row.id for row in rows]
+        return Recovered(failed=failed, requeued=requeued)
 
     async def set_webhook(self, run_id: str, url: str) -> None:
         async with self._sessions.begin() as session:

@@ -10,11 +10,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, String
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
-__all__ = ["ApiKeyRow", "Base", "RunRow", "RunWebhookRow"]
+__all__ = [
+    "AgentCredentialRow",
+    "AgentRow",
+    "ApiKeyRow",
+    "Base",
+    "CaseRow",
+    "PersonaRow",
+    "ResourceRow",
+    "RunRow",
+    "RunWebhookRow",
+    "SuiteRow",
+    "SuiteRunRow",
+]
 
 JsonColumn = JSON().with_variant(JSONB(), "postgresql")
 
@@ -63,3 +75,73 @@ class RunWebhookRow(Base):
 
     run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     url: Mapped[str] = mapped_column(String(2048))
+
+
+class ResourceRow(Base):
+    """Columns every stored resource has: its public record is ``data`` (JSON)."""
+
+    __abstract__ = True
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    data: Mapped[dict[str, Any]] = mapped_column(JsonColumn)
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Index, ...]:  # noqa: N805 - SQLAlchemy's signature
+        return (
+            Index(f"ix_{cls.__tablename__}_name", "name"),
+            Index(f"ix_{cls.__tablename__}_created", "created_at"),
+        )
+
+
+class AgentRow(ResourceRow):
+    """An agent under test: where it answers and how to reach it (no secrets here)."""
+
+    __tablename__ = "agents"
+
+    channel: Mapped[str] = mapped_column(String(32))
+
+
+class AgentCredentialRow(Base):
+    """An agent's credentials, encrypted, kept apart from the agent's public record."""
+
+    __tablename__ = "agent_credentials"
+
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ciphertext: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PersonaRow(ResourceRow):
+    __tablename__ = "personas"
+
+
+class CaseRow(ResourceRow):
+    """A case; its persona, default agent and suite by reference."""
+
+    __tablename__ = "cases"
+
+    persona_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    agent_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    suite_id: Mapped[str | None] = mapped_column(String(64), index=True)
+
+
+class SuiteRow(ResourceRow):
+    __tablename__ = "suites"
+
+    agent_id: Mapped[str | None] = mapped_column(String(64), index=True)
+
+
+class SuiteRunRow(Base):
+    """What one ``POST /runs`` asked for that outlives the request (the concurrency limit)."""
+
+    __tablename__ = "suite_runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer)
+    frequency: Mapped[int] = mapped_column(Integer)
+    suite_id: Mapped[str | None] = mapped_column(String(64))
+    agent_id: Mapped[str | None] = mapped_column(String(64))

@@ -25,7 +25,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from harness.models import Case, Criterion, Evaluation, Run
+from harness.models import Criterion, Evaluation, Run
 
 __all__ = [
     "LOOPCALL_NAMESPACE",
@@ -52,6 +52,7 @@ _CASE_EXTRAS = {
     "max_duration_s",
     "response_gap_ms",
     "wait_for_greeting_s",
+    "retries",
 }
 _YAPPR_ASSERTION_KEYS = ("tool_name", "args_match", "node_id", "rubric")
 
@@ -66,7 +67,6 @@ def yappr_uuid(value: str, kind: str) -> str:
 
 def to_yappr_run(run: Run) -> dict[str, Any]:
     """Render ``run`` as a Yappr run row with the case (agent, persona) expanded."""
-    case = run.case
     evaluation = run.evaluation
     return {
         "id": yappr_uuid(run.id, "run"),
@@ -74,13 +74,13 @@ def to_yappr_run(run: Run) -> dict[str, Any]:
         "status": run.status,
         "mode": "voice",
         "created_at": _iso(run.created_at),
-        "case_id": _case_id(case),
+        "case_id": _case_id(run),
         "case": _case(run),
         "suite_id": _suite_id(run),
         "suite_run_id": yappr_uuid(run.suite_run_id, "suite_run") if run.suite_run_id else None,
         "queue_status": _QUEUE_STATUS[run.status],
         "agent_id": _agent_id(run),
-        "persona_id": _persona_id(case),
+        "persona_id": _persona_id(run),
         "agent_model": None,
         "persona_model": None,
         "started_at": _iso(run.started_at) if run.started_at else None,
@@ -150,10 +150,10 @@ def _case(run: Run) -> dict[str, Any]:
     case = run.case
     snapshot = _iso(run.created_at)
     return {
-        "id": _case_id(case),
+        "id": _case_id(run),
         "company_id": _COMPANY_ID,
         "agent_id": _agent_id(run),
-        "persona_id": _persona_id(case),
+        "persona_id": _persona_id(run),
         "name": case.name,
         "scenario": case.scenario,
         "success_criteria": [_assertion(c) for c in case.success_criteria],
@@ -162,7 +162,7 @@ def _case(run: Run) -> dict[str, Any]:
         "tool_policy": None,
         "created_at": snapshot,
         "agent": _agent(run),
-        "persona": _persona(case, snapshot),
+        "persona": _persona(run, snapshot),
         "suite_id": _suite_id(run),
         "description": case.description,
         "agent_overrides": {},
@@ -203,10 +203,10 @@ def _agent(run: Run) -> dict[str, Any]:
     }
 
 
-def _persona(case: Case, snapshot: str) -> dict[str, Any]:
-    persona = case.persona
+def _persona(run: Run, snapshot: str) -> dict[str, Any]:
+    persona = run.case.persona
     return {
-        "id": _persona_id(case),
+        "id": _persona_id(run),
         "company_id": _COMPANY_ID,
         "name": persona.name,
         "identity_prompt": persona.identity_prompt,
@@ -241,19 +241,21 @@ def _evaluation(evaluation: Evaluation) -> dict[str, Any]:
     }
 
 
-def _case_id(case: Case) -> str:
-    return yappr_uuid(case.id or case.name, "case")
+def _case_id(run: Run) -> str:
+    return yappr_uuid(run.case_id or run.case.id or run.case.name, "case")
 
 
 def _agent_id(run: Run) -> str:
-    return yappr_uuid(run.target, "agent")
+    return yappr_uuid(run.agent_id or run.target, "agent")
 
 
-def _persona_id(case: Case) -> str:
-    return yappr_uuid(case.persona.name, "persona")
+def _persona_id(run: Run) -> str:
+    return yappr_uuid(run.persona_id or run.case.persona.name, "persona")
 
 
 def _suite_id(run: Run) -> str | None:
+    if run.suite_id is not None:
+        return yappr_uuid(run.suite_id, "suite")
     return yappr_uuid(run.suite_name, "suite") if run.suite_name else None
 
 
