@@ -1,4 +1,4 @@
-"""Route dependencies: the repository and the dispatcher, from the app's state."""
+"""Route dependencies: the stores, the dispatcher and the settings, from the app's state."""
 
 from __future__ import annotations
 
@@ -8,12 +8,23 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from harness.api.dispatcher import Dispatcher
+from harness.db.resources import Catalogue
 from harness.db.runs import DbRunSink, RunRepository
+from harness.db.secrets import SecretBox
 from harness.errors import RunNotFound
 from harness.models import Run
 from harness.settings import Settings
 
-__all__ = ["DispatcherDep", "RepoDep", "SettingsDep", "SinkDep", "require_api_key", "run_or_404"]
+__all__ = [
+    "CatalogueDep",
+    "DispatcherDep",
+    "RepoDep",
+    "SecretBoxDep",
+    "SettingsDep",
+    "SinkDep",
+    "require_api_key",
+    "run_or_404",
+]
 
 _bearer = HTTPBearer(auto_error=False, description="an API key from `loopcall keys create`")
 
@@ -43,6 +54,14 @@ def _dispatcher(request: Request) -> Dispatcher:
     return request.app.state.dispatcher  # type: ignore[no-any-return]
 
 
+def _catalogue(request: Request) -> Catalogue:
+    return request.app.state.catalogue  # type: ignore[no-any-return]
+
+
+def _secret_box(request: Request) -> SecretBox:
+    return request.app.state.secret_box  # type: ignore[no-any-return]
+
+
 def _settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
@@ -59,3 +78,5 @@ RepoDep = Annotated[RunRepository, Depends(_repo)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SinkDep = Annotated[DbRunSink, Depends(_sink)]
 DispatcherDep = Annotated[Dispatcher, Depends(_dispatcher)]
+CatalogueDep = Annotated[Catalogue, Depends(_catalogue)]
+SecretBoxDep = Annotated[SecretBox, Depends(_secret_box)]

@@ -1,15 +1,22 @@
-"""Suite runs: the runs one ``POST /runs`` spawned, as loopcall's summary and as Cekura's result."""
+"""Suite runs: the runs one ``POST /runs`` spawned, as loopcall's summary and as Cekura's result.
+
+A suite run's record (when it was asked for, its concurrency limit, frequency,
+suite and agent) is kept in ``suite_runs``; its outcome is counted from its runs.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 
-from harness.api.deps import RepoDep
+from harness.api.deps import CatalogueDep, RepoDep
+from harness.api.pages import Page, PageDep
 from harness.db.runs import RunRepository
+from harness.db.tables import SuiteRunRow
 from harness.models import Run
 from harness.views import to_cekura_result
 
@@ -17,15 +24,48 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["suite runs"])
 MAX_RUNS = 1000
+TERMINAL = ("completed", "failed", "cancelled")
 
 
-class SuiteRun(BaseModel):
+class SuiteRunSummary(BaseModel):
+    """A suite run in a list: what was asked for and how its runs stand."""
+
     id: str
-    run_ids: list[str]
+    created_at: datetime | None = None
+    suite_id: str | None = None
+    agent_id: str | None = None
+    frequency: int | None = None
+    concurrency_limit: int | None = None
     status_counts: dict[str, int]
     passed: int
     finished: int
     success_rate: float
+
+
+class SuiteRun(SuiteRunSummary):
+    run_ids: list[str]
+
+
+def _outcome(status_counts: dict[str, int], passed: int) -> dict[str, Any]:
+    finished = sum(n for status, n in status_counts.items() if status in TERMINAL)
+    return {
+        "status_counts": status_counts,
+        "passed": passed,
+        "finished": finished,
+        "success_rate": round(passed / finished, 4) if finished else 0.0,
+    }
+
+
+def _request(row: SuiteRunRow | None) -> dict[str, Any]:
+    if row is None:  # a suite run stored before suite runs had records
+        return {}
+    return {
+        "created_at": row.created_at,
+        "suite_id": row.suite_id,
+        "agent_id": row.agent_id,
+        "frequency": row.frequency,
+        "concurrency_limit": row.concurrency_limit,
+    }
 
 
 async def _runs(repo: RunRepository, suite_run_id: str) -> list[Run]:
@@ -35,18 +75,36 @@ async def _runs(repo: RunRepository, suite_run_id: str) -> list[Run]:
     return sorted(page.items, key=lambda run: run.created_at)
 
 
+@router.get("/suite-runs", response_model=Page[SuiteRunSummary])
+async def list_suite_runs(
+    repo: RepoDep, catalogue: CatalogueDep, page: PageDep, suite_id: str | None = None
+) -> Page[SuiteRunSummary]:
+    rows, total = await catalogue.suite_runs.page(
+        suite_id=suite_id, limit=page.limit, offset=page.offset
+    )
+    outcomes = await repo.outcomes([row.id for row in rows])
+    items = []
+    for row in rows:
+        counts = outcomes[row.id]
+        status_counts: Counter[str] = Counter()
+        for (status, _), n in counts.items():
+            status_counts[status] += n
+        passed = sum(n for (status, ok), n in counts.items() if ok and status == "completed")
+        items.append(
+            SuiteRunSummary(id=row.id, **_request(row), **_outcome(dict(status_counts), passed))
+        )
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
 @router.get("/suite-runs/{suite_run_id}", response_model=SuiteRun)
-async def get_suite_run(suite_run_id: str, repo: RepoDep) -> SuiteRun:
+async def get_suite_run(suite_run_id: str, repo: RepoDep, catalogue: CatalogueDep) -> SuiteRun:
     runs = await _runs(repo, suite_run_id)
-    finished = [r for r in runs if r.status in ("completed", "failed", "cancelled")]
-    passed = sum(1 for r in finished if r.passed)
+    passed = sum(1 for r in runs if r.passed)
     return SuiteRun(
         id=suite_run_id,
         run_ids=[r.id for r in runs],
-        status_counts=dict(Counter(r.status for r in runs)),
-        passed=passed,
-        finished=len(finished),
-        success_rate=round(passed / len(finished), 4) if finished else 0.0,
+        **_request(await catalogue.suite_runs.get(suite_run_id)),
+        **_outcome(dict(Counter(r.status for r in runs)), passed),
     )
 
 
