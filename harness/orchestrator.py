@@ -31,9 +31,16 @@ from personas.bot import PersonaBot
 from personas.brains import Brain, BrainError, make_brain
 from personas.llm_brain import LLMConfig
 from personas.speech import get_transcriber
-from telephony import Call, ConnectionLost, TelephonyError, open_call, parse_target
+from telephony import (
+    Call,
+    ConnectionLost,
+    DialOptions,
+    TelephonyError,
+    open_call,
+    parse_target,
+)
 
-__all__ = ["RunOptions", "run_case"]
+__all__ = ["ProgressFn", "RunOptions", "run_case"]
 
 HANGUP_GRACE_S = 2.0
 
@@ -63,11 +70,13 @@ async def run_case(
     suite_run_id: str | None = None,
     progress: ProgressFn | None = None,
     run: Run | None = None,
+    dial: DialOptions | None = None,
 ) -> Run:
     """Place one call for ``case`` and return its stored ``Run``.
 
     A controller passes the ``run`` it queued (same case and target) so the id
-    clients already hold is the one that completes.
+    clients already hold is the one that completes, and the stored agent's
+    ``dial`` options (headers, request data), which are not part of the run.
     """
     options = options or RunOptions()
     if run is None:
@@ -79,7 +88,9 @@ async def run_case(
             suite_run_id=suite_run_id,
         )
     run.loopcall_version = __version__
-    execution = _Execution(run, store, options, calibrator, progress or (lambda _r, _m: None))
+    execution = _Execution(
+        run, store, options, calibrator, progress or (lambda _r, _m: None), dial or DialOptions()
+    )
     return await execution.execute()
 
 
@@ -93,8 +104,10 @@ class _Execution:
         options: RunOptions,
         calibrator: EchoCalibrator | None,
         progress: ProgressFn,
+        dial: DialOptions,
     ) -> None:
         self.run = run
+        self.dial = dial
         self.store = store
         self.options = options
         self.calibrator = calibrator
@@ -124,7 +137,8 @@ class _Execution:
                 await self._calibrate()
             call = open_call(
                 target,
-                request_data={"loopcall_run_id": run.id},
+                request_data={**self.dial.request_data, "loopcall_run_id": run.id},
+                headers=self.dial.headers,
                 media_timeout_s=self.options.media_timeout_s,
             )
             self.recorder = Recorder(call.sample_rate)

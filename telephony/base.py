@@ -25,9 +25,9 @@ import ipaddress
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "CallTap",
     "ConnectError",
     "ConnectionLost",
+    "DialOptions",
     "EndCause",
     "OutgoingAudio",
     "Target",
@@ -67,6 +68,18 @@ class ConnectionLost(TelephonyError):
 
 class CallStateError(TelephonyError):
     """The call is not in a state that allows the operation."""
+
+
+@dataclass(frozen=True)
+class DialOptions:
+    """How to reach one agent beyond its address: what the controller's agent record says.
+
+    ``headers`` go on the connection request (the WebRTC offer's HTTP POST; a SIP
+    INVITE); they may hold secrets, so they are kept out of ``repr``.
+    """
+
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    request_data: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

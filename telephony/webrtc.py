@@ -16,6 +16,7 @@ import asyncio
 import fractions
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -72,11 +73,13 @@ class WebRTCCall(Call):
         self,
         target: Target,
         *,
-        request_data: dict[str, Any] | None = None,
+        request_data: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
         media_timeout_s: float | None = 10.0,
     ) -> None:
         super().__init__(target, media_timeout_s=media_timeout_s)
-        self._request_data = request_data or {}
+        self._request_data = dict(request_data or {})
+        self._headers = dict(headers or {})
         self._pc: RTCPeerConnection | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._track = _PersonaTrack(self)
@@ -159,7 +162,7 @@ class WebRTCCall(Call):
         try:
             async with (
                 aiohttp.ClientSession() as session,
-                session.post(self.target.http_url, json=body) as response,
+                session.post(self.target.http_url, json=body, headers=self._headers) as response,
             ):
                 text = await response.text()
                 if response.status != 200:

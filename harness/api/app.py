@@ -1,7 +1,8 @@
 """``create_app``: the controller's FastAPI app, its lifespan and its routes.
 
-Startup: connect, migrate, fail the runs a previous controller left ``running``
-(it died under them), then start the workers and re-queue the ``queued`` runs.
+Startup: connect, migrate, end the runs a previous controller left ``running``
+(it died under them: failed, or re-queued when the case allows retries), then
+start the workers and resume the ``queued`` runs with their requests' limits.
 Shutdown: stop the workers (runs in progress hang up and are stored as
 cancelled) and close the database.
 """
@@ -15,12 +16,14 @@ from fastapi import Depends, FastAPI
 from loguru import logger
 
 from harness import __version__
-from harness.api import peers, runs, suite_runs
+from harness.api import agents, cases, peers, personas, runs, suite_runs, suites
 from harness.api.deps import require_api_key
 from harness.api.dispatcher import Dispatcher
 from harness.api.webhooks import WebhookSender
 from harness.db import DbRunSink, RunRepository, create_engine, migrate
 from harness.db.keys import KeyRepository
+from harness.db.resources import Catalogue
+from harness.db.secrets import SecretBox
 from harness.orchestrator import RunOptions
 from harness.settings import Settings
 
@@ -38,9 +41,13 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
         await migrate(engine)
         repository = RunRepository(engine)
         sink = DbRunSink(repository, settings.data_dir / "recordings")
-        failed = await repository.fail_interrupted(INTERRUPTED)
-        if failed:
-            logger.warning(f"controller: {len(failed)} run(s) were interrupted: {failed}")
+        recovered = await repository.recover_interrupted(INTERRUPTED)
+        if recovered.failed:
+            logger.warning(f"controller: interrupted run(s) failed: {recovered.failed}")
+        if recovered.requeued:
+            logger.warning(f"controller: interrupted run(s) re-queued: {recovered.requeued}")
+        catalogue = Catalogue(engine)
+        secret_box = SecretBox(settings.credentials_key())
         options = RunOptions(calibrate=calibrate, llm=settings.llm_config())
         webhooks = WebhookSender(
             settings.webhook_key(),
@@ -50,6 +57,8 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
         dispatcher = Dispatcher(
             sink,
             options,
+            catalogue=catalogue,
+            secret_box=secret_box,
             concurrency=settings.concurrency,
             webhooks=webhooks,
             calibrate=calibrate,
@@ -57,11 +66,12 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
         app.state.sink = sink
         app.state.settings = settings
         app.state.keys = KeyRepository(engine)
+        app.state.catalogue = catalogue
+        app.state.secret_box = secret_box
         app.state.dispatcher = dispatcher
         if not paused:
             await dispatcher.start()
-            for run in await repository.queued():
-                dispatcher.submit(run.id)
+            await dispatcher.resume(await repository.queued())
         try:
             yield
         finally:
@@ -75,6 +85,8 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
         return {"status": "ok", "version": __version__}
 
     secured = [Depends(require_api_key)]
+    for module in (agents, personas, cases, suites):
+        app.include_router(module.router, dependencies=secured)
     app.include_router(runs.router, dependencies=secured)
     app.include_router(peers.router, dependencies=secured)
     app.include_router(suite_runs.router, dependencies=secured)

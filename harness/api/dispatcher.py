@@ -17,11 +17,15 @@ from typing import Any
 
 from loguru import logger
 
+from harness.api.reach import AgentUnavailable, reach
 from harness.api.webhooks import WebhookSender
 from harness.calibration import EchoCalibrator
+from harness.db.resources import Catalogue
 from harness.db.runs import DbRunSink, RunRepository
+from harness.db.secrets import SecretBox
 from harness.models import Run, utcnow
-from harness.orchestrator import RunOptions, run_case
+from harness.orchestrator import ProgressFn, RunOptions, run_case
+from harness.redact import ScrubbingSink, scrub, scrub_text
 
 __all__ = ["Dispatcher"]
 
@@ -36,10 +40,14 @@ class Dispatcher:
         sink: DbRunSink,
         options: RunOptions,
         *,
+        catalogue: Catalogue,
+        secret_box: SecretBox,
         concurrency: int,
         webhooks: WebhookSender,
         calibrate: bool = True,
     ) -> None:
+        self._catalogue = catalogue
+        self._secret_box = secret_box
         self._webhooks = webhooks
         self._sink = sink
         self._repo: RunRepository = sink.repository
@@ -48,6 +56,9 @@ class Dispatcher:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
         self._running: dict[str, asyncio.Task[Run]] = {}
+        # The record of each running run as the orchestrator holds it (live events and
+        # transcript; the database has it at the start and the end), with its secrets.
+        self._live: dict[str, tuple[Run, list[str]]] = {}
         self._ended: dict[str, asyncio.Event] = {}
         self._subscribers: dict[str, set[asyncio.Queue[dict[str, Any] | None]]] = {}
         # Per-request concurrency limits: runs over the limit wait aside, not in a worker.
@@ -82,8 +93,24 @@ class Dispatcher:
             self._limits[group] = limit
         self._queue.put_nowait(run_id)
 
+    async def resume(self, runs: list[Run]) -> None:
+        """Queue runs a previous controller left queued, with their requests' limits."""
+        groups = {run.suite_run_id for run in runs if run.suite_run_id is not None}
+        limits = await self._catalogue.suite_runs.limits(groups)
+        for run in runs:
+            group = run.suite_run_id
+            self.submit(run.id, group=group, limit=limits.get(group) if group else None)
+
     def is_running(self, run_id: str) -> bool:
         return run_id in self._running
+
+    def live(self, run_id: str) -> Run | None:
+        """A snapshot of the run as it is now, if it is running here (secrets masked)."""
+        entry = self._live.get(run_id)
+        if entry is None:
+            return None
+        run, secrets = entry
+        return scrub(run, secrets) if secrets else run.model_copy(deep=True)
 
     def ended(self, run_id: str) -> asyncio.Event:
         """Set once the run has ended here.  Take it *before* reading the run's status."""
@@ -99,14 +126,18 @@ class Dispatcher:
             return await self._repo.get(run_id)
         run = await self._repo.get(run_id)
         if run.status == "queued":
-            run.status = "cancelled"
-            run.termination_reason = "cancelled"
-            run.error = "cancelled before it started"
-            run.ended_at = utcnow()
-            await self._repo.save(run)
-            self._publish(run, "cancelled before it started")
+            await self._end_unstarted(run, "cancelled", "cancelled before it started")
             await self._ended_run(run)
         return run
+
+    async def _end_unstarted(self, run: Run, status: str, reason: str) -> None:
+        """Store a run that never placed its call as ended (cancelled, or failed)."""
+        run.status = "cancelled" if status == "cancelled" else "failed"
+        run.termination_reason = "cancelled" if status == "cancelled" else "error"
+        run.error = reason
+        run.ended_at = utcnow()
+        await self._repo.save(run)
+        self._publish(run, reason)
 
     def subscribe(self, run_id: str) -> asyncio.Queue[dict[str, Any] | None]:
         """A queue of the run's progress events; ``None`` once the run has ended."""
@@ -130,6 +161,13 @@ class Dispatcher:
         }
         for queue in self._subscribers.get(run.id, ()):
             queue.put_nowait(event)
+
+    def _progress(self, secrets: list[str]) -> ProgressFn:
+        def progress(run: Run, message: str) -> None:
+            self._live[run.id] = (run, secrets)
+            self._publish(run, scrub_text(message, secrets) if secrets else message)
+
+        return progress
 
     def _release(self, run_id: str) -> None:
         """A run of a limited group is done: let the next parked one of that group go."""
@@ -168,19 +206,25 @@ class Dispatcher:
                 if group is not None:
                     self._active[group] += 1
                     self._group_of[run_id] = group
+                started = True
+                try:
+                    agent = await reach(run, self._catalogue, self._secret_box)
+                except AgentUnavailable as exc:
+                    await self._end_unstarted(run, "failed", str(exc))
+                    continue
                 task = asyncio.create_task(
                     run_case(
                         run.case,
                         run.target,
-                        self._sink,
+                        ScrubbingSink(self._sink, agent.secrets),
                         options=self._options,
                         calibrator=self._calibrator,
                         run=run,
-                        progress=self._publish,
+                        progress=self._progress(agent.secrets),
+                        dial=agent.dial,
                     )
                 )
                 self._running[run_id] = task
-                started = True
                 try:
                     await task
                 except asyncio.CancelledError:
@@ -194,6 +238,7 @@ class Dispatcher:
             finally:
                 if started:
                     self._running.pop(run_id, None)
+                    self._live.pop(run_id, None)
                     self._release(run_id)
                     with contextlib.suppress(Exception):
                         await self._ended_run(await self._repo.get(run_id))

@@ -12,69 +12,27 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AnyHttpUrl, BaseModel
 
-from harness.api.deps import DispatcherDep, RepoDep, SettingsDep, SinkDep, run_or_404
-from harness.models import Case, Persona, Run, RunStatus
+from harness.api.deps import (
+    CatalogueDep,
+    DispatcherDep,
+    RepoDep,
+    SettingsDep,
+    SinkDep,
+    run_or_404,
+)
+from harness.api.plan import RunCreate, plan_runs
+from harness.db.tables import SuiteRunRow
+from harness.models import Run, RunStatus, utcnow
 from harness.settings import Settings
-from telephony import TargetError, parse_target
+from telephony import parse_target
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["runs"])
 TERMINAL = ("completed", "failed", "cancelled")
 SSE_KEEPALIVE_S = 15.0
-
-
-class PersonaOverride(BaseModel):
-    """Fields that replace the case's persona for these runs (Cekura's personality override)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(default=None, min_length=1)
-    identity_prompt: str | None = None
-    description: str | None = None
-    behavior_traits: dict[str, str] | None = None
-    language: str | None = None
-    voice: str | None = None
-    speaking_rate: float | None = Field(default=None, gt=0.25, le=4.0)
-
-
-class RunCreate(BaseModel):
-    """``POST /runs``: a case, a target, and how many times to run it."""
-
-    case: Case
-    persona: PersonaOverride | None = Field(
-        default=None, description="override some of the case persona's fields"
-    )
-    concurrency_limit: int | None = Field(
-        default=None, ge=1, le=500, description="at most this many of these runs at once"
-    )
-    target: str = Field(
-        description="e.g. webrtc://127.0.0.1:7860/api/offer",
-        pattern=r"^webrtcs?://[^/\s]+",
-        max_length=2048,
-    )
-    frequency: int = Field(default=1, ge=1, le=100, description="runs of the case")
-    webhook_url: AnyHttpUrl | None = Field(
-        default=None, description="POSTed each run when it ends, signed (X-Loopcall-Signature)"
-    )
-
-    @field_validator("target")
-    @classmethod
-    def _target_parses(cls, value: str) -> str:
-        try:
-            parse_target(value)
-        except TargetError as exc:
-            raise ValueError(str(exc)) from exc
-        return value
-
-    def case_as_run(self) -> Case:
-        """The case with the persona override applied (validated like any persona)."""
-        if self.persona is None:
-            return self.case
-        merged = {**self.case.persona.model_dump(), **self.persona.model_dump(exclude_none=True)}
-        return self.case.model_copy(update={"persona": Persona.model_validate(merged)})
 
 
 class RunsCreated(BaseModel):
@@ -89,11 +47,11 @@ class RunList(BaseModel):
     offset: int
 
 
-def _check_hosts(body: RunCreate, settings: Settings) -> None:
+def _check_hosts(targets: list[str], webhook_url: AnyHttpUrl | None, settings: Settings) -> None:
     """422 for a target or webhook on a host the controller may not call."""
-    checks = [("target", parse_target(body.target).host)]
-    if body.webhook_url is not None:
-        checks.append(("webhook_url", body.webhook_url.host or ""))
+    checks = [("target", parse_target(target).host) for target in dict.fromkeys(targets)]
+    if webhook_url is not None:
+        checks.append(("webhook_url", webhook_url.host or ""))
     errors = [
         {
             "loc": ("body", field),
@@ -110,25 +68,40 @@ def _check_hosts(body: RunCreate, settings: Settings) -> None:
 
 @router.post("/runs", status_code=202, response_model=RunsCreated)
 async def create_runs(
-    body: RunCreate, repo: RepoDep, dispatcher: DispatcherDep, settings: SettingsDep
+    body: RunCreate,
+    repo: RepoDep,
+    catalogue: CatalogueDep,
+    dispatcher: DispatcherDep,
+    settings: SettingsDep,
 ) -> RunsCreated:
-    _check_hosts(body, settings)
+    plan = await plan_runs(body, catalogue)
+    _check_hosts([item.target for item in plan.items], body.webhook_url, settings)
     suite_run_id = str(uuid.uuid4())  # one request, one suite run
-    channel = parse_target(body.target).channel
-    try:
-        case = body.case_as_run()
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**e, "loc": ("body", "persona", *e["loc"])} for e in exc.errors()]
-        ) from exc
     runs = [
-        Run(case=case, target=body.target, channel=channel, suite_run_id=suite_run_id)
+        Run(
+            case=item.case,
+            target=item.target,
+            channel=parse_target(item.target).channel,
+            suite_run_id=suite_run_id,
+            suite_name=plan.suite_name,
+            suite_id=plan.suite_id,
+            case_id=item.case_id,
+            agent_id=item.agent_id,
+            persona_id=item.persona_id,
+        )
+        for item in plan.items
         for _ in range(body.frequency)
     ]
-    for run in runs:
-        await repo.save(run)
-        if body.webhook_url is not None:
-            await repo.set_webhook(run.id, str(body.webhook_url))
+    suite_run = SuiteRunRow(
+        id=suite_run_id,
+        created_at=utcnow(),
+        concurrency_limit=body.concurrency_limit,
+        frequency=body.frequency,
+        suite_id=plan.suite_id,
+        agent_id=body.agent_id,
+    )
+    webhook = str(body.webhook_url) if body.webhook_url is not None else None
+    await repo.create(runs, suite_run=suite_run, webhook_url=webhook)
     for run in runs:
         dispatcher.submit(run.id, group=suite_run_id, limit=body.concurrency_limit)
     return RunsCreated(run_ids=[r.id for r in runs], suite_run_id=suite_run_id)
@@ -156,12 +129,15 @@ async def get_run(
     dispatcher: DispatcherDep,
     wait_s: Annotated[float, Query(ge=0, le=120, description="long-poll until it ends")] = 0,
 ) -> Run:
+    """The run; while it runs, as it is now (its events and live transcript so far)."""
     ended = dispatcher.ended(run_id)  # before reading, so an ending in between is not missed
     run = await run_or_404(repo, run_id)
     if wait_s > 0 and run.status not in TERMINAL:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ended.wait(), wait_s)
         run = await run_or_404(repo, run_id)
+    if run.status == "running":  # what it has said and heard so far, not just its start
+        run = dispatcher.live(run_id) or run
     return run
 
 

@@ -1,0 +1,59 @@
+"""How a queued run reaches its agent: the stored agent's dial options and secrets.
+
+Stage: between the dispatcher and the orchestrator.  A run keeps only its
+agent's id and address; when it starts, ``reach`` reads the agent's options and
+opens its sealed credentials, so a rotated token applies to queued runs and
+the secrets never sit in a run record.  Secret headers become headers; the
+secret values come back too, for ``harness.redact`` to mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness.db.resources import Catalogue
+from harness.db.secrets import SecretBox
+from harness.errors import LoopcallError, ResourceNotFound
+from harness.models import Run
+from telephony import DialOptions
+
+__all__ = ["AgentUnavailable", "Reach", "reach"]
+
+
+class AgentUnavailable(LoopcallError):
+    """The run's stored agent is gone, or its credentials cannot be opened."""
+
+
+@dataclass(frozen=True)
+class Reach:
+    dial: DialOptions = field(default_factory=DialOptions)
+    secrets: list[str] = field(default_factory=list, repr=False)
+
+
+async def reach(run: Run, catalogue: Catalogue, box: SecretBox) -> Reach:
+    """The dial options and secrets for ``run`` (none when it names no stored agent)."""
+    if run.agent_id is None:
+        return Reach()
+    try:
+        agent = await catalogue.agents.get(run.agent_id)
+    except ResourceNotFound as exc:
+        raise AgentUnavailable(
+            f"agent {run.agent_id!r} was deleted before this run started"
+        ) from exc
+    options = agent.data.get("options", {})
+    headers = dict(options.get("headers", {}))
+    secrets: list[str] = []
+    sealed = await catalogue.credentials(agent.id)
+    if sealed is not None:
+        try:
+            credentials = box.open(sealed)
+        except LoopcallError as exc:
+            raise AgentUnavailable(f"agent {agent.name!r}: {exc}") from exc
+        secret_headers = credentials.get("secret_headers") or {}
+        headers.update(secret_headers)
+        secrets = [str(v) for v in secret_headers.values()]
+        secrets += [str(v) for k, v in credentials.items() if k != "secret_headers" and v]
+    return Reach(
+        dial=DialOptions(headers=headers, request_data=dict(options.get("request_data", {}))),
+        secrets=secrets,
+    )
