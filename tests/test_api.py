@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -125,16 +126,48 @@ async def test_unreachable_target_is_a_stored_failed_run(start_controller, tmp_p
         assert (vapi["status"], vapi["endedReason"]) == ("ended", "error")
 
 
+def _max_overlap(runs: list[dict[str, Any]]) -> int:
+    """The most runs that were in their call at the same moment."""
+
+    def at(stamp: str) -> datetime:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+    edges = sorted(  # at the same instant, an end sorts before a start
+        [(at(r["started_at"]), 1) for r in runs] + [(at(r["ended_at"]), -1) for r in runs]
+    )
+    current = peak = 0
+    for _, step in edges:
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
 @pytest.mark.e2e
 async def test_runs_over_http_with_real_calls(start_agent, start_controller, db_url) -> None:
     agent = start_agent()
-    controller = start_controller(db_url)
+    controller = start_controller(db_url, "--concurrency", "3")
     async with controller.client() as http:
-        body = {"case": booking_case(), "target": agent.target, "frequency": 2}
+        # The catalogue way: a stored agent (with a credential it does not need) and a
+        # stored suite; the suite runs 3 times, at most 2 calls at once.
+        async with http.post(
+            "/agents",
+            json={
+                "name": "reference agent",
+                "address": agent.target,
+                "credentials": {"secret_headers": {"Authorization": "Bearer unused-token"}},
+            },
+        ) as response:
+            assert response.status == 201
+            stored_agent = await _json(response)
+        suite_body = {"name": "dental", "agent_id": stored_agent["id"], "cases": [booking_case()]}
+        async with http.post("/suites", json=suite_body) as response:
+            assert response.status == 201
+            suite = await _json(response)
+        body = {"suite_id": suite["id"], "frequency": 3, "concurrency_limit": 2}
         async with http.post("/runs", json=body) as response:
             assert response.status == 202
             created = await _json(response)
-        assert len(created["run_ids"]) == 2 and created["suite_run_id"]
+        assert len(created["run_ids"]) == 3 and created["suite_run_id"]
 
         runs = []
         for run_id in created["run_ids"]:
@@ -145,17 +178,27 @@ async def test_runs_over_http_with_real_calls(start_agent, start_controller, db_
             assert run["termination_reason"] == "agent_ended"
             assert run["evaluation"]["pass_fail"] is True
             assert run["metrics"]["transport_rtt_ms"] is not None
+            assert (run["suite_id"], run["agent_id"]) == (suite["id"], stored_agent["id"])
+            assert (run["suite_name"], run["case_id"]) == ("dental", suite["case_ids"][0])
+        assert _max_overlap(runs) == 2, "the limit held, and the 3 free workers used 2"
 
         async with http.get("/runs", params={"suite_run_id": created["suite_run_id"]}) as r:
             listing = await _json(r)
-        assert listing["total"] == 2
+        assert listing["total"] == 3
         assert {item["id"] for item in listing["items"]} == set(created["run_ids"])
         async with http.get(f"/suite-runs/{created['suite_run_id']}") as response:
-            suite = await _json(response)
-        assert (suite["passed"], suite["finished"], suite["success_rate"]) == (2, 2, 1.0)
+            suite_run = await _json(response)
+        assert (suite_run["passed"], suite_run["finished"], suite_run["success_rate"]) == (
+            3,
+            3,
+            1.0,
+        )
+        assert (suite_run["concurrency_limit"], suite_run["suite_id"]) == (2, suite["id"])
+        async with http.get("/suite-runs", params={"suite_id": suite["id"]}) as response:
+            assert [s["id"] for s in (await _json(response))["items"]] == [created["suite_run_id"]]
         async with http.get(f"/test_framework/v1/results/{created['suite_run_id']}/") as r:
             cekura = await _json(r)
-        assert (cekura["success_rate"], cekura["total_runs_count"]) == (1.0, 2)
+        assert (cekura["success_rate"], cekura["total_runs_count"]) == (1.0, 3)
         assert set(cekura["success_run_ids"]) == set(created["run_ids"])
         assert cekura["overall_evaluation"]["metric_summary"]["latency"]["p50"] > 0
 
@@ -202,6 +245,21 @@ async def _events_until(
     return seen
 
 
+async def _until_event(http: aiohttp.ClientSession, run_id: str, kind: str) -> None:
+    """Return once the run has had an event of ``kind`` (already, or live)."""
+    async with http.get(f"/runs/{run_id}/events") as stream:  # subscribed first...
+        async with http.get(f"/runs/{run_id}") as response:  # ...so nothing falls between
+            if any(e["kind"] == kind for e in (await _json(response))["events"]):
+                return
+        async for raw in stream.content:
+            line = raw.decode().strip()
+            if line.startswith("data: ") and json.loads(line[6:]).get("message") == kind:
+                return
+    async with http.get(f"/runs/{run_id}") as response:
+        run = await _json(response)
+    raise AssertionError(f"run {run_id} ended without a {kind!r} event: {run}")
+
+
 @pytest.mark.e2e
 async def test_cancel_mid_call_hangs_up_and_stores_cancelled(
     start_agent, start_controller, tmp_path: Path
@@ -214,6 +272,10 @@ async def test_cancel_mid_call_hangs_up_and_stores_cancelled(
         seen = await _events_until(http, run_id, "persona_says")
         assert seen[0]["kind"] == "status"
         assert any(e.get("message") == "connected" for e in seen)
+        async with http.get(f"/runs/{run_id}") as response:
+            live = await _json(response)  # mid-call: the record as it is now
+        assert live["status"] == "running"
+        assert {"connected", "persona_says"} <= {e["kind"] for e in live["events"]}
         async with http.post(f"/runs/{run_id}/cancel") as response:
             assert response.status == 200
             run = await _json(response)
@@ -229,28 +291,45 @@ async def test_sigkill_mid_suite_loses_no_run(
 ) -> None:
     agent = start_agent()
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    first = start_controller(db, "--no-calibrate", "--concurrency", "1")
+    first = start_controller(db, "--no-calibrate", "--concurrency", "2")
     async with first.client() as http:
-        body = {"case": booking_case(), "target": agent.target, "frequency": 3}
-        async with http.post("/runs", json=body) as response:
-            created = await _json(response)
-        await _events_until(http, created["run_ids"][0], "connected")
-    first.process.kill()  # SIGKILL: no shutdown, no cleanup
+        once = {"case": booking_case(), "target": agent.target}
+        async with http.post("/runs", json=once) as response:
+            plain = await _json(response)
+        retried = {
+            "case": {**booking_case(), "retries": 1},
+            "target": agent.target,
+            "frequency": 3,
+            "concurrency_limit": 1,
+        }
+        async with http.post("/runs", json=retried) as response:
+            suite = await _json(response)
+        await asyncio.gather(
+            _until_event(http, plain["run_ids"][0], "connected"),
+            _until_event(http, suite["run_ids"][0], "connected"),
+        )
+    first.process.kill()  # SIGKILL mid-call, twice over: no shutdown, no cleanup
     first.process.wait()
 
-    second = start_controller(db, "--no-calibrate", "--concurrency", "1")
+    second = start_controller(db, "--no-calibrate", "--concurrency", "3")
     async with second.client() as http:
         runs = {}
-        for run_id in created["run_ids"]:
+        for run_id in plain["run_ids"] + suite["run_ids"]:
             async with http.get(f"/runs/{run_id}", params={"wait_s": "120"}) as response:
                 runs[run_id] = await _json(response)
-        async with http.get("/runs", params={"suite_run_id": created["suite_run_id"]}) as r:
-            assert (await _json(r))["total"] == 3
-    interrupted = runs[created["run_ids"][0]]
+        async with http.get("/runs") as response:
+            assert (await _json(response))["total"] == 4, "every run accounted for"
+
+    interrupted = runs[plain["run_ids"][0]]
     assert (interrupted["status"], interrupted["termination_reason"]) == ("failed", "error")
     assert "controller stopped" in interrupted["error"]
-    for run_id in created["run_ids"][1:]:  # queued when the controller died: resumed
-        assert runs[run_id]["status"] == "completed", runs[run_id]["error"]
+    again = runs[suite["run_ids"][0]]  # its case allows a retry: re-queued, then completed
+    assert (again["status"], again["attempt"]) == ("completed", 2), again["error"]
+    assert again["events"][0]["kind"] == "requeued"
+    suite_runs = [runs[run_id] for run_id in suite["run_ids"]]
+    for run in suite_runs[1:]:  # queued when the controller died: resumed
+        assert (run["status"], run["attempt"]) == ("completed", 1), run["error"]
+    assert _max_overlap(suite_runs) == 1, "the request's limit outlived the controller"
 
 
 async def test_completion_webhook_is_signed_and_retried(

@@ -32,6 +32,7 @@ async def test_no_generated_request_gets_a_server_error(start_controller, tmp_pa
         "1",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        cwd=tmp_path,  # its cache of past findings stays out of the checkout
     )
     out, _ = await proc.communicate()
     report = out.decode(errors="replace")
