@@ -45,7 +45,10 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a case or suite file against a target")
     run.add_argument("file", type=Path, help="case or suite YAML")
-    run.add_argument("--target", required=True, help="e.g. webrtc://127.0.0.1:7860/api/offer")
+    run.add_argument("--target", default=None, help="e.g. webrtc://127.0.0.1:7860/api/offer")
+    run.add_argument(
+        "--agent", default=None, help="with --server: a stored agent's id instead of --target"
+    )
     run.add_argument("--out", type=Path, default=Path("runs"), help="where runs are stored")
     run.add_argument("--repeat", type=int, default=1, help="run every case N times")
     run.add_argument("--no-calibrate", action="store_true", help="skip the echo calibration")
@@ -174,8 +177,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     from telephony import TargetError, parse_target
 
+    if (args.target is None) == (args.agent is None):
+        err.print("[red]error:[/red] give --target URL, or --agent ID with --server")
+        return 2
+    if args.agent is not None and not args.server:
+        err.print("[red]error:[/red] --agent names an agent stored on a controller: add --server")
+        return 2
     try:
-        parse_target(args.target)
+        if args.target is not None:
+            parse_target(args.target)
     except TargetError as exc:
         err.print(f"[red]error:[/red] {exc}")
         return 2
@@ -185,7 +195,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     if args.server:
-        return _run_on_server(loaded, args.target, args.server, settings, args.repeat)
+        return _run_on_server(loaded, args, settings)
     options = RunOptions(
         connect_timeout_s=args.connect_timeout,
         media_timeout_s=args.media_timeout if args.media_timeout > 0 else None,
@@ -195,19 +205,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _run_suite(loaded, args.target, args.out, args.repeat, options)
 
 
-def _run_on_server(
-    loaded: LoadedCases, target: str, server: str, settings: Settings, repeat: int
-) -> int:
-    """Submit every case to the controller, print its events, then the summary."""
+def _run_on_server(loaded: LoadedCases, args: argparse.Namespace, settings: Settings) -> int:
+    """Submit the cases to the controller as one request, print its events, then the summary."""
+    server: str = args.server
     from harness.client import ControllerClient, ControllerError
 
     key = settings.api_key.get_secret_value() if settings.api_key else None
 
     async def go() -> list[Run]:
         async with ControllerClient(server, key) as client:
-            ids: list[str] = []
-            for case in loaded.cases:
-                ids += await client.submit(case, target, repeat)
+            ids = await client.submit(
+                loaded.cases,
+                suite_name=loaded.suite_name,
+                target=args.target,
+                agent_id=args.agent,
+                frequency=args.repeat,
+            )
             console.print(f"submitted {len(ids)} run(s) to {server}")
             for index, run_id in enumerate(ids, start=1):
                 async for event in client.events(run_id):

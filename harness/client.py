@@ -49,12 +49,26 @@ class ControllerClient:
         except aiohttp.ClientError as exc:
             raise ControllerError(f"cannot reach the controller at {self._url}: {exc}") from exc
 
-    async def submit(self, case: Case, target: str, frequency: int) -> list[str]:
-        body = {
-            "case": case.model_dump(mode="json", exclude_none=True),
-            "target": target,
-            "frequency": frequency,
-        }
+    async def submit(
+        self,
+        cases: list[Case],
+        *,
+        suite_name: str | None = None,
+        target: str | None = None,
+        agent_id: str | None = None,
+        frequency: int = 1,
+    ) -> list[str]:
+        """Queue the cases as one request (one suite run); the new runs' ids."""
+        dumped = [case.model_dump(mode="json", exclude_none=True) for case in cases]
+        body: dict[str, Any] = {"frequency": frequency}
+        if suite_name is None and len(dumped) == 1:
+            body["case"] = dumped[0]
+        else:
+            body["suite"] = {"name": suite_name or "cases", "cases": dumped}
+        if agent_id is not None:
+            body["agent_id"] = agent_id
+        else:
+            body["target"] = target
         created = await self._request("POST", "/runs", json=body)
         return list(created["run_ids"])
 

@@ -421,21 +421,24 @@ async def test_cli_run_through_a_controller(start_agent, start_controller, tmp_p
 
     agent = start_agent()
     controller = start_controller(f"sqlite:///{tmp_path / 'db.sqlite'}", "--no-calibrate")
+    async with controller.client() as http:
+        async with http.post("/agents", json={"name": "ref", "address": agent.target}) as r:
+            stored = await _json(r)
     early = load_cases(EXAMPLES / "dental_suite.yaml").cases[1]
-    case_file = tmp_path / "early.yaml"
-    case_file.write_text(yaml.safe_dump(early.model_dump(mode="json", exclude_none=True)))
+    cases = [early.model_dump(mode="json", exclude_none=True) for _ in range(2)]
+    cases[1]["name"] = "Ask early, again"
+    suite_file = tmp_path / "early.yaml"
+    suite_file.write_text(yaml.safe_dump({"name": "cli suite", "cases": cases}))
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "harness.cli",
         "run",
-        str(case_file),
-        "--target",
-        agent.target,
+        str(suite_file),
+        "--agent",
+        stored["id"],
         "--server",
         controller.url,
-        "--repeat",
-        "2",
         env={**os.environ, "LOOPCALL_API_KEY": controller.key},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -448,6 +451,12 @@ async def test_cli_run_through_a_controller(start_agent, start_controller, tmp_p
         listing = await _json(response)
     assert listing["total"] == 2
     assert all(item["status"] == "completed" for item in listing["items"])
+    assert {item["case"]["name"] for item in listing["items"]} == {early.name, "Ask early, again"}
+    # One file, one request: one suite run, named after the suite, calling the stored agent.
+    assert len({item["suite_run_id"] for item in listing["items"]}) == 1
+    assert {(i["suite_name"], i["agent_id"]) for i in listing["items"]} == {
+        ("cli suite", stored["id"])
+    }
 
 
 async def test_cli_run_with_a_wrong_key_says_so(start_controller, tmp_path: Path) -> None:

@@ -212,6 +212,14 @@ async def test_bad_target_url_is_rejected(tmp_path: Path) -> None:
     assert "unknown channel" in err
 
 
+async def test_run_needs_a_target_or_a_stored_agent_on_a_server() -> None:
+    case_file = str(EXAMPLES / "dental_suite.yaml")
+    code, _out, err = await _loopcall("run", case_file)
+    assert code == 2 and "give --target URL, or --agent ID" in err
+    code, _out, err = await _loopcall("run", case_file, "--agent", "a1")
+    assert code == 2 and "add --server" in err
+
+
 async def test_max_duration_ends_the_run_as_timeout(start_agent, tmp_path: Path) -> None:
     agent = start_agent()
     case = booking_case().model_copy(update={"max_duration_s": 3.0})

@@ -1,7 +1,7 @@
 """``POST /runs``'s body, and how it becomes the list of runs to create.
 
-A request names what to run (an inline ``case``, a stored ``case_id`` or a
-stored ``suite_id``) and whom to call (a ``target`` URL, a stored ``agent_id``,
+A request names what to run (an inline ``case`` or ``suite``, a stored
+``case_id`` or a stored ``suite_id``) and whom to call (a ``target`` URL, a stored ``agent_id``,
 or else each case's default agent, or its suite's).  ``plan_runs`` resolves the
 references into self-contained snapshots (case with its persona, the agent's
 address) so a run never changes when the catalogue does; every unknown
@@ -28,7 +28,7 @@ from harness.api.cases import case_snapshot, personas_of
 from harness.db.resources import Catalogue
 from harness.db.tables import AgentRow, CaseRow
 from harness.errors import ResourceNotFound
-from harness.models import Case, Persona
+from harness.models import Case, Persona, Suite
 from telephony import TargetError, parse_target
 
 __all__ = ["PersonaOverride", "PlannedRun", "RunCreate", "RunPlan", "plan_runs"]
@@ -58,7 +58,10 @@ class RunCreate(BaseModel):
     suite_id: str | None = Field(
         default=None, max_length=64, description="a stored suite: every case in it"
     )
-    # After case_id and suite_id, so its validator sees them (and its errors say "case").
+    suite: Suite | None = Field(
+        default=None, description="a suite given inline (name and cases), as in a suite file"
+    )
+    # After the others, so its validator sees them (and its errors say "case").
     case: Case | None = Field(
         default=None, validate_default=True, description="a case given inline"
     )
@@ -101,12 +104,13 @@ class RunCreate(BaseModel):
     @field_validator("case")
     @classmethod
     def _one_thing_to_run(cls, value: Case | None, info: ValidationInfo) -> Case | None:
-        given = [name for name in ("case_id", "suite_id") if info.data.get(name) is not None]
+        names = ("case_id", "suite_id", "suite")
+        given = [name for name in names if info.data.get(name) is not None]
         given += ["case"] if value is not None else []
         if not given:
-            raise ValueError("give one of 'case' (inline), 'case_id' or 'suite_id'")
+            raise ValueError("give one of 'case' or 'suite' (inline), 'case_id' or 'suite_id'")
         if len(given) > 1:
-            raise ValueError(f"give only one of 'case', 'case_id' and 'suite_id', not {given}")
+            raise ValueError(f"give only one of 'case', 'suite', 'case_id', 'suite_id': {given}")
         return value
 
     @field_validator("agent_id")
@@ -146,11 +150,13 @@ async def plan_runs(body: RunCreate, catalogue: Catalogue) -> RunPlan:
     """The runs ``body`` asks for, every reference resolved (or a 422 naming the field)."""
     suite_id = suite_name = None
     suite_agent: str | None = None
-    if body.case is not None:
+    inline = [body.case] if body.case is not None else body.suite.cases if body.suite else []
+    if inline:
         rows: list[CaseRow] = []
         cases: list[tuple[Case, str | None, str | None, str | None]] = [
-            (body.case, None, None, None)
+            (case, None, None, None) for case in inline
         ]
+        suite_name = body.suite.name if body.suite is not None else None
     else:
         if body.case_id is not None:
             rows = [await _get_or_422(catalogue.cases.get(body.case_id), "case_id", body.case_id)]
