@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from telephony.base import (
+    TARGET_PATTERN,
     Call,
     CallStateError,
     CallTap,
@@ -21,6 +22,7 @@ from telephony.base import (
 )
 
 __all__ = [
+    "TARGET_PATTERN",
     "Call",
     "CallStateError",
     "CallTap",

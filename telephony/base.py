@@ -48,6 +48,8 @@ __all__ = [
 EndCause = Literal["local_hangup", "remote_hangup", "media_timeout", "transport_failed"]
 # Target schemes and the channel each one names; "webrtcs" signals over HTTPS.
 SCHEMES = {"webrtc": "webrtc", "webrtcs": "webrtc"}
+# What a target URL looks like, for API schemas (``parse_target`` has the final word).
+TARGET_PATTERN = r"^(" + "|".join(SCHEMES) + r")://[^/\s]+"
 
 
 class TelephonyError(Exception):

@@ -24,7 +24,7 @@ from harness.api.pages import Page, PageDep
 from harness.db.resources import KEEP, Keep
 from harness.db.tables import AgentRow
 from harness.models import utcnow
-from telephony import TargetError, parse_target
+from telephony import TARGET_PATTERN, TargetError, parse_target
 
 __all__ = ["AgentCredentials", "AgentIn", "AgentOptions", "AgentOut", "router"]
 
@@ -122,6 +122,7 @@ class AgentIn(BaseModel):
     address: str = Field(
         min_length=1,
         max_length=2048,
+        pattern=TARGET_PATTERN,
         description="the agent's target URL, e.g. webrtc://127.0.0.1:7860/api/offer",
     )
     description: str | None = Field(default=None, max_length=10_000)

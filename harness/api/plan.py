@@ -29,7 +29,7 @@ from harness.db.resources import Catalogue
 from harness.db.tables import AgentRow, CaseRow
 from harness.errors import ResourceNotFound
 from harness.models import Case, Persona, Suite
-from telephony import TargetError, parse_target
+from telephony import TARGET_PATTERN, TargetError, parse_target
 
 __all__ = ["PersonaOverride", "PlannedRun", "RunCreate", "RunPlan", "plan_runs"]
 
@@ -68,7 +68,7 @@ class RunCreate(BaseModel):
     target: str | None = Field(
         default=None,
         description="e.g. webrtc://127.0.0.1:7860/api/offer",
-        pattern=r"^webrtcs?://[^/\s]+",
+        pattern=TARGET_PATTERN,
         max_length=2048,
     )
     agent_id: str | None = Field(
