@@ -1,8 +1,9 @@
 """Requests per second of the controller's API, measured with wrk on loopback.
 
 Starts `loopcall serve --paused` (runs are stored as queued and not executed, so
-this measures the API and the database, not calls), creates a key and one run,
-then drives `GET /runs/{id}` and `POST /runs` with wrk and prints a table.
+this measures the API and the database, not calls), creates a key, one run, an
+agent and a stored case, then drives `GET /runs/{id}` and `POST /runs` (inline
+case, and by `case_id` with the case's default agent) with wrk, and prints a table.
 
     apt-get install wrk        # Debian's package
     .venv/bin/python benchmarks/api_load.py --db sqlite --duration 10 --connections 32
@@ -26,9 +27,11 @@ from pathlib import Path
 import asyncpg
 
 from harness.cases import load_cases
+from harness.cli import start_controller_process
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+TARGET = "webrtc://127.0.0.1:9/api/offer"  # never called: the controller is paused
 
 POST_SCRIPT = """
 wrk.method = "POST"
@@ -42,6 +45,17 @@ def _loopcall(*args: str) -> str:
     return subprocess.run(
         [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, check=True
     ).stdout.strip()
+
+
+def _post(url: str, key: str, path: str, body: str) -> dict:
+    request = urllib.request.Request(
+        f"{url}{path}",
+        data=body.encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request) as response:
+        return dict(json.loads(response.read()))
 
 
 def _wrk(url: str, key: str, duration: int, connections: int, script: Path | None) -> dict:
@@ -102,51 +116,42 @@ def main() -> int:
     else:
         pg_name, db_url = asyncio.run(_pg_database())
     key = _loopcall("keys", "create", "bench", "--db", db_url)
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "harness.cli",
-            "serve",
-            "--port",
-            "0",
-            "--db",
-            db_url,
-            "--data-dir",
-            str(work),
-            "--paused",
-            "--no-calibrate",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+    server, url = start_controller_process(
+        db_url, "--paused", "--no-calibrate", data_dir=work, log_path=work / "controller.log"
     )
     try:
-        assert server.stdout is not None
-        url = server.stdout.readline().decode().split()[1]
         case = load_cases(EXAMPLES / "dental_suite.yaml").cases[0]
         body = json.dumps(
             {
                 "case": case.model_dump(mode="json", exclude_none=True),
-                "target": "webrtc://127.0.0.1:9/api/offer",
+                "target": TARGET,
             }
         )
-        request = urllib.request.Request(
-            f"{url}/runs",
-            data=body.encode(),
-            method="POST",
-            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        run_id = _post(url, key, "/runs", body)["run_ids"][0]
+        stored_case = json.dumps(
+            {
+                **case.model_dump(mode="json", exclude_none=True, exclude={"id"}),
+                "agent_id": _post(
+                    url, key, "/agents", json.dumps({"name": "bench", "address": TARGET})
+                )["id"],
+            }
         )
-        run_id = json.loads(urllib.request.urlopen(request).read())["run_ids"][0]
-        script = work / "post.lua"
-        script.write_text(POST_SCRIPT.format(key=key, body=body))
+        by_id = json.dumps({"case_id": _post(url, key, "/cases", stored_case)["id"]})
+        inline_script, by_id_script = work / "post.lua", work / "post_by_id.lua"
+        inline_script.write_text(POST_SCRIPT.format(key=key, body=body))
+        by_id_script.write_text(POST_SCRIPT.format(key=key, body=by_id))
         rows = [
             (
                 "GET /runs/{id}",
                 _wrk(f"{url}/runs/{run_id}", key, args.duration, args.connections, None),
             ),
             (
-                "POST /runs (queued only)",
-                _wrk(f"{url}/runs", key, args.duration, args.connections, script),
+                "POST /runs, inline case (queued only)",
+                _wrk(f"{url}/runs", key, args.duration, args.connections, inline_script),
+            ),
+            (
+                "POST /runs, case_id + its agent (queued only)",
+                _wrk(f"{url}/runs", key, args.duration, args.connections, by_id_script),
             ),
         ]
     finally:

@@ -392,6 +392,44 @@ def start_agent_process(
     raise RuntimeError(f"the reference agent exited with status {proc.returncode}")
 
 
+def start_controller_process(
+    db_url: str,
+    *extra: str,
+    data_dir: Path,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `loopcall serve` on a free port; return it and its URL once it serves."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "serve",
+        "--port",
+        "0",
+        "--db",
+        db_url,
+        "--data-dir",
+        str(data_dir),
+        *extra,
+    ]
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+    log.close()
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode(errors="replace").strip()
+    if not line.startswith("READY "):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"the controller did not start (see {log_path}): {line!r}")
+    return proc, line.split()[1]
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from harness.orchestrator import RunOptions
 

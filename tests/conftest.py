@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import urllib.request
@@ -18,7 +17,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from harness.cli import start_agent_process
+from harness.cli import start_agent_process, start_controller_process
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -125,29 +124,14 @@ def start_controller(tmp_path: Path) -> Iterator[Callable[..., Controller]]:
             text=True,
             check=True,
         ).stdout.strip()
-        log = (tmp_path / f"controller{len(started)}.log").open("wb")
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "harness.cli",
-                "serve",
-                "--port",
-                "0",
-                "--db",
-                db_url,
-                "--data-dir",
-                str(tmp_path / "data"),
-                *extra,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        proc, url = start_controller_process(
+            db_url,
+            *extra,
+            data_dir=tmp_path / "data",
+            log_path=tmp_path / f"controller{len(started)}.log",
+            env=env,
         )
-        assert proc.stdout is not None
-        line = proc.stdout.readline().decode().strip()
-        assert line.startswith("READY "), line
-        controller = Controller(line.split()[1], key, proc)
+        controller = Controller(url, key, proc)
         started.append(controller)
         return controller
 

@@ -68,7 +68,17 @@ async def test_every_route_but_health_needs_a_valid_key(start_controller, tmp_pa
         async with anonymous.get("/health") as response:
             assert response.status == 200
         for headers in ({}, {"Authorization": "Bearer lc_not-a-key"}, {"Authorization": "Basic x"}):
-            for path in ("/runs", "/runs/x", "/eval/run/x", "/agent-eval/runs/x"):
+            for path in (
+                "/runs",
+                "/runs/x",
+                "/eval/run/x",
+                "/agent-eval/runs/x",
+                "/agents",
+                "/personas/x",
+                "/cases",
+                "/suites/x",
+                "/suite-runs",
+            ):
                 async with anonymous.get(path, headers=headers) as response:
                     assert response.status == 401, (path, headers)
                     assert response.headers["WWW-Authenticate"] == "Bearer"
@@ -421,9 +431,9 @@ async def test_cli_run_through_a_controller(start_agent, start_controller, tmp_p
 
     agent = start_agent()
     controller = start_controller(f"sqlite:///{tmp_path / 'db.sqlite'}", "--no-calibrate")
-    async with controller.client() as http:
-        async with http.post("/agents", json={"name": "ref", "address": agent.target}) as r:
-            stored = await _json(r)
+    agent_body = {"name": "ref", "address": agent.target}
+    async with controller.client() as http, http.post("/agents", json=agent_body) as r:
+        stored = await _json(r)
     early = load_cases(EXAMPLES / "dental_suite.yaml").cases[1]
     cases = [early.model_dump(mode="json", exclude_none=True) for _ in range(2)]
     cases[1]["name"] = "Ask early, again"
