@@ -272,10 +272,10 @@ async def _until_event(http: aiohttp.ClientSession, run_id: str, kind: str) -> N
 
 @pytest.mark.e2e
 async def test_cancel_mid_call_hangs_up_and_stores_cancelled(
-    start_agent, start_controller, tmp_path: Path
+    start_agent, start_controller, db_url
 ) -> None:
     agent = start_agent()
-    controller = start_controller(f"sqlite:///{tmp_path / 'db.sqlite'}", "--no-calibrate")
+    controller = start_controller(db_url, "--no-calibrate")
     async with controller.client() as http:
         async with http.post("/runs", json={"case": booking_case(), "target": agent.target}) as r:
             [run_id] = (await _json(r))["run_ids"]
