@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections import Counter, deque
 from typing import Any
 
@@ -59,7 +60,10 @@ class Dispatcher:
         # The record of each running run as the orchestrator holds it (live events and
         # transcript; the database has it at the start and the end), with its secrets.
         self._live: dict[str, tuple[Run, list[str]]] = {}
-        self._ended: dict[str, asyncio.Event] = {}
+        # Held only while someone waits on them, so reads of many runs do not pile up.
+        self._ended: weakref.WeakValueDictionary[str, asyncio.Event] = (
+            weakref.WeakValueDictionary()
+        )
         self._subscribers: dict[str, set[asyncio.Queue[dict[str, Any] | None]]] = {}
         # Per-request concurrency limits: runs over the limit wait aside, not in a worker.
         self._limits: dict[str, int] = {}
@@ -88,7 +92,6 @@ class Dispatcher:
 
     def submit(self, run_id: str, *, group: str | None = None, limit: int | None = None) -> None:
         """Queue a run; runs of one ``group`` run at most ``limit`` at a time."""
-        self._ended.setdefault(run_id, asyncio.Event())
         if group is not None and limit is not None:
             self._limits[group] = limit
         self._queue.put_nowait(run_id)
@@ -114,7 +117,10 @@ class Dispatcher:
 
     def ended(self, run_id: str) -> asyncio.Event:
         """Set once the run has ended here.  Take it *before* reading the run's status."""
-        return self._ended.setdefault(run_id, asyncio.Event())
+        event = self._ended.get(run_id)
+        if event is None:
+            event = self._ended[run_id] = asyncio.Event()
+        return event
 
     async def cancel(self, run_id: str) -> Run:
         """Cancel a queued or running run and return it as stored."""
@@ -187,7 +193,9 @@ class Dispatcher:
             self._webhooks.send(url, run)
 
     def _signal(self, run_id: str) -> None:
-        self.ended(run_id).set()
+        event = self._ended.get(run_id)
+        if event is not None:
+            event.set()
         for queue in self._subscribers.get(run_id, ()):
             queue.put_nowait(None)
 
