@@ -94,6 +94,17 @@ async def run_case(
     return await execution.execute()
 
 
+def _reraise_swallowed_cancel() -> None:
+    """Raise CancelledError if this task was cancelled and something below swallowed it.
+
+    Third-party code (pipecat, aiortc) sometimes catches CancelledError; a Ctrl-C or
+    an API cancel that lands there would otherwise let the call carry on.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class _Execution:
     """The state of one run while it executes."""
 
@@ -145,6 +156,7 @@ class _Execution:
             call.add_tap(self.recorder)
             self.event("dialling", target.url)
             await call.connect(self.options.connect_timeout_s)
+            _reraise_swallowed_cancel()
             self.connected_at = call.connected_at
             self.event("connected")
             reason = await self._converse(call, brain)
@@ -177,6 +189,7 @@ class _Execution:
         case = self.run.case
         self.bot = PersonaBot(case, call, brain, on_event=self.event)
         await self.bot.start()
+        _reraise_swallowed_cancel()
         finished = self.bot.finished
         ended = asyncio.ensure_future(call.ended.wait())
         waiters: set[asyncio.Future[Any]] = {finished, ended}

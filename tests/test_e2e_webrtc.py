@@ -8,6 +8,7 @@ aiortc, and the timing comes from the recorded audio.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -145,18 +146,49 @@ async def test_ctrl_c_hangs_up_and_stores_cancelled(start_agent, tmp_path: Path)
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stderr is not None
+    seen: list[bytes] = []
     async for raw in proc.stdout:
+        seen.append(raw)
         if b": connected" in raw:
             break
+    assert proc.returncode is None, b"".join(seen).decode()  # still mid-call
     proc.send_signal(signal.SIGINT)
-    await proc.wait()
+    rest, errors = await proc.communicate()
 
-    assert proc.returncode == 130
+    assert proc.returncode == 130, (b"".join(seen) + rest + errors).decode()[-4000:]
     [run] = RunStore(out).list()
     assert run.status == "cancelled"
     assert run.termination_reason == "cancelled"
     assert run.ended_at is not None
+
+
+async def test_a_cancel_swallowed_below_the_orchestrator_still_cancels_the_run(
+    start_agent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from personas.bot import PersonaBot
+
+    starting = asyncio.Event()
+    real_start = PersonaBot.start
+
+    async def start_that_swallows_cancel(self: PersonaBot) -> None:
+        starting.set()
+        with contextlib.suppress(asyncio.CancelledError):  # third-party code that swallows
+            await asyncio.sleep(30)  # the Ctrl-C that lands here
+        await real_start(self)
+
+    monkeypatch.setattr(PersonaBot, "start", start_that_swallows_cancel)
+    agent = start_agent()
+    store = RunStore(tmp_path)
+    task = asyncio.create_task(
+        run_case(booking_case(), agent.target, store, options=RunOptions(calibrate=False))
+    )
+    await starting.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [run] = store.list()
+    assert (run.status, run.termination_reason) == ("cancelled", "cancelled")
 
 
 async def test_unreachable_target_is_a_stored_failed_run(tmp_path: Path) -> None:

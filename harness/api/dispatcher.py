@@ -61,9 +61,7 @@ class Dispatcher:
         # transcript; the database has it at the start and the end), with its secrets.
         self._live: dict[str, tuple[Run, list[str]]] = {}
         # Held only while someone waits on them, so reads of many runs do not pile up.
-        self._ended: weakref.WeakValueDictionary[str, asyncio.Event] = (
-            weakref.WeakValueDictionary()
-        )
+        self._ended: weakref.WeakValueDictionary[str, asyncio.Event] = weakref.WeakValueDictionary()
         self._subscribers: dict[str, set[asyncio.Queue[dict[str, Any] | None]]] = {}
         # Per-request concurrency limits: runs over the limit wait aside, not in a worker.
         self._limits: dict[str, int] = {}
