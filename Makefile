@@ -30,7 +30,7 @@ demo: setup
 	$(BIN)/loopcall demo --out $(OUT)
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 check: setup
 	$(BIN)/ruff check .
