@@ -132,6 +132,10 @@ async def test_latency_oracle(start_agent, tmp_path: Path, delay_ms: int) -> Non
         assert abs(gap - delay_ms) <= 10, record
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def test_ctrl_c_hangs_up_and_stores_cancelled(start_agent, tmp_path: Path) -> None:
     agent = start_agent()
     out = tmp_path / "runs"
@@ -145,6 +149,9 @@ async def test_ctrl_c_hangs_up_and_stores_cancelled(start_agent, tmp_path: Path)
         str(out),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        # As a terminal would start it: a test runner started in the background
+        # (`cmd &`) ignores SIGINT, and its children would inherit that.
+        preexec_fn=_default_sigint,
     )
     assert proc.stdout is not None and proc.stderr is not None
     seen: list[bytes] = []
