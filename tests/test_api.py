@@ -51,6 +51,15 @@ async def test_bad_bodies_get_422_with_the_field(start_controller, tmp_path: Pat
                 {"case": {**booking_case(), "max_turns": -1}, "target": "webrtc://h:1/x"},
                 "max_turns",
             ),
+            (  # 11 cases x 100 = 1100 runs: more than one request may create
+                {
+                    "suite": {"name": "big", "cases": [booking_case()] * 11},
+                    "target": "webrtc://127.0.0.1:9/x",
+                    "frequency": 100,
+                },
+                "frequency",
+            ),
+            ({"case": booking_case(), "case_id": "c1", "target": "webrtc://h:1/x"}, "case"),
         ]
         for body, field in cases:
             async with http.post("/runs", json=body) as response:

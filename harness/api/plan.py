@@ -10,7 +10,9 @@ reference is a 422 naming the field.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
@@ -31,7 +33,18 @@ from harness.errors import ResourceNotFound
 from harness.models import Case, Persona, Suite
 from telephony import TARGET_PATTERN, TargetError, parse_target
 
-__all__ = ["PersonaOverride", "PlannedRun", "RunCreate", "RunPlan", "plan_runs"]
+__all__ = [
+    "MAX_RUNS_PER_REQUEST",
+    "PersonaOverride",
+    "PlannedRun",
+    "RunCreate",
+    "RunPlan",
+    "plan_runs",
+]
+
+T = TypeVar("T")
+# One request, one suite run: its summary and its Cekura result cover at most this many.
+MAX_RUNS_PER_REQUEST = 1000
 
 
 class PersonaOverride(BaseModel):
@@ -139,7 +152,7 @@ class RunPlan:
     suite_name: str | None = None
 
 
-async def _get_or_422(lookup, field: str, value: str):  # type: ignore[no-untyped-def]
+async def _get_or_422(lookup: Awaitable[T], field: str, value: str) -> T:
     try:
         return await lookup
     except ResourceNotFound as exc:
@@ -211,6 +224,14 @@ async def plan_runs(body: RunCreate, catalogue: Catalogue) -> RunPlan:
                 agent_id=agent_id,
                 persona_id=body.persona_id or case_persona,
             )
+        )
+    total = len(items) * body.frequency
+    if total > MAX_RUNS_PER_REQUEST:
+        raise body_error(
+            "frequency",
+            f"{len(items)} case(s) x frequency {body.frequency} = {total} runs; "
+            f"one request may create at most {MAX_RUNS_PER_REQUEST}",
+            body.frequency,
         )
     return RunPlan(items=items, suite_id=suite_id, suite_name=suite_name)
 

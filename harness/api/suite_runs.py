@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from harness.api.deps import CatalogueDep, RepoDep
 from harness.api.pages import Page, PageDep
+from harness.api.plan import MAX_RUNS_PER_REQUEST
 from harness.db.runs import RunRepository
 from harness.db.tables import SuiteRunRow
 from harness.models import Run
@@ -23,7 +24,6 @@ from harness.views import to_cekura_result
 __all__ = ["router"]
 
 router = APIRouter(tags=["suite runs"])
-MAX_RUNS = 1000
 TERMINAL = ("completed", "failed", "cancelled")
 
 
@@ -69,7 +69,7 @@ def _request(row: SuiteRunRow | None) -> dict[str, Any]:
 
 
 async def _runs(repo: RunRepository, suite_run_id: str) -> list[Run]:
-    page = await repo.page(suite_run_id=suite_run_id, limit=MAX_RUNS)
+    page = await repo.page(suite_run_id=suite_run_id, limit=MAX_RUNS_PER_REQUEST)
     if not page.items:
         raise HTTPException(404, f"no suite run {suite_run_id!r}")
     return sorted(page.items, key=lambda run: run.created_at)
