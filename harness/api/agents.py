@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from harness.api.bodies import found, merged, patch_model
 from harness.api.deps import CatalogueDep, SecretBoxDep
-from harness.api.pages import Page, PageDep
+from harness.api.pages import Page, PageDep, page_of
 from harness.db.resources import KEEP, Keep
 from harness.db.tables import AgentRow
 from harness.models import utcnow
@@ -207,12 +207,7 @@ async def list_agents(
     found_page = await catalogue.agents.page(
         {"name": name, "channel": channel}, limit=page.limit, offset=page.offset
     )
-    return Page(
-        items=[_out(row) for row in found_page.rows],
-        total=found_page.total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return page_of([_out(row) for row in found_page.rows], found_page.total, page)
 
 
 @router.get("/agents/{agent_id}", response_model=AgentOut)

@@ -19,7 +19,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from harness.api.bodies import body_error, found, merged, patch_model
 from harness.api.deps import CatalogueDep
-from harness.api.pages import Page, PageDep
+from harness.api.pages import Page, PageDep, page_of
 from harness.db.resources import Catalogue, ResourceTable
 from harness.db.tables import CaseRow, PersonaRow
 from harness.models import Case, Persona, utcnow
@@ -157,12 +157,7 @@ async def list_cases(
     filters = {"name": name, "persona_id": persona_id, "agent_id": agent_id, "suite_id": suite_id}
     found_page = await catalogue.cases.page(filters, limit=page.limit, offset=page.offset)
     personas = await personas_of(catalogue, found_page.rows)
-    return Page(
-        items=[_out(row, personas) for row in found_page.rows],
-        total=found_page.total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return page_of([_out(row, personas) for row in found_page.rows], found_page.total, page)
 
 
 @router.get("/cases/{case_id}", response_model=CaseOut)

@@ -7,7 +7,7 @@ from typing import Annotated, Generic, TypeVar
 from fastapi import Depends, Query
 from pydantic import BaseModel
 
-__all__ = ["Page", "PageDep", "PageParams"]
+__all__ = ["Page", "PageDep", "PageParams", "page_of"]
 
 T = TypeVar("T")
 
@@ -24,6 +24,11 @@ class Page(BaseModel, Generic[T]):
 class PageParams(BaseModel):
     limit: int
     offset: int
+
+
+def page_of(items: list[T], total: int, params: PageParams) -> Page[T]:
+    """The page of ``items`` that ``params`` asked for, out of ``total``."""
+    return Page(items=items, total=total, limit=params.limit, offset=params.offset)
 
 
 def _page_params(

@@ -15,7 +15,7 @@ from fastapi import APIRouter, HTTPException, Response
 
 from harness.api.bodies import found, merged, patch_model
 from harness.api.deps import CatalogueDep
-from harness.api.pages import Page, PageDep
+from harness.api.pages import Page, PageDep, page_of
 from harness.db.tables import PersonaRow
 from harness.models import Persona, utcnow
 
@@ -63,12 +63,7 @@ async def list_personas(
     catalogue: CatalogueDep, page: PageDep, name: str | None = None
 ) -> Page[PersonaOut]:
     found_page = await catalogue.personas.page({"name": name}, limit=page.limit, offset=page.offset)
-    return Page(
-        items=[persona_out(row) for row in found_page.rows],
-        total=found_page.total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return page_of([persona_out(row) for row in found_page.rows], found_page.total, page)
 
 
 @router.get("/personas/{persona_id}", response_model=PersonaOut)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 
 from harness.api.deps import CatalogueDep, RepoDep
-from harness.api.pages import Page, PageDep
+from harness.api.pages import Page, PageDep, page_of
 from harness.api.plan import MAX_RUNS_PER_REQUEST
 from harness.db.runs import RunRepository
 from harness.db.tables import SuiteRunRow
@@ -93,7 +93,7 @@ async def list_suite_runs(
         items.append(
             SuiteRunSummary(id=row.id, **_request(row), **_outcome(dict(status_counts), passed))
         )
-    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+    return page_of(items, total, page)
 
 
 @router.get("/suite-runs/{suite_run_id}", response_model=SuiteRun)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from harness.api.bodies import body_error, found, merged, patch_model
 from harness.api.cases import CaseIn, check_references, create_case_row
 from harness.api.deps import CatalogueDep
-from harness.api.pages import Page, PageDep
+from harness.api.pages import Page, PageDep, page_of
 from harness.db.resources import Catalogue
 from harness.db.tables import CaseRow, SuiteRow
 from harness.models import utcnow
@@ -108,12 +108,7 @@ async def list_suites(
     found_page = await catalogue.suites.page(
         {"name": name, "agent_id": agent_id}, limit=page.limit, offset=page.offset
     )
-    return Page(
-        items=[await _out(row, catalogue) for row in found_page.rows],
-        total=found_page.total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return page_of([await _out(row, catalogue) for row in found_page.rows], found_page.total, page)
 
 
 @router.get("/suites/{suite_id}", response_model=SuiteOut)
