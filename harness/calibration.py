@@ -32,7 +32,8 @@ __all__ = ["Calibration", "EchoCalibrator"]
 
 BURST_MS = 80
 BURST_GAP_MS = 220
-LEAD_IN_MS = 300
+# Long enough for the echo end's stream clock to settle on the least-delayed frames.
+LEAD_IN_MS = 1000
 TAIL_MS = 600
 
 
@@ -86,10 +87,21 @@ class EchoCalibrator:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def measure(self) -> Calibration:
-        """Echo ``bursts`` tones through the endpoint and return the transport round trip."""
+    async def measure(self, channel: str = "webrtc") -> Calibration:
+        """Echo ``bursts`` tones through the endpoint over ``channel``; return the round trip.
+
+        ``webrtc`` and ``twilio-ws`` are measured over their own stacks; a phone
+        call (``tel``) is measured over ``twilio-ws``, the part of its path that
+        is on this machine.
+        """
         await self.start()
-        call = open_call(parse_target(f"webrtc://127.0.0.1:{self.port}/api/offer"))
+        if channel == "webrtc":
+            target = f"webrtc://127.0.0.1:{self.port}/api/offer"
+        elif channel in ("twilio-ws", "tel"):
+            target = f"twilio-ws://127.0.0.1:{self.port}/ws"
+        else:
+            raise ConnectError(f"no echo calibration for channel {channel!r}")
+        call = open_call(parse_target(target))
         recorder = Recorder(call.sample_rate)
         call.add_tap(recorder)
         rate = call.sample_rate

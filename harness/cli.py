@@ -71,7 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--suite", type=Path, default=EXAMPLES / "dental_suite.yaml")
 
     agent = sub.add_parser("agent", help="serve the reference agent under test")
-    agent.add_argument("--channel", choices=["webrtc"], default="webrtc")
+    agent.add_argument(
+        "--channel",
+        choices=["webrtc", "twilio-ws"],
+        default="webrtc",
+        help="which target to announce; the agent answers both (/api/offer and /ws)",
+    )
     agent.add_argument("--host", default="127.0.0.1")
     agent.add_argument("--port", type=int, default=7860)
     agent.add_argument(
@@ -361,7 +366,7 @@ def _summary(runs: list[Run], where: str) -> None:
 
 
 def start_agent_process(
-    *extra: str, log_path: Path, host: str = "127.0.0.1"
+    *extra: str, log_path: Path, host: str = "127.0.0.1", channel: str = "webrtc"
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start `loopcall agent` on a free port; return it and its target once it accepts calls."""
     cmd = [
@@ -370,7 +375,7 @@ def start_agent_process(
         "harness.cli",
         "agent",
         "--channel",
-        "webrtc",
+        channel,
         "--host",
         host,
         "--port",
@@ -387,7 +392,7 @@ def start_agent_process(
         line = raw.decode(errors="replace").strip()
         if line.startswith("READY "):
             url = line.split()[1]
-            return proc, "webrtc://" + url.split("://", 1)[1]
+            return proc, f"{channel}://" + url.split("://", 1)[1]
     proc.wait()
     raise RuntimeError(f"the reference agent exited with status {proc.returncode}")
 
@@ -499,7 +504,12 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     mode = "" if args.reply_delay_ms is None else f" oracle D={args.reply_delay_ms:g} ms"
     # One machine-readable line once the socket accepts connections (the demo and tests wait on it).
-    print(f"READY http://{args.host}:{port}/api/offer{mode}", flush=True)
+    url = (
+        f"ws://{args.host}:{port}/ws"
+        if args.channel == "twilio-ws"
+        else f"http://{args.host}:{port}/api/offer"
+    )
+    print(f"READY {url}{mode}", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     server.run(sockets=[sock])
     return 0

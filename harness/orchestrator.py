@@ -145,7 +145,7 @@ class _Execution:
             run.channel = target.channel
             brain = make_brain(run.case, self.options.llm)
             if self.options.calibrate:
-                await self._calibrate()
+                await self._calibrate(target.channel)
             call = open_call(
                 target,
                 request_data={**self.dial.request_data, "loopcall_run_id": run.id},
@@ -173,11 +173,11 @@ class _Execution:
         await self._wrap_up(call)
         return run
 
-    async def _calibrate(self) -> None:
+    async def _calibrate(self, channel: str) -> None:
         if self.calibrator is None:
             self.calibrator = EchoCalibrator()
         try:
-            calibration = await self.calibrator.measure()
+            calibration = await self.calibrator.measure(channel)
         except TelephonyError as exc:
             self.event("calibration_failed", str(exc))
             return
@@ -204,7 +204,7 @@ class _Execution:
             self.event("persona_hung_up", reason)
             return reason
         if call.ended.is_set():
-            if call.end_cause == "media_timeout":
+            if call.end_cause in ("media_timeout", "transport_failed"):
                 raise ConnectionLost(f"the call dropped: {call.end_detail}")
             self.event("agent_hung_up", call.end_detail)
             return "agent_ended"

@@ -43,4 +43,8 @@ def open_call(target: Target, **options: Any) -> Call:
         from telephony.webrtc import WebRTCCall
 
         return WebRTCCall(target, **options)
+    if target.channel == "twilio-ws":
+        from telephony.twilio_stream import TwilioStreamCall
+
+        return TwilioStreamCall(target, **options)
     raise TargetError(f"channel {target.channel!r} is not supported yet")

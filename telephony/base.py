@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import re
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -46,10 +47,18 @@ __all__ = [
 ]
 
 EndCause = Literal["local_hangup", "remote_hangup", "media_timeout", "transport_failed"]
-# Target schemes and the channel each one names; "webrtcs" signals over HTTPS.
-SCHEMES = {"webrtc": "webrtc", "webrtcs": "webrtc"}
+# Target schemes and the channel each one names; "webrtcs" signals over HTTPS and
+# "twilio-wss" streams over TLS.  ``tel:`` names a phone number, not a host.
+SCHEMES = {
+    "webrtc": "webrtc",
+    "webrtcs": "webrtc",
+    "twilio-ws": "twilio-ws",
+    "twilio-wss": "twilio-ws",
+}
+DEFAULT_PATHS = {"webrtc": "/api/offer", "twilio-ws": "/ws"}
+E164_PATTERN = r"\+[1-9][0-9]{6,14}"
 # What a target URL looks like, for API schemas (``parse_target`` has the final word).
-TARGET_PATTERN = r"^(" + "|".join(SCHEMES) + r")://[^/\s]+"
+TARGET_PATTERN = r"^((" + "|".join(SCHEMES) + r")://[^/\s]+|tel:" + E164_PATTERN + r")"
 
 
 class TelephonyError(Exception):
@@ -106,6 +115,17 @@ class Target:
             return False
 
     @property
+    def ws_url(self) -> str:
+        """The media-stream websocket URL (``twilio-ws``), ``wss`` for ``twilio-wss://``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'wss' if self.secure else 'ws'}://{host}:{self.port}{self.path}"
+
+    @property
+    def number(self) -> str:
+        """The E.164 number of a ``tel:`` target."""
+        return self.path
+
+    @property
     def http_url(self) -> str:
         """The signalling URL (SmallWebRTC's offer endpoint), HTTPS for ``webrtcs://``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -113,28 +133,37 @@ class Target:
 
 
 def parse_target(url: str) -> Target:
-    """Parse ``webrtc://HOST:PORT/PATH`` or ``webrtcs://HOST[:PORT]/PATH`` (HTTPS signalling)."""
-    parts = urlsplit(url.strip())
+    """Parse a target: ``webrtc[s]://HOST:PORT/PATH``, ``twilio-ws[s]://HOST:PORT/PATH``
+    or ``tel:+E164``."""
+    text = url.strip()
+    if text.lower().startswith("tel:"):
+        number = text[4:].replace("-", "").replace(" ", "")
+        if not re.fullmatch(E164_PATTERN, number):
+            raise TargetError(f"target {url!r} is not a phone number in E.164 (tel:+14155550100)")
+        return Target(url=f"tel:{number}", channel="tel", host="", port=0, path=number)
+    parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
-        known = ", ".join(f"{c}://" for c in SCHEMES)
+        known = ", ".join([*(f"{c}://" for c in SCHEMES), "tel:"])
         raise TargetError(f"unknown channel in target {url!r}: expected one of {known}")
+    channel = SCHEMES[scheme]
+    example = f"{scheme}://HOST:PORT{DEFAULT_PATHS[channel]}"
     if not parts.hostname:
-        raise TargetError(f"target {url!r} has no host (expected webrtc://HOST:PORT/api/offer)")
+        raise TargetError(f"target {url!r} has no host (expected {example})")
     try:
         port = parts.port
     except ValueError as exc:
         raise TargetError(f"target {url!r} has an invalid port") from exc
-    secure = scheme == "webrtcs"
+    secure = scheme in ("webrtcs", "twilio-wss")
     if port is None:
         if not secure:
-            raise TargetError(f"target {url!r} has no port (expected webrtc://HOST:PORT/api/offer)")
+            raise TargetError(f"target {url!r} has no port (expected {example})")
         port = 443
-    path = parts.path or "/api/offer"
+    path = parts.path or DEFAULT_PATHS[channel]
     if parts.query:
         path += f"?{parts.query}"
     return Target(
-        url=url, channel=SCHEMES[scheme], host=parts.hostname, port=port, path=path, secure=secure
+        url=url, channel=channel, host=parts.hostname, port=port, path=path, secure=secure
     )
 
 
@@ -291,6 +320,10 @@ class Call(ABC):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    async def send_dtmf(self, digit: str) -> None:
+        """Press a key on the caller's phone (channels that carry DTMF override this)."""
+        raise CallStateError(f"channel {self.target.channel!r} carries no DTMF")
+
     def clear_audio(self) -> None:
         self._outgoing.clear()
 
@@ -303,10 +336,17 @@ class Call(ABC):
 
     def _next_outgoing_frame(self) -> bytes:
         frame = self._outgoing.next_frame()
-        now = time.monotonic()
-        for tap in self._taps:
-            tap.on_sent(now, frame)
+        self._tap_sent(frame)
         return frame
+
+    def _take_outgoing_frame(self) -> bytes:
+        """The next frame to send, for channels that tap what their codec made of it."""
+        return self._outgoing.next_frame()
+
+    def _tap_sent(self, pcm: bytes, t: float | None = None) -> None:
+        now = time.monotonic() if t is None else t
+        for tap in self._taps:
+            tap.on_sent(now, pcm)
 
     def _deliver(self, pcm: bytes, t: float | None = None) -> None:
         now = time.monotonic() if t is None else t

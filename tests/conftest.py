@@ -34,7 +34,8 @@ class AgentProcess:
 
     @property
     def http(self) -> str:
-        return "http://" + self.target.split("://", 1)[1].rsplit("/api/offer", 1)[0]
+        address = self.target.split("://", 1)[1]
+        return "http://" + address.rsplit("/api/offer", 1)[0].rsplit("/ws", 1)[0]
 
     def health(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.http}/health", timeout=5) as response:
@@ -75,11 +76,13 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
     """Factory: start `loopcall agent` in its own process; every agent is stopped after."""
     started: list[AgentProcess] = []
 
-    def start(*extra: str) -> AgentProcess:
+    def start(*extra: str, channel: str = "webrtc") -> AgentProcess:
         n = len(started)
         timing = tmp_path / f"agent{n}-timing.jsonl"
         log = tmp_path / f"agent{n}.log"
-        proc, target = start_agent_process("--timing-log", str(timing), *extra, log_path=log)
+        proc, target = start_agent_process(
+            "--timing-log", str(timing), *extra, log_path=log, channel=channel
+        )
         agent = AgentProcess(target, timing, log, proc)
         started.append(agent)
         return agent

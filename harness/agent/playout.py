@@ -23,7 +23,7 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-__all__ = ["Clip", "StreamClock", "Tape", "TapeTrack"]
+__all__ = ["Clip", "StreamClock", "Tape", "TapeReader", "TapeTrack"]
 
 ANCHOR_WINDOW_FRAMES = 50
 RESYNC_SAMPLES = 32  # 2 ms at 16 kHz
@@ -40,9 +40,14 @@ class StreamClock:
     def ready(self) -> bool:
         return bool(self.offsets)
 
-    def observe(self, now: float, samples_received: int) -> None:
-        """A frame ending at sample ``samples_received`` arrived at ``now``."""
-        self.offsets.append(now - samples_received / self.sample_rate)
+    def observe(self, now: float, first_sample: int) -> None:
+        """A frame starting at sample ``first_sample`` arrived at ``now``.
+
+        A frame's first sample is taken to arrive with the frame, the rest following
+        at the sample rate: the convention the caller's recorder uses for what it
+        sends and receives, so a round trip holds no frame-length offset.
+        """
+        self.offsets.append(now - first_sample / self.sample_rate)
 
     def time_of(self, sample: int) -> float:
         return min(self.offsets) + sample / self.sample_rate
@@ -103,6 +108,40 @@ class Tape:
         return out
 
 
+class TapeReader:
+    """Reads a ``Tape`` frame by frame, each frame at the tape position "now" on the stream clock.
+
+    A frame due to leave at ``due`` starts at the caller's sample arriving at
+    ``due``.  The position then advances a frame at a time, and only jumps to the
+    clock's new estimate while nothing is playing, so a reply is never cut.
+    """
+
+    def __init__(self, tape: Tape, clock: StreamClock, frame_samples: int = 320) -> None:
+        self.tape = tape
+        self.clock = clock
+        self.frame = frame_samples
+        self._position: int | None = None
+
+    def read(self, due: float) -> tuple[np.ndarray, bool]:
+        """The frame leaving at ``due``, and whether any clip overlaps it."""
+        samples = np.zeros(self.frame, dtype=np.int16)
+        if not self.clock.ready:
+            return samples, False
+        target = self.clock.sample_at(due)
+        if self._position is None:
+            self._position = target
+        elif abs(target - self._position) > RESYNC_SAMPLES and self.tape.is_silent(
+            min(target, self._position), max(target, self._position) + self.frame
+        ):
+            # The stream clock's estimate moved: catch up while nothing is playing.
+            self._position = target
+        first = self._position
+        voiced = not self.tape.is_silent(first, first + self.frame)
+        samples = self.tape.read(first, self.frame, due, self.clock.sample_rate)
+        self._position += self.frame
+        return samples, voiced
+
+
 class TapeTrack(MediaStreamTrack):
     """aiortc audio track that plays a ``Tape`` on the caller's stream clock."""
 
@@ -110,13 +149,11 @@ class TapeTrack(MediaStreamTrack):
 
     def __init__(self, tape: Tape, clock: StreamClock, frame_samples: int = 320) -> None:
         super().__init__()
-        self._tape = tape
-        self._clock = clock
+        self._reader = TapeReader(tape, clock, frame_samples)
         self._rate = clock.sample_rate
         self._frame = frame_samples
         self._start: float | None = None
         self._pts = 0
-        self._position: int | None = None
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
@@ -129,18 +166,7 @@ class TapeTrack(MediaStreamTrack):
         wait = due - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        samples = np.zeros(self._frame, dtype=np.int16)
-        if self._clock.ready:
-            target = self._clock.sample_at(due)
-            if self._position is None:
-                self._position = target
-            elif abs(target - self._position) > RESYNC_SAMPLES and self._tape.is_silent(
-                min(target, self._position), max(target, self._position) + self._frame
-            ):
-                # The stream clock's estimate moved: catch up while nothing is playing.
-                self._position = target
-            samples = self._tape.read(self._position, self._frame, due, self._rate)
-            self._position += self._frame
+        samples, _ = self._reader.read(due)
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = self._rate
         frame.pts = self._pts

@@ -1,9 +1,10 @@
-"""The reference agent's HTTP side: SmallWebRTC signalling and one pipeline per call.
+"""The reference agent's network side: WebRTC signalling and a Twilio media stream.
 
 Stage: the far end of a loopback call.  ``create_agent_app`` returns a FastAPI
 app with ``POST /api/offer`` (and ``PATCH /api/offer`` for trickle ICE), exactly
-as pipecat's SmallWebRTC runner serves it, so the harness dials it like any
-SmallWebRTC agent.  Each accepted offer gets its own pipeline:
+as pipecat's SmallWebRTC runner serves it, and ``/ws``, a Twilio media-stream
+websocket (``media_stream.py``), so the harness dials it like any SmallWebRTC or
+Twilio agent.  Each call gets its own pipeline:
 ``transport.input() -> TurnTaker -> transport.output()``.
 """
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request, WebSocket
 from loguru import logger
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineWorker
@@ -30,6 +31,7 @@ from pipecat.transports.smallwebrtc.request_handler import (
 from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 from pipecat.workers.runner import WorkerRunner
 
+from harness.agent.media_stream import serve_media_stream
 from harness.agent.playout import TapeTrack
 from harness.agent.script import DENTAL_SCRIPT, AgentScript
 from harness.agent.turn_taker import TimingLog, TurnTaker, TurnTakerConfig
@@ -80,6 +82,21 @@ class _Agent:
         self.calls.add(task)
         task.add_done_callback(self.calls.discard)
 
+    def turn_taker(self, *, phone_line: bool = False) -> TurnTaker:
+        """A fresh turn taker for one call (``phone_line``: the caller is on 8 kHz mu-law)."""
+        return TurnTaker(
+            script=self.options.script,
+            voice=self.voice,
+            config=TurnTakerConfig(
+                reply_delay_ms=self.options.reply_delay_ms,
+                hangover_ms=self.options.hangover_ms,
+                echo=self.options.echo,
+                phone_line=phone_line,
+            ),
+            transcriber=self.transcriber,
+            timing_log=self.timing_log,
+        )
+
     async def _run_call(self, connection: SmallWebRTCConnection) -> None:
         transport = SmallWebRTCTransport(
             webrtc_connection=connection,
@@ -91,17 +108,7 @@ class _Agent:
                 audio_out_end_silence_secs=0,
             ),
         )
-        turn_taker = TurnTaker(
-            script=self.options.script,
-            voice=self.voice,
-            config=TurnTakerConfig(
-                reply_delay_ms=self.options.reply_delay_ms,
-                hangover_ms=self.options.hangover_ms,
-                echo=self.options.echo,
-            ),
-            transcriber=self.transcriber,
-            timing_log=self.timing_log,
-        )
+        turn_taker = self.turn_taker()
         worker = PipelineWorker(
             Pipeline([transport.input(), turn_taker, transport.output()]),
             enable_rtvi=False,
@@ -153,6 +160,17 @@ def create_agent_app(options: AgentOptions) -> FastAPI:
         if answer is None:
             raise HTTPException(500, "no SDP answer was produced")
         return answer
+
+    @app.websocket("/ws")
+    async def media_stream(websocket: WebSocket) -> None:
+        await websocket.accept()
+        task = asyncio.current_task()
+        assert task is not None
+        agent.calls.add(task)
+        try:
+            await serve_media_stream(agent, websocket)
+        finally:
+            agent.calls.discard(task)
 
     @app.patch("/api/offer")
     async def patch_offer(request: Request) -> dict[str, str]:

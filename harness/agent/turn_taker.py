@@ -33,10 +33,12 @@ from harness.agent.playout import Clip, StreamClock, Tape
 from harness.agent.script import AgentScript, ScriptCursor
 from harness.metrics import DEFAULT_THRESHOLD_DBFS, StreamingEndpointer, threshold_amplitude
 from personas.speech import Transcriber, Voice
+from telephony.g711 import phone_band
 
 __all__ = ["ECHO_HOLD_MS", "TimingLog", "TurnTaker", "TurnTakerConfig"]
 
 ECHO_HOLD_MS = 100.0
+ECHO_FLOOR = 100  # about -50 dBFS: codec and filter residue below it is not echoed
 HANGUP_TAIL_MS = 400.0
 HISTORY_FRAMES = 1500  # 30 s of 20 ms frames, for transcribing the caller
 
@@ -48,6 +50,9 @@ class TurnTakerConfig:
     hangover_ms: float = 600.0
     greeting_delay_ms: float = 300.0
     echo: bool = False
+    # The caller hears us over an 8 kHz phone line: a reply's first voiced sample is
+    # the first one above the threshold once band-limited (an "s" may not be).
+    phone_line: bool = False
 
 
 class TimingLog:
@@ -126,9 +131,11 @@ class TurnTaker(FrameProcessor):
         samples = np.frombuffer(frame.audio, dtype=np.int16)
         start = self._received
         self._received += samples.size
-        self.clock.observe(now, self._received)
+        self.clock.observe(now, start)
         if self._config.echo:
-            self.tape.lay(Clip(start + self._ms(ECHO_HOLD_MS), samples))
+            # Only sound is echoed: between bursts the line is quiet, as after an utterance.
+            if samples.size and int(np.abs(samples.astype(np.int32)).max()) > ECHO_FLOOR:
+                self.tape.lay(Clip(start + self._ms(ECHO_HOLD_MS), samples))
             return
         self._history.append((start, samples))
         if not self._greeted and self.tape.read_position > 0:
@@ -164,7 +171,8 @@ class TurnTaker(FrameProcessor):
     def _schedule(self, text: str, caller_offset_ms: float | None, due: int) -> _Reply:
         """Lay ``text`` so that its first voiced sample sits at ``due`` (or as soon after)."""
         audio = self._voice.synthesize(text, self._sr)
-        lead = _first_voiced(audio)  # the voice's leading silence is not part of the delay
+        # The voice's leading silence is not part of the delay.
+        lead = _first_voiced(_on_phone_line(audio) if self._config.phone_line else audio)
         earliest = max(self.tape.end, self.tape.read_position + self._ms(20))
         start = due - lead
         if start < earliest:
@@ -224,6 +232,10 @@ class TurnTaker(FrameProcessor):
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _on_phone_line(audio: np.ndarray) -> np.ndarray:
+    return np.frombuffer(phone_band(audio.astype(np.int16).tobytes()), dtype=np.int16)
 
 
 def _first_voiced(audio: np.ndarray) -> int:

@@ -1,0 +1,161 @@
+"""The reference agent on a Twilio media stream: ``/ws``, as a Twilio-facing pipecat bot serves it.
+
+Stage: the far end of a ``twilio-ws://`` call (or of a phone call bridged by
+Twilio or by loopcall's emulator).  The websocket is read by pipecat's stock
+``FastAPIWebsocketTransport`` with ``TwilioFrameSerializer`` (after
+``parse_telephony_websocket`` consumed ``connected`` and ``start``), into the same
+``TurnTaker`` as the WebRTC agent.  The output is the turn taker's tape, read on
+the caller's stream clock every 20 ms (``TapeReader``) and sent as ``media``
+messages only while a clip plays: like pipecat's own websocket output, the agent
+is silent on the wire between utterances, so each reply's first chunk leaves
+exactly when its tape position comes due.  When the script ends the agent closes
+the websocket, which is how a media-stream agent hangs up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from fastapi import WebSocket
+from loguru import logger
+from pipecat.frames.frames import Frame, InputAudioRawFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineWorker
+from pipecat.runner.utils import parse_telephony_websocket
+from pipecat.serializers.twilio import TwilioFrameSerializer
+from pipecat.transports.websocket.fastapi import (
+    FastAPIWebsocketParams,
+    FastAPIWebsocketTransport,
+)
+from pipecat.workers.runner import WorkerRunner
+from starlette.websockets import WebSocketState
+
+from harness.agent.playout import TapeReader
+from harness.agent.turn_taker import TurnTaker
+from telephony.g711 import Downsampler, Upsampler, ulaw_decode, ulaw_encode
+
+if TYPE_CHECKING:
+    from harness.agent.server import _Agent
+
+__all__ = ["serve_media_stream"]
+
+FRAME_S = 0.02
+
+
+async def serve_media_stream(agent: _Agent, websocket: WebSocket) -> None:
+    """Run one call on an accepted media-stream websocket until either side ends it."""
+    try:
+        kind, call_data = await parse_telephony_websocket(websocket)
+    except ValueError as exc:
+        logger.warning(f"reference agent: media stream closed before start: {exc}")
+        return
+    if kind != "twilio":
+        await websocket.close(1003, f"expected a Twilio media stream, got {kind}")
+        return
+    stream_sid = call_data["stream_id"]
+    logger.info(
+        f"reference agent: media stream {stream_sid} for call {call_data['call_id']} "
+        f"(parameters {call_data.get('body') or {}})"
+    )
+    serializer = _PhoneLineSerializer(
+        stream_sid=stream_sid,
+        call_sid=call_data["call_id"],
+        params=TwilioFrameSerializer.InputParams(auto_hang_up=False),
+    )
+    transport = FastAPIWebsocketTransport(
+        websocket,
+        FastAPIWebsocketParams(
+            audio_in_enabled=True,
+            audio_in_sample_rate=16_000,
+            audio_out_enabled=False,
+            add_wav_header=False,
+            serializer=serializer,
+        ),
+    )
+    turn_taker: TurnTaker = agent.turn_taker(phone_line=True)
+    worker = PipelineWorker(
+        Pipeline([transport.input(), turn_taker, transport.output()]),
+        enable_rtvi=False,
+        idle_timeout_secs=None,
+    )
+    sender: asyncio.Task[None] | None = None
+
+    @transport.event_handler("on_client_connected")
+    async def _on_connected(_transport: Any, _client: Any) -> None:
+        nonlocal sender
+        sender = asyncio.create_task(
+            _send_tape(websocket, stream_sid, TapeReader(turn_taker.tape, turn_taker.clock))
+        )
+
+    @transport.event_handler("on_client_disconnected")
+    async def _on_disconnected(_transport: Any, _client: Any) -> None:
+        logger.info(f"reference agent: media stream {stream_sid} ended by the caller")
+        await worker.cancel()
+
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    try:
+        await runner.run()
+    finally:
+        if sender is not None:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+        if websocket.client_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await websocket.close(1000)
+
+
+class _PhoneLineSerializer(TwilioFrameSerializer):
+    """pipecat's Twilio serializer, decoding media with loopcall's own 8 -> 16 kHz filter.
+
+    The harness records the caller's side as the line carries it, decoded with the
+    same filter; so the agent and the recording see the same samples, and the
+    oracle's "caller's last sample" is one sample for both (pipecat's resampler
+    differs by a few ms on a decaying word end).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._upsampler = Upsampler()
+
+    async def deserialize(self, data: str | bytes) -> Frame | None:
+        try:
+            message = json.loads(data)
+        except (TypeError, ValueError):
+            return await super().deserialize(data)
+        if not isinstance(message, dict) or message.get("event") != "media":
+            return await super().deserialize(data)
+        payload = (message.get("media") or {}).get("payload")
+        if not payload:
+            return None
+        pcm = self._upsampler.process(ulaw_decode(base64.b64decode(payload)))
+        return InputAudioRawFrame(audio=pcm, sample_rate=16_000, num_channels=1)
+
+
+async def _send_tape(websocket: WebSocket, stream_sid: str, reader: TapeReader) -> None:
+    """Every 20 ms, send the tape's frame for "now" if a clip plays in it."""
+    down = Downsampler()
+    start = time.monotonic()
+    sent = 0
+    while websocket.client_state == WebSocketState.CONNECTED:
+        due = start + sent * FRAME_S
+        sent += 1
+        wait = due - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        samples, voiced = reader.read(due)
+        ulaw = ulaw_encode(down.process(samples.tobytes()))
+        if not voiced:
+            continue
+        payload = base64.b64encode(ulaw).decode("ascii")
+        message = {"event": "media", "streamSid": stream_sid, "media": {"payload": payload}}
+        try:
+            await websocket.send_text(json.dumps(message))
+        except Exception:  # the socket closed under us: the transport reports it
+            return

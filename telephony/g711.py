@@ -1,0 +1,145 @@
+"""G.711 codecs and the 16 kHz <-> 8 kHz conversion telephone channels need.
+
+Stage: the edge of the phone channels (Twilio media streams; SIP RTP).  A
+``Call`` carries 16 kHz PCM; a phone line carries 8 kHz mu-law (or A-law) bytes.
+The codecs follow ITU-T G.711 bit for bit (the tables ``audioop`` used; audioop is
+gone in Python 3.13).  ``Downsampler`` and ``Upsampler`` are streaming half-band
+FIR filters that keep their state between 20 ms chunks, so consecutive chunks join
+without clicks; their delay is a constant 15 input samples, which the harness's
+echo calibration counts as part of the transport.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "Downsampler",
+    "phone_band",
+    "Upsampler",
+    "alaw_decode",
+    "alaw_encode",
+    "ulaw_decode",
+    "ulaw_encode",
+]
+
+_BIAS = 0x84
+
+
+def _ulaw_table() -> np.ndarray:
+    codes = ~np.arange(256, dtype=np.int32) & 0xFF
+    sign = codes & 0x80
+    exponent = (codes >> 4) & 0x07
+    mantissa = codes & 0x0F
+    magnitude = ((mantissa << 3) + _BIAS) << exponent
+    return np.where(sign != 0, _BIAS - magnitude, magnitude - _BIAS).astype(np.int16)
+
+
+def _alaw_table() -> np.ndarray:
+    codes = np.arange(256, dtype=np.int32) ^ 0x55
+    sign = codes & 0x80
+    exponent = (codes >> 4) & 0x07
+    mantissa = codes & 0x0F
+    magnitude = np.where(
+        exponent == 0, (mantissa << 4) + 8, ((mantissa << 4) + 0x108) << np.maximum(exponent - 1, 0)
+    )
+    return np.where(sign != 0, magnitude, -magnitude).astype(np.int16)
+
+
+_ULAW_DECODE = _ulaw_table()
+_ALAW_DECODE = _alaw_table()
+
+
+def ulaw_decode(data: bytes) -> bytes:
+    """mu-law bytes -> int16 PCM bytes (same sample rate)."""
+    return _ULAW_DECODE[np.frombuffer(data, dtype=np.uint8)].tobytes()
+
+
+def alaw_decode(data: bytes) -> bytes:
+    """A-law bytes -> int16 PCM bytes (same sample rate)."""
+    return _ALAW_DECODE[np.frombuffer(data, dtype=np.uint8)].tobytes()
+
+
+def _segments(magnitude: np.ndarray, shift: int) -> np.ndarray:
+    # Position of the highest set bit above ``shift``, 0..7.
+    seg = np.zeros(magnitude.shape, dtype=np.int32)
+    for threshold in range(1, 8):
+        seg += magnitude >= (1 << (threshold + shift))
+    return seg
+
+
+def ulaw_encode(pcm: bytes) -> bytes:
+    """int16 PCM bytes -> mu-law bytes (14-bit magnitude, bias 33, as G.711 and audioop)."""
+    x = np.frombuffer(pcm, dtype=np.int16).astype(np.int32) >> 2
+    mask = np.where(x < 0, 0x7F, 0xFF)
+    magnitude = np.minimum(np.abs(x), 8159) + 0x21
+    exponent = np.zeros(magnitude.shape, dtype=np.int32)
+    for bound in (0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF):
+        exponent += magnitude > bound
+    mantissa = (magnitude >> (exponent + 1)) & 0x0F
+    code = np.where(exponent > 7, 0x7F, (exponent << 4) | mantissa)  # past the last segment
+    return (code ^ mask).astype(np.uint8).tobytes()
+
+
+def alaw_encode(pcm: bytes) -> bytes:
+    """int16 PCM bytes -> A-law bytes."""
+    x = np.frombuffer(pcm, dtype=np.int16).astype(np.int32)
+    sign = np.where(x >= 0, 0x80, 0)
+    magnitude = np.where(x >= 0, x, -x - 1) >> 3  # 13-bit magnitude
+    magnitude = np.minimum(magnitude, 0xFFF)
+    exponent = _segments(magnitude, 4)
+    mantissa = np.where(exponent == 0, magnitude >> 1, magnitude >> exponent) & 0x0F
+    return ((sign | (exponent << 4) | mantissa) ^ 0x55).astype(np.uint8).tobytes()
+
+
+def _halfband(taps: int = 31) -> np.ndarray:
+    """Windowed-sinc low-pass at a quarter of the input rate (the 8 kHz Nyquist at 16 kHz)."""
+    n = np.arange(taps) - (taps - 1) / 2
+    h = 0.5 * np.sinc(n / 2) * np.blackman(taps)
+    return h / h.sum()
+
+
+_FILTER = _halfband()
+DELAY_SAMPLES_16K = (_FILTER.size - 1) // 2
+
+
+class Downsampler:
+    """Streaming 16 kHz -> 8 kHz (low-pass, keep every other sample)."""
+
+    def __init__(self) -> None:
+        self._history = np.zeros(_FILTER.size - 1, dtype=np.float64)
+        self._phase = 0
+
+    def process(self, pcm: bytes) -> bytes:
+        x = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
+        buf = np.concatenate((self._history, x))
+        filtered = np.convolve(buf, _FILTER, mode="valid")  # one per input sample
+        self._history = buf[-(_FILTER.size - 1) :]
+        out = filtered[self._phase :: 2]
+        self._phase = (self._phase + x.size) % 2
+        return np.clip(np.round(out), -32768, 32767).astype(np.int16).tobytes()
+
+
+class Upsampler:
+    """Streaming 8 kHz -> 16 kHz (zero-stuff, low-pass with gain 2)."""
+
+    def __init__(self) -> None:
+        self._history = np.zeros(_FILTER.size - 1, dtype=np.float64)
+
+    def process(self, pcm: bytes) -> bytes:
+        x = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
+        stuffed = np.zeros(x.size * 2, dtype=np.float64)
+        stuffed[::2] = x * 2.0
+        buf = np.concatenate((self._history, stuffed))
+        out = np.convolve(buf, _FILTER, mode="valid")
+        self._history = buf[-(_FILTER.size - 1) :]
+        return np.clip(np.round(out), -32768, 32767).astype(np.int16).tobytes()
+
+
+def phone_band(pcm16k: bytes) -> bytes:
+    """``pcm16k`` as it sounds after a trip over an 8 kHz mu-law line (delay compensated)."""
+    down, up = Downsampler(), Upsampler()
+    padded = pcm16k + bytes(4 * DELAY_SAMPLES_16K)
+    out = up.process(ulaw_decode(ulaw_encode(down.process(padded))))
+    skip = 2 * DELAY_SAMPLES_16K * 2  # both filters' delay, in bytes
+    return out[skip : skip + len(pcm16k)]

@@ -1,0 +1,465 @@
+"""Twilio Media Streams, carrier side: loopcall plays Twilio's part toward an agent's websocket.
+
+Stage: the channel for ``twilio-ws://HOST:PORT/PATH`` targets, and the media legs
+of the local Twilio emulator.  ``MediaStreamLeg`` connects to an agent's media
+websocket exactly as Twilio does for ``<Connect><Stream>``: ``connected``, then
+``start`` (account, call and stream SIDs, ``tracks: ["inbound"]``, 8 kHz mu-law
+mono, ``customParameters``), then ``media`` every 20 ms on its own clock, silence
+included, ``dtmf`` when asked, and ``stop`` at hang-up.  What the agent sends back
+is played out as a phone would: ``media`` in arrival order at real-time pace
+(``Playout``), its ``mark`` echoed once the audio before it has played, ``clear``
+dropping what is queued and echoing the pending marks.
+
+``TwilioStreamCall`` is that leg as a ``Call``: 16 kHz PCM in and out, taps at the
+websocket.  The persona's side is tapped as the line carries it (band-limited to
+4 kHz, mu-law quantized), so an utterance ends in the recording where it ends
+for the agent: a final "s" above 4 kHz does not reach a phone line.  The agent
+ends the call by closing the websocket, or through the REST hang-up (``POST .../Calls/{CallSid}.json Status=completed``) when its Twilio
+base URL points at a loopcall controller, which finds the call in ``LIVE_CALLS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import secrets
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import websockets
+from loguru import logger
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from telephony.base import Call, CallStateError, ConnectError, Target
+from telephony.g711 import Downsampler, Upsampler, ulaw_decode, ulaw_encode
+
+__all__ = [
+    "LIVE_CALLS",
+    "MediaStreamLeg",
+    "Playout",
+    "StreamIds",
+    "TwilioStreamCall",
+    "new_sid",
+]
+
+FRAME_MS = 20
+ULAW_FRAME_BYTES = 8000 * FRAME_MS // 1000  # 160 bytes of 8 kHz mu-law
+DTMF_DIGITS = set("0123456789*#ABCD")
+# A chunk arriving at most this much before the previous one has played is on time
+# (sender jitter), not a burst ahead of real time.
+ON_TIME_S = 0.010
+# Every live twilio-ws call by its call SID, for the agent's REST hang-up.
+LIVE_CALLS: weakref.WeakValueDictionary[str, TwilioStreamCall] = weakref.WeakValueDictionary()
+
+
+def new_sid(prefix: str) -> str:
+    """A Twilio-shaped SID: two letters and 32 hex digits."""
+    return prefix + secrets.token_hex(16)
+
+
+@dataclass(frozen=True)
+class StreamIds:
+    """The identifiers Twilio puts in ``start``."""
+
+    account_sid: str = field(default_factory=lambda: new_sid("AC"))
+    call_sid: str = field(default_factory=lambda: new_sid("CA"))
+    stream_sid: str = field(default_factory=lambda: new_sid("MZ"))
+
+
+class Playout:
+    """Plays received audio in arrival order at real-time pace, as a phone's speaker does.
+
+    ``deliver(pcm, t)`` gets every chunk with the time it starts to play.  A chunk
+    that arrives while nothing is playing, or within ``ON_TIME_S`` of the end of
+    what plays, plays at once (no jitter buffer: its time is its arrival); one that
+    arrives further ahead (an agent sending faster than real time) waits its turn.
+    Between the agent's utterances the line plays silence, delivered in 20 ms
+    frames so that listeners (the persona's VAD) see time pass.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        deliver: Callable[[bytes, float], None],
+        on_mark: Callable[[str], None] | None = None,
+    ) -> None:
+        self._rate = sample_rate
+        self._deliver = deliver
+        self._on_mark = on_mark
+        self._queue: deque[tuple[float, bytes]] = deque()
+        self._marks: deque[tuple[float, str]] = deque()
+        self._cursor: float | None = None  # end of everything delivered or queued
+        self._wake = asyncio.Event()
+        self._frame_s = FRAME_MS / 1000.0
+
+    def begin(self, now: float | None = None) -> None:
+        """The line is open: from ``now`` on, time passes on it (as silence until audio comes)."""
+        if self._cursor is None:
+            self._cursor = time.monotonic() if now is None else now
+
+    def _seconds(self, pcm: bytes) -> float:
+        return len(pcm) / 2 / self._rate
+
+    def _fill_silence(self, until: float) -> None:
+        """Deliver silence from the cursor up to ``until`` (nothing queued in between)."""
+        if self._cursor is None:
+            self._cursor = until
+            return
+        gap = int(round((until - self._cursor) * self._rate))
+        if gap > 0:
+            self._deliver(bytes(2 * gap), self._cursor)
+            self._cursor += gap / self._rate
+
+    def push(self, pcm: bytes, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        cursor = self._cursor
+        if not self._queue and (cursor is None or now >= cursor - ON_TIME_S):
+            # On time (within the sender's jitter): it plays as it arrives, stamped with
+            # its arrival, so the recorder can take jitter out of the stream's timing.
+            self._fill_silence(now)
+            self._deliver(pcm, now)
+            self._cursor = max(cursor if cursor is not None else now, now) + self._seconds(pcm)
+            return
+        # The agent is ahead of real time (a burst): this chunk waits its turn.
+        start = cursor if cursor is not None else now
+        self._queue.append((start, pcm))
+        self._cursor = start + self._seconds(pcm)
+        self._wake.set()
+
+    def mark(self, name: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if self._cursor is None or self._cursor <= now:
+            self._echo(name)
+        else:
+            self._marks.append((self._cursor, name))
+            self._wake.set()
+
+    def clear(self, now: float | None = None) -> None:
+        """Drop what has not played yet and echo every pending mark."""
+        now = time.monotonic() if now is None else now
+        self._queue.clear()
+        if self._cursor is not None and self._cursor > now:
+            self._cursor = now
+        while self._marks:
+            self._echo(self._marks.popleft()[1])
+
+    def _echo(self, name: str) -> None:
+        if self._on_mark is not None:
+            self._on_mark(name)
+
+    def step(self, now: float) -> float:
+        """Deliver what is due at ``now``; return when something next falls due."""
+        while self._queue and self._queue[0][0] <= now:
+            start, pcm = self._queue.popleft()
+            self._deliver(pcm, start)
+        while self._marks and self._marks[0][0] <= now:
+            self._echo(self._marks.popleft()[1])
+        if not self._queue and self._cursor is not None:
+            while self._cursor + self._frame_s <= now:
+                self._fill_silence(self._cursor + self._frame_s)
+        due = [now + self._frame_s]
+        if self._queue:
+            due.append(self._queue[0][0])
+        if self._marks:
+            due.append(self._marks[0][0])
+        if self._cursor is not None and not self._queue:
+            due.append(self._cursor + self._frame_s)
+        return max(now, min(due))
+
+    async def run(self) -> None:
+        """Keep the line playing until cancelled."""
+        while True:
+            self._wake.clear()
+            wake_at = self.step(time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - time.monotonic()))
+
+
+class MediaStreamLeg:
+    """One Twilio media stream, carrier side: a websocket client toward the agent.
+
+    ``next_frame()`` is called on the leg's 20 ms clock for the 16 kHz PCM to send;
+    ``on_audio(pcm, t)`` receives the agent's audio as it plays; ``on_end(detail,
+    abnormal)`` is called once when the agent closes the stream.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ids: StreamIds,
+        next_frame: Callable[[], bytes],
+        on_audio: Callable[[bytes, float], None],
+        on_end: Callable[[str, bool], None],
+        on_sent: Callable[[bytes, float], None] | None = None,
+        custom_parameters: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.url = url
+        self.ids = ids
+        self._next_frame = next_frame
+        self._on_sent = on_sent
+        self._wire_up = Upsampler()
+        self._on_end = on_end
+        self._custom = {k: str(v) for k, v in (custom_parameters or {}).items()}
+        self._headers = dict(headers or {})
+        self._ws: ClientConnection | None = None
+        self._sequence = 0
+        self._chunk = 0
+        self._down = Downsampler()
+        self._up = Upsampler()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ended = False
+        self.marks_echoed: list[str] = []
+        self.clears = 0
+        self.playout = Playout(16_000, on_audio, self._echo_mark)
+
+    # ------------------------------------------------------------------ messages
+
+    def _message(self, event: str, **body: Any) -> str:
+        self._sequence += 1
+        message: dict[str, Any] = {"event": event, "sequenceNumber": str(self._sequence)}
+        if event != "connected":
+            message["streamSid"] = self.ids.stream_sid
+        message.update(body)
+        return json.dumps(message)
+
+    def _start_message(self) -> str:
+        return self._message(
+            "start",
+            start={
+                "accountSid": self.ids.account_sid,
+                "streamSid": self.ids.stream_sid,
+                "callSid": self.ids.call_sid,
+                "tracks": ["inbound"],
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "customParameters": self._custom,
+            },
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        """Connect and send ``connected`` and ``start``; raises ``ConnectError``."""
+        try:
+            self._ws = await websockets.connect(
+                self.url,
+                additional_headers=self._headers,
+                open_timeout=None,  # the caller's connect timeout bounds it
+                max_size=2**22,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            raise ConnectError(
+                f"agent at {self.url} refused the media stream: HTTP {status}"
+            ) from exc
+        except (OSError, InvalidHandshake) as exc:
+            raise ConnectError(f"could not reach agent at {self.url}: {exc}") from exc
+        connected = {"event": "connected", "protocol": "Call", "version": "1.0.0"}
+        self._sequence = 0
+        await self._ws.send(json.dumps(connected))
+        await self._ws.send(self._start_message())
+        self.playout.begin()
+        self._spawn(self._send_loop())
+        self._spawn(self._receive_loop())
+        self._spawn(self.playout.run())
+
+    async def close(self, *, send_stop: bool = True) -> None:
+        """Send ``stop`` (the caller hung up) and close the websocket."""
+        self._ended = True
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        ws, self._ws = self._ws, None
+        if ws is None:
+            return
+        if send_stop:
+            stop = {"accountSid": self.ids.account_sid, "callSid": self.ids.call_sid}
+            with contextlib.suppress(ConnectionClosed, OSError):
+                await ws.send(self._message("stop", stop=stop))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(), 2.0)
+
+    async def send_dtmf(self, digit: str) -> None:
+        if digit not in DTMF_DIGITS:
+            raise ValueError(f"not a DTMF digit: {digit!r}")
+        if self._ws is None:
+            raise CallStateError("Cannot send DTMF: the media stream is closed")
+        await self._ws.send(self._message("dtmf", dtmf={"track": "inbound_track", "digit": digit}))
+
+    # ---------------------------------------------------------------------- media
+
+    async def _send_loop(self) -> None:
+        assert self._ws is not None
+        ws = self._ws
+        start = time.monotonic()
+        sent = 0
+        while True:
+            due = start + sent * FRAME_MS / 1000.0
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            pcm16 = self._next_frame()
+            ulaw = ulaw_encode(self._down.process(pcm16))
+            if self._on_sent is not None:
+                # What the line carries: band-limited to 4 kHz and mu-law quantized.
+                self._on_sent(self._wire_up.process(ulaw_decode(ulaw)), time.monotonic())
+            payload = base64.b64encode(ulaw).decode("ascii")
+            self._chunk += 1
+            media = {
+                "track": "inbound",
+                "chunk": str(self._chunk),
+                "timestamp": str(sent * FRAME_MS),
+                "payload": payload,
+            }
+            try:
+                await ws.send(self._message("media", media=media))
+            except ConnectionClosed:
+                return  # the receive loop reports the close
+            sent += 1
+
+    async def _receive_loop(self) -> None:
+        assert self._ws is not None
+        ws = self._ws
+        try:
+            async for raw in ws:
+                self._handle(raw)
+        except ConnectionClosed:
+            pass
+        if self._ended:
+            return
+        self._ended = True
+        close = ws.close_code
+        abnormal = close is None or close not in (1000, 1001)
+        reason = f" ({ws.close_reason})" if ws.close_reason else ""
+        if close is None:
+            detail = "the agent dropped the media stream without a websocket close"
+        else:
+            detail = f"the agent closed the media stream (websocket close {close}{reason})"
+        self._on_end(detail, abnormal)
+
+    def _handle(self, raw: str | bytes) -> None:
+        try:
+            message = json.loads(raw)
+            event = message["event"]
+        except (ValueError, KeyError, TypeError):
+            logger.warning(
+                f"twilio stream: ignoring a message that is not Twilio JSON: {raw!r:.80}"
+            )
+            return
+        if event == "media":
+            try:
+                ulaw = base64.b64decode(message["media"]["payload"])
+            except (KeyError, TypeError, ValueError):
+                logger.warning("twilio stream: media message without a base64 payload")
+                return
+            if ulaw:
+                self.playout.push(self._up.process(ulaw_decode(ulaw)))
+        elif event == "mark":
+            name = str((message.get("mark") or {}).get("name", ""))
+            self.playout.mark(name)
+        elif event == "clear":
+            self.clears += 1
+            self.playout.clear()
+        else:
+            logger.debug(f"twilio stream: ignoring {event!r} from the agent")
+
+    def _echo_mark(self, name: str) -> None:
+        self.marks_echoed.append(name)
+        if self._ws is not None:
+            self._spawn(self._send_quietly(self._message("mark", mark={"name": name})))
+
+    async def _send_quietly(self, text: str) -> None:
+        if self._ws is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await self._ws.send(text)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class TwilioStreamCall(Call):
+    """A call to an agent's Twilio media-stream websocket, loopcall playing the carrier."""
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        request_data: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        media_timeout_s: float | None = None,
+        account_sid: str | None = None,
+    ) -> None:
+        # A media stream carries silence only from the carrier: an agent is quiet
+        # between utterances, so silence from it says nothing. The websocket's own
+        # keepalive (ping/pong) detects a dead peer instead of a media timeout.
+        super().__init__(target, media_timeout_s=None)
+        self.ids = StreamIds(account_sid=account_sid) if account_sid else StreamIds()
+        custom = {
+            k: v if isinstance(v, str) else json.dumps(v) for k, v in (request_data or {}).items()
+        }
+        self.leg = MediaStreamLeg(
+            target.ws_url,
+            ids=self.ids,
+            next_frame=self._take_outgoing_frame,
+            on_audio=self._deliver,
+            on_end=self._on_leg_end,
+            on_sent=lambda pcm, t: self._tap_sent(pcm, t),
+            custom_parameters=custom,
+            headers=headers,
+        )
+
+    @property
+    def call_sid(self) -> str:
+        return self.ids.call_sid
+
+    async def connect(self, timeout: float = 15.0) -> None:
+        if self.state != "new":
+            raise CallStateError(f'Cannot connect in call state "{self.state}"')
+        self.state = "connecting"
+        try:
+            await asyncio.wait_for(self.leg.open(), timeout)
+        except TimeoutError as exc:
+            await self._fail_connect()
+            raise ConnectError(
+                f"no media stream to {self.target.ws_url} within {timeout:g} s"
+            ) from exc
+        except ConnectError:
+            await self._fail_connect()
+            raise
+        LIVE_CALLS[self.call_sid] = self
+        self._mark_connected()
+
+    async def _fail_connect(self) -> None:
+        self._mark_ended("transport_failed", "connect failed")
+        await self.leg.close(send_stop=False)
+
+    async def send_dtmf(self, digit: str) -> None:
+        if self.state != "connected":
+            raise CallStateError(f'Cannot send DTMF in call state "{self.state}"')
+        await self.leg.send_dtmf(digit)
+
+    def remote_hangup(self, detail: str) -> None:
+        """The agent ended the call out of band (its REST hang-up)."""
+        if self.state == "connected":
+            self._mark_ended("remote_hangup", detail)
+            task = asyncio.ensure_future(self.leg.close())
+            self._closing = task
+
+    def _on_leg_end(self, detail: str, abnormal: bool) -> None:
+        self._mark_ended("transport_failed" if abnormal else "remote_hangup", detail)
+
+    async def _close_transport(self) -> None:
+        self._mark_ended("local_hangup")
+        LIVE_CALLS.pop(self.call_sid, None)
+        await self.leg.close()

@@ -1,0 +1,58 @@
+"""End to end over a Twilio media stream on 127.0.0.1: loopcall plays the carrier.
+
+The agent is `loopcall agent --channel twilio-ws` in its own process: pipecat's
+``FastAPIWebsocketTransport`` with ``TwilioFrameSerializer`` reads the stream, so
+the audio crosses 8 kHz mu-law both ways, as on a phone line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jiwer
+import pytest
+
+from harness.agent.script import DENTAL_SCRIPT
+from harness.calibration import EchoCalibrator
+from harness.cases import load_cases
+from harness.models import Case
+from harness.orchestrator import run_case
+from harness.store import RunStore
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"
+pytestmark = pytest.mark.e2e
+
+
+def booking_case() -> Case:
+    return load_cases(EXAMPLES / "dental_suite.yaml").cases[0]
+
+
+def _normalise(text: str) -> str:
+    words = jiwer.RemovePunctuation()(text.lower())
+    return " ".join(words.replace("10", "ten").split())
+
+
+@pytest.mark.parametrize("delay_ms", [400, 1200])
+async def test_latency_oracle_over_twilio_ws(start_agent, tmp_path: Path, delay_ms: int) -> None:
+    agent = start_agent("--reply-delay-ms", str(delay_ms), channel="twilio-ws")
+    assert agent.target.startswith("twilio-ws://")
+    store = RunStore(tmp_path / "runs")
+    async with EchoCalibrator() as calibrator:
+        run = await run_case(booking_case(), agent.target, store, calibrator=calibrator)
+
+    assert run.status == "completed", run.error
+    assert run.channel == "twilio-ws"
+    rtt = run.metrics.transport_rtt_ms
+    assert rtt is not None
+    replies = [t for t in run.turns if t.role == "agent" and t.latency_ms is not None]
+    assert len(replies) == 3
+    errors = [t.latency_ms - delay_ms - rtt for t in replies]  # type: ignore[operator]
+    print(f"twilio-ws oracle D={delay_ms}: rtt {rtt} ms, errors {errors}")
+    assert all(abs(e) <= 5 for e in errors), errors
+    logged = [r for r in agent.timings() if r["caller_offset_epoch_ms"] is not None]
+    assert len(logged) == 3 and all(r["late_ms"] == 0 for r in logged), logged
+    # What the caller heard over 8 kHz mu-law is still the agent's script.
+    heard = [_normalise(t.text) for t in run.turns if t.role == "agent"]
+    wer = jiwer.wer([_normalise(line) for line in DENTAL_SCRIPT.lines], heard)
+    print(f"agent-transcript WER over mu-law: {wer:.3f}")
+    assert wer <= 0.15, heard
