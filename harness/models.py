@@ -225,6 +225,17 @@ class Case(_Strict):
         description="Controller mode: times a run interrupted by a controller stop is re-queued "
         "(instead of failing) when the controller starts again.",
     )
+    direction: Literal["outbound", "inbound"] = Field(
+        default="outbound",
+        description="outbound: loopcall calls the agent; inbound: the agent calls loopcall "
+        "(the target is the loopcall number it calls, e.g. tel:+15550100).",
+    )
+    answer_timeout_s: float = Field(
+        default=60,
+        gt=0,
+        le=3600,
+        description="Inbound: how long to wait for the agent's call before the run fails.",
+    )
 
     @field_validator("script", mode="before")
     @classmethod

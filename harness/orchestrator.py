@@ -35,10 +35,12 @@ from telephony import (
     Call,
     ConnectionLost,
     DialOptions,
+    TargetError,
     TelephonyError,
     open_call,
     parse_target,
 )
+from telephony.twilio_phone import TwilioAccount, TwilioGateway
 
 __all__ = ["ProgressFn", "RunOptions", "run_case"]
 
@@ -54,6 +56,10 @@ class RunOptions:
     llm: LLMConfig | None = None
     calibrate: bool = True
     transcribe: bool = True
+    # Phone calls (tel: targets): the Twilio account and the gateway that serves
+    # Twilio's webhooks and media streams in this process.
+    twilio: TwilioAccount | None = None
+    gateway: TwilioGateway | None = None
 
 
 ProgressFn = Callable[[Run, str], None]
@@ -146,12 +152,27 @@ class _Execution:
             brain = make_brain(run.case, self.options.llm)
             if self.options.calibrate:
                 await self._calibrate(target.channel)
+            phone: dict[str, Any] = {}
+            if target.channel == "tel":
+                phone = {
+                    "gateway": self.options.gateway,
+                    "account": self.options.twilio,
+                    "inbound": run.case.direction == "inbound",
+                    "answer_timeout_s": run.case.answer_timeout_s,
+                }
+            elif run.case.direction == "inbound":
+                raise TargetError(
+                    f"inbound cases wait for a phone call: their target is tel:+NUMBER, "
+                    f"not {target.channel}"
+                )
             call = open_call(
                 target,
                 request_data={**self.dial.request_data, "loopcall_run_id": run.id},
                 headers=self.dial.headers,
                 media_timeout_s=self.options.media_timeout_s,
+                **phone,
             )
+            call.on_event = self.event
             self.recorder = Recorder(call.sample_rate)
             call.add_tap(self.recorder)
             self.event("dialling", target.url)

@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from personas.llm_brain import LLMConfig
+from telephony.twilio_phone import TwilioAccount
 
 __all__ = ["Settings"]
 
@@ -63,6 +64,50 @@ class Settings(BaseSettings):
     llm_model: str = "gpt-4o-mini"
     llm_temperature: float = 0.6
     llm_timeout_s: float = 15.0
+
+    # Phone calls through Twilio (tel: targets). Twilio reaches loopcall at
+    # public_base_url (a tunnel in front of the controller, or of the CLI's gateway).
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_api_key_sid: str | None = None
+    twilio_api_key_secret: SecretStr | None = None
+    twilio_from_number: str | None = None
+    twilio_api_base_url: str | None = Field(
+        default=None, description="another Twilio API, e.g. loopcall twilio-emulator's URL"
+    )
+    twilio_record: bool = Field(default=False, description="ask Twilio to record each call")
+    twilio_ring_timeout_s: int = Field(default=30, ge=5, le=600)
+    public_base_url: str | None = Field(
+        default=None, description="https://... where Twilio reaches this process's /twilio/*"
+    )
+    gateway_port: int = Field(
+        default=8088, description="loopcall run: port of the Twilio gateway for tel: targets"
+    )
+
+    def twilio_account(self) -> TwilioAccount | None:
+        """The Twilio account for tel: targets, or None when it is not configured."""
+        if not (
+            self.twilio_account_sid
+            and self.twilio_auth_token
+            and self.twilio_from_number
+            and self.public_base_url
+        ):
+            return None
+        return TwilioAccount(
+            account_sid=self.twilio_account_sid,
+            auth_token=self.twilio_auth_token.get_secret_value(),
+            from_number=self.twilio_from_number,
+            public_base_url=self.public_base_url,
+            api_key_sid=self.twilio_api_key_sid,
+            api_key_secret=(
+                self.twilio_api_key_secret.get_secret_value()
+                if self.twilio_api_key_secret
+                else None
+            ),
+            api_base_url=self.twilio_api_base_url,
+            record=self.twilio_record,
+            ring_timeout_s=self.twilio_ring_timeout_s,
+        )
 
     def host_allowed(self, host: str) -> bool:
         if not self.allowed_hosts:

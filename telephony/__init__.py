@@ -47,4 +47,14 @@ def open_call(target: Target, **options: Any) -> Call:
         from telephony.twilio_stream import TwilioStreamCall
 
         return TwilioStreamCall(target, **options)
+    if target.channel == "tel":
+        from telephony.twilio_phone import TwilioPhoneCall
+
+        if options.get("gateway") is None or options.get("account") is None:
+            raise TargetError(
+                "tel: targets need a Twilio account and a public base URL: set "
+                "LOOPCALL_TWILIO_ACCOUNT_SID, LOOPCALL_TWILIO_AUTH_TOKEN, "
+                "LOOPCALL_TWILIO_FROM_NUMBER and LOOPCALL_PUBLIC_BASE_URL"
+            )
+        return TwilioPhoneCall(target, **options)
     raise TargetError(f"channel {target.channel!r} is not supported yet")

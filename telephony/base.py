@@ -26,7 +26,7 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
@@ -267,6 +267,8 @@ class Call(ABC):
         self.end_detail: str = ""
         self.ended = asyncio.Event()
         self._taps: list[CallTap] = []
+        # Told about what happens on the line (carrier statuses, SIDs): (kind, detail).
+        self.on_event: Callable[[str, str], None] | None = None
         self._incoming: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._outgoing = OutgoingAudio(frame_bytes=self.frame_samples * 2)
 

@@ -14,8 +14,9 @@ dropping what is queued and echoing the pending marks.
 websocket.  The persona's side is tapped as the line carries it (band-limited to
 4 kHz, mu-law quantized), so an utterance ends in the recording where it ends
 for the agent: a final "s" above 4 kHz does not reach a phone line.  The agent
-ends the call by closing the websocket, or through the REST hang-up (``POST .../Calls/{CallSid}.json Status=completed``) when its Twilio
-base URL points at a loopcall controller, which finds the call in ``LIVE_CALLS``.
+ends the call by closing the websocket, or through the REST hang-up
+(``POST .../Calls/{CallSid}.json Status=completed``) when its Twilio base URL
+points at a loopcall controller, which finds the call in ``LIVE_CALLS``.
 """
 
 from __future__ import annotations

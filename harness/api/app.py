@@ -26,6 +26,7 @@ from harness.db.resources import Catalogue
 from harness.db.secrets import SecretBox
 from harness.orchestrator import RunOptions
 from harness.settings import Settings
+from telephony.twilio_phone import TwilioGateway
 
 __all__ = ["create_app"]
 
@@ -48,7 +49,12 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
             logger.warning(f"controller: interrupted run(s) re-queued: {recovered.requeued}")
         catalogue = Catalogue(engine)
         secret_box = SecretBox(settings.credentials_key())
-        options = RunOptions(calibrate=calibrate, llm=settings.llm_config())
+        options = RunOptions(
+            calibrate=calibrate,
+            llm=settings.llm_config(),
+            twilio=settings.twilio_account(),
+            gateway=gateway,
+        )
         webhooks = WebhookSender(
             settings.webhook_key(),
             attempts=settings.webhook_attempts,
@@ -79,6 +85,9 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
             await engine.dispose()
 
     app = FastAPI(title="loopcall controller", version=__version__, lifespan=lifespan)
+    # Twilio's webhooks and media streams: checked by their signatures, not API keys.
+    gateway = TwilioGateway()
+    app.include_router(gateway.router())
 
     @app.get("/health", tags=["health"])
     async def health() -> dict[str, str]:
