@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -207,7 +209,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         calibrate=not args.no_calibrate,
         llm=settings.llm_config(),
     )
-    return _run_suite(loaded, args.target, args.out, args.repeat, options)
+    if args.target.lower().startswith("tel:"):
+        from telephony.twilio_phone import TwilioGateway
+
+        account = settings.twilio_account()
+        if account is None:
+            err.print(
+                "[red]error:[/red] tel: targets place calls through Twilio: set "
+                "LOOPCALL_TWILIO_ACCOUNT_SID, LOOPCALL_TWILIO_AUTH_TOKEN, "
+                "LOOPCALL_TWILIO_FROM_NUMBER and LOOPCALL_PUBLIC_BASE_URL (see the README)"
+            )
+            return 2
+        options = replace(options, twilio=account, gateway=TwilioGateway())
+        console.print(
+            f"Twilio gateway on 127.0.0.1:{settings.gateway_port}; Twilio reaches it at "
+            f"{account.public_base_url}"
+        )
+    return _run_suite(loaded, args.target, args.out, args.repeat, options, settings.gateway_port)
 
 
 def _run_on_server(loaded: LoadedCases, args: argparse.Namespace, settings: Settings) -> int:
@@ -260,7 +278,12 @@ def _settings() -> Settings | None:
 
 
 def _run_suite(
-    loaded: LoadedCases, target: str, out: Path, repeat: int, options: RunOptions | None = None
+    loaded: LoadedCases,
+    target: str,
+    out: Path,
+    repeat: int,
+    options: RunOptions | None = None,
+    gateway_port: int = 0,
 ) -> int:
     from harness.orchestrator import RunOptions
 
@@ -268,7 +291,7 @@ def _run_suite(
     options = options or RunOptions()
     runs: list[Run] = []
     try:
-        asyncio.run(_execute(loaded, target, store, options, repeat, runs))
+        asyncio.run(_execute(loaded, target, store, options, repeat, runs, gateway_port))
     except KeyboardInterrupt:
         _summary(runs, f"stored under {store.root}/")
         err.print(
@@ -286,6 +309,7 @@ async def _execute(
     options: RunOptions,
     repeat: int,
     runs: list[Run],
+    gateway_port: int = 0,
 ) -> None:
     import uuid
 
@@ -294,7 +318,16 @@ async def _execute(
 
     suite_run_id = str(uuid.uuid4()) if loaded.suite_name else None
     total = len(loaded.cases) * repeat
-    async with EchoCalibrator() as calibrator:
+    async with contextlib.AsyncExitStack() as stack:
+        if options.gateway is not None:
+            from fastapi import FastAPI
+
+            from harness.embedded import serve_embedded
+
+            app = FastAPI()
+            app.include_router(options.gateway.router())
+            await stack.enter_async_context(serve_embedded(app, "127.0.0.1", gateway_port))
+        calibrator = await stack.enter_async_context(EchoCalibrator())
         for i in range(repeat):
             for j, case in enumerate(loaded.cases):
                 index = i * len(loaded.cases) + j + 1

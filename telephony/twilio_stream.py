@@ -119,7 +119,13 @@ class Playout:
             self._cursor += gap / self._rate
 
     def push(self, pcm: bytes, now: float | None = None) -> None:
+        """Audio from the agent, split into 20 ms frames that play one after another."""
         now = time.monotonic() if now is None else now
+        step = 2 * self._rate * FRAME_MS // 1000
+        for i in range(0, len(pcm), step):
+            self._push_frame(pcm[i : i + step], now)
+
+    def _push_frame(self, pcm: bytes, now: float) -> None:
         cursor = self._cursor
         if not self._queue and (cursor is None or now >= cursor - ON_TIME_S):
             # On time (within the sender's jitter): it plays as it arrives, stamped with
@@ -128,7 +134,7 @@ class Playout:
             self._deliver(pcm, now)
             self._cursor = max(cursor if cursor is not None else now, now) + self._seconds(pcm)
             return
-        # The agent is ahead of real time (a burst): this chunk waits its turn.
+        # The agent is ahead of real time (a burst): this frame waits its turn.
         start = cursor if cursor is not None else now
         self._queue.append((start, pcm))
         self._cursor = start + self._seconds(pcm)
@@ -341,7 +347,7 @@ class MediaStreamLeg:
         close = ws.close_code
         abnormal = close is None or close not in (1000, 1001)
         reason = f" ({ws.close_reason})" if ws.close_reason else ""
-        if close is None:
+        if close is None or close == 1006:  # 1006: no close frame came (RFC 6455)
             detail = "the agent dropped the media stream without a websocket close"
         else:
             detail = f"the agent closed the media stream (websocket close {close}{reason})"

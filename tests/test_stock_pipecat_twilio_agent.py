@@ -1,0 +1,158 @@
+"""Interop: loopcall plays Twilio toward an ordinary pipecat Twilio bot, unchanged.
+
+The bot is built the way pipecat's Twilio examples build one:
+``parse_telephony_websocket``, ``FastAPIWebsocketTransport`` with
+``TwilioFrameSerializer`` (``auto_hang_up`` on), Silero VAD, STT, a processor that
+answers, TTS.  Its Twilio base URL points at a loopcall gateway, so when the bot
+ends the call, pipecat's REST hang-up reaches loopcall as Twilio's would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, WebSocket
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.frames.frames import EndFrame, Frame, TranscriptionFrame, TTSSpeakFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineWorker
+from pipecat.processors.audio.vad_processor import VADProcessor
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.runner.utils import parse_telephony_websocket
+from pipecat.serializers.twilio import TwilioFrameSerializer
+from pipecat.transports.websocket.fastapi import (
+    FastAPIWebsocketParams,
+    FastAPIWebsocketTransport,
+)
+from pipecat.workers.runner import WorkerRunner
+
+from harness.calibration import EchoCalibrator
+from harness.embedded import serve_embedded
+from harness.models import Case, Criterion, Persona
+from harness.orchestrator import RunOptions, run_case
+from harness.store import RunStore
+from personas.services import OfflineSTTService, OfflineTTSService
+from personas.speech import get_transcriber, get_voice
+from telephony.twilio_phone import TwilioGateway
+
+pytestmark = pytest.mark.e2e
+GREETING = "Hello, this is the order desk. How can I help?"
+
+
+class _Answer(FrameProcessor):
+    """Answers the first transcript with 'You said: ...', the second with goodbye, then ends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heard = 0
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
+        if isinstance(frame, TranscriptionFrame):
+            self.heard += 1
+            if self.heard == 1:
+                await self.push_frame(TTSSpeakFrame(f"You said: {frame.text}"))
+            elif self.heard == 2:
+                await self.push_frame(TTSSpeakFrame("Goodbye."))
+                await self.push_frame(EndFrame())
+
+
+def stock_twilio_bot(gateway_url: str) -> FastAPI:
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def media_stream(websocket: WebSocket) -> None:
+        await websocket.accept()
+        _, call_data = await parse_telephony_websocket(websocket)
+        serializer = TwilioFrameSerializer(
+            stream_sid=call_data["stream_id"],
+            call_sid=call_data["call_id"],
+            account_sid="AC" + "1" * 32,
+            auth_token="not-checked-by-the-gateway",
+            base_url=gateway_url,
+        )
+        transport = FastAPIWebsocketTransport(
+            websocket,
+            FastAPIWebsocketParams(
+                audio_in_enabled=True,
+                audio_out_enabled=True,
+                add_wav_header=False,
+                serializer=serializer,
+            ),
+        )
+        worker = PipelineWorker(
+            Pipeline(
+                [
+                    transport.input(),
+                    VADProcessor(vad_analyzer=SileroVADAnalyzer()),
+                    OfflineSTTService(get_transcriber()),
+                    _Answer(),
+                    OfflineTTSService(get_voice("flite:rms")),
+                    transport.output(),
+                ]
+            ),
+            enable_rtvi=False,
+            idle_timeout_secs=None,
+        )
+
+        @transport.event_handler("on_client_connected")
+        async def _greet(_transport: Any, _client: Any) -> None:
+            await worker.queue_frames([TTSSpeakFrame(GREETING)])
+
+        @transport.event_handler("on_client_disconnected")
+        async def _bye(_transport: Any, _client: Any) -> None:
+            await worker.cancel()
+
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(worker)
+        await runner.run()
+
+    return app
+
+
+@pytest.fixture
+async def stock_bot() -> AsyncIterator[str]:
+    gateway = FastAPI()
+    gateway.include_router(TwilioGateway().router())
+    async with serve_embedded(gateway, "127.0.0.1", 0) as gateway_port:
+        bot = stock_twilio_bot(f"http://127.0.0.1:{gateway_port}")
+        async with serve_embedded(bot, "127.0.0.1", 0) as port:
+            yield f"twilio-ws://127.0.0.1:{port}/ws"
+
+
+async def test_harness_converses_with_a_stock_pipecat_twilio_bot(
+    stock_bot: str, tmp_path: Path
+) -> None:
+    case = Case(
+        name="Order status",
+        persona=Persona(name="Caller", voice="flite:slt"),
+        script=["I would like to check my order.", "No, that is all."],  # type: ignore[list-item]
+        goodbye="Thanks, goodbye.",
+        success_criteria=[
+            Criterion(description="greets", pattern="order desk"),
+            Criterion(description="echoes the question", pattern="you said.*order"),
+        ],
+        max_duration_s=60,
+    )
+    async with EchoCalibrator() as calibrator:
+        run = await asyncio.wait_for(
+            run_case(
+                case, stock_bot, RunStore(tmp_path), calibrator=calibrator, options=RunOptions()
+            ),
+            120,
+        )
+
+    assert run.status == "completed", run.error
+    # The bot ended the call with pipecat's REST hang-up, which reached loopcall.
+    assert run.termination_reason == "agent_ended", run.events
+    ended = [e.detail for e in run.events if e.kind == "agent_hung_up"]
+    assert ended and "REST" in ended[0], run.events
+    assert run.evaluation is not None and run.evaluation.pass_fail, run.evaluation
+    agent = [t for t in run.turns if t.role == "agent"]
+    assert agent[1].latency_ms is not None and 0 < agent[1].latency_ms < 5000
+    assert run.metrics.transport_rtt_ms is not None and run.metrics.transport_rtt_ms < 50
