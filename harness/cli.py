@@ -125,6 +125,34 @@ def _parser() -> argparse.ArgumentParser:
 
     runs = sub.add_parser("runs", help="list stored runs")
     runs.add_argument("--out", type=Path, default=Path("runs"))
+
+    emulator = sub.add_parser(
+        "twilio-emulator",
+        help="a local Twilio (Calls API, TwiML <Connect><Stream>, media streams, callbacks)",
+    )
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8089)
+    emulator.add_argument(
+        "--account-sid", default=None, help="default: $TWILIO_ACCOUNT_SID or a generated one"
+    )
+    emulator.add_argument(
+        "--auth-token", default=None, help="default: $TWILIO_AUTH_TOKEN or a generated one"
+    )
+    emulator.add_argument(
+        "--number",
+        action="append",
+        default=[],
+        metavar="+E164=WHAT",
+        help="a phone number and who answers it: ws://HOST:PORT/ws (a media-stream agent), "
+        "voice:URL (a voice webhook), busy, no-answer or failed; repeat for more numbers",
+    )
+    emulator.add_argument(
+        "--verified",
+        action="append",
+        default=[],
+        metavar="+E164",
+        help="a caller id you may call from besides your numbers (repeatable)",
+    )
     return parser
 
 
@@ -156,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "agent": _cmd_agent,
         "show": _cmd_show,
         "runs": _cmd_runs,
+        "twilio-emulator": _cmd_twilio_emulator,
     }
     try:
         return handlers[args.command](args)
@@ -583,6 +612,43 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings, calibrate=not args.no_calibrate, paused=args.paused)
     print(f"READY http://{args.host}:{port}", flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    return 0
+
+
+def _cmd_twilio_emulator(args: argparse.Namespace) -> int:
+    import secrets
+
+    import uvicorn
+
+    from telephony.twilio_emulator import EmulatorConfig, create_emulator_app, parse_number_spec
+
+    try:
+        numbers = tuple(parse_number_spec(spec) for spec in args.number)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return 2
+    account_sid = (
+        args.account_sid or os.environ.get("TWILIO_ACCOUNT_SID") or "AC" + secrets.token_hex(16)
+    )
+    auth_token = args.auth_token or os.environ.get("TWILIO_AUTH_TOKEN") or secrets.token_hex(16)
+    config = EmulatorConfig(
+        account_sid=account_sid,
+        auth_token=auth_token,
+        numbers=numbers,
+        verified_callers=tuple(args.verified),
+    )
+    sock = _listen(args.host, args.port)
+    if sock is None:
+        return 2
+    port = sock.getsockname()[1]
+    print(f"READY http://{args.host}:{port}", flush=True)
+    print(f"account {account_sid}  auth token {auth_token}", flush=True)
+    for number in numbers:
+        answer = number.stream_url or number.voice_url or number.behaviour
+        print(f"number {number.number} -> {answer}", flush=True)
+    uvicorn.Server(uvicorn.Config(create_emulator_app(config), log_level="warning")).run(
+        sockets=[sock]
+    )
     return 0
 
 

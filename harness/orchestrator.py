@@ -154,9 +154,12 @@ class _Execution:
                 await self._calibrate(target.channel)
             phone: dict[str, Any] = {}
             if target.channel == "tel":
+                account = self.options.twilio
+                if account is not None and self.dial.phone:
+                    account = account.with_overrides(self.dial.phone)
                 phone = {
                     "gateway": self.options.gateway,
-                    "account": self.options.twilio,
+                    "account": account,
                     "inbound": run.case.direction == "inbound",
                     "answer_timeout_s": run.case.answer_timeout_s,
                 }

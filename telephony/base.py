@@ -91,6 +91,9 @@ class DialOptions:
 
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     request_data: Mapping[str, Any] = field(default_factory=dict)
+    # Phone calls: this agent's own Twilio account fields (account_sid, auth_token,
+    # api_key_sid, api_key_secret, from_number), over the configured defaults.
+    phone: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,23 @@ class OutgoingAudio:
         self._buffered = 0
         self._drained.set()
         self._room.set()
+
+    def trim(self, keep_bytes: int) -> None:
+        """Drop the oldest audio until at most ``keep_bytes`` wait (a bridge that lags)."""
+        while self._chunks and self._buffered > keep_bytes:
+            excess = self._buffered - keep_bytes
+            chunk = self._chunks[0]
+            if len(chunk) <= excess:
+                self._chunks.popleft()
+                self._buffered -= len(chunk)
+            else:
+                self._chunks[0] = chunk[excess:]
+                self._buffered -= excess
+        if not self._chunks:
+            self._buffered = 0
+            self._drained.set()
+        if self.has_room:
+            self._room.set()
 
     async def drain(self) -> None:
         await self._drained.wait()

@@ -25,7 +25,7 @@ import json
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
@@ -38,11 +38,12 @@ from twilio.rest import Client
 
 from telephony.base import Call, CallStateError, ConnectError, Target
 from telephony.g711 import Downsampler, Upsampler, ulaw_decode, ulaw_encode
-from telephony.twilio_stream import FRAME_MS, LIVE_CALLS
+from telephony.twilio_stream import LIVE_CALLS, FrameClock
 
 __all__ = ["TwilioAccount", "TwilioGateway", "TwilioPhoneCall"]
 
 PROGRESS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+FINAL_STATUS_WAIT_S = 5.0
 UNANSWERED = {"busy", "no-answer", "failed", "canceled"}
 READABLE = {
     "busy": "the line was busy",
@@ -70,6 +71,15 @@ class TwilioAccount:
     api_base_url: str | None = None  # None: Twilio itself
     record: bool = False
     ring_timeout_s: int = 30
+
+    def with_overrides(self, fields: Mapping[str, str]) -> TwilioAccount:
+        """This account with an agent's own ``account_sid``, ``auth_token``, ``from_number``..."""
+        known = {"account_sid", "auth_token", "api_key_sid", "api_key_secret", "from_number"}
+        unknown = set(fields) - known
+        if unknown:
+            raise ValueError(f"unknown Twilio account fields: {sorted(unknown)}")
+        changes: dict[str, Any] = {k: str(v) for k, v in fields.items()}
+        return replace(self, **changes)
 
     def client(self) -> Client:
         username, password = (
@@ -404,13 +414,9 @@ class TwilioPhoneCall(Call):
 
     async def _send_loop(self, websocket: WebSocket) -> None:
         down, wire = Downsampler(), Upsampler()
-        start = time.monotonic()
-        sent = 0
+        clock = FrameClock()
         while True:
-            due = start + sent * FRAME_MS / 1000.0
-            wait = due - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            await clock.tick()
             ulaw = ulaw_encode(down.process(self._take_outgoing_frame()))
             self._tap_sent(wire.process(ulaw_decode(ulaw)))
             message = {
@@ -422,13 +428,11 @@ class TwilioPhoneCall(Call):
                 await websocket.send_text(json.dumps(message))
             except Exception:
                 return  # the receive loop reports the end
-            sent += 1
 
     # --------------------------------------------------------------- teardown
 
     async def _close_transport(self) -> None:
         self._mark_ended("local_hangup")
-        self.gateway.unregister(self)
         if self._client is not None and self.call_sid and self._final_status is None:
             try:
                 await self._client.calls(self.call_sid).update_async(status="completed")
@@ -441,10 +445,24 @@ class TwilioPhoneCall(Call):
         if ws is not None:
             with contextlib.suppress(Exception):
                 await ws.close(1000)
+        if self._client is not None and self.call_sid:
+            # Twilio's final status callback (with the duration) follows the hang-up.
+            await self._until_final_status(FINAL_STATUS_WAIT_S)
+        self.gateway.unregister(self)
         await self._report_price()
         for task in list(self._tasks):
             if task is not asyncio.current_task():
                 task.cancel()
+
+    async def _until_final_status(self, limit: float) -> None:
+        deadline = time.monotonic() + limit
+        while self._final_status is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
 
     async def _report_price(self) -> None:
         if self._client is None or not self.call_sid:

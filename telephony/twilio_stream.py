@@ -44,6 +44,7 @@ from telephony.g711 import Downsampler, Upsampler, ulaw_decode, ulaw_encode
 __all__ = [
     "LIVE_CALLS",
     "MediaStreamLeg",
+    "FrameClock",
     "Playout",
     "StreamIds",
     "TwilioStreamCall",
@@ -56,8 +57,44 @@ DTMF_DIGITS = set("0123456789*#ABCD")
 # A chunk arriving at most this much before the previous one has played is on time
 # (sender jitter), not a burst ahead of real time.
 ON_TIME_S = 0.010
+# Silence played less than this after the sender's last audio stands in for audio
+# that is late (the sender was mid-stream), not for a pause.
+ACTIVE_GAP_S = 0.060
 # Every live twilio-ws call by its call SID, for the agent's REST hang-up.
 LIVE_CALLS: weakref.WeakValueDictionary[str, TwilioStreamCall] = weakref.WeakValueDictionary()
+
+
+class FrameClock:
+    """A 20 ms sending clock that never bursts.
+
+    A sender that wakes late sends the frame at once and then keeps 20 ms spacing
+    from there (the clock re-anchors) instead of sending the missed frames back to
+    back: a carrier plays what it receives at real-time pace, so a catch-up burst
+    would sit in its buffer and delay everything after it for the rest of the call.
+    Nothing is lost: the audio not yet sent simply leaves a little later, and the
+    taps record when it really left.
+    """
+
+    def __init__(self, frame_s: float = FRAME_MS / 1000.0, max_late_s: float = 0.03) -> None:
+        self._frame_s = frame_s
+        self._max_late_s = max_late_s
+        self._next: float | None = None
+        self.reanchors = 0
+
+    async def tick(self) -> float:
+        """Wait for the next frame's time; return the time it is sent at."""
+        now = time.monotonic()
+        if self._next is None:
+            self._next = now
+        wait = self._next - now
+        if wait > 0:
+            await asyncio.sleep(wait)
+        elif -wait > self._max_late_s:
+            self._next = now  # late: re-anchor rather than burst
+            self.reanchors += 1
+        due = self._next
+        self._next += self._frame_s
+        return due
 
 
 def new_sid(prefix: str) -> str:
@@ -81,6 +118,9 @@ class Playout:
     that arrives while nothing is playing, or within ``ON_TIME_S`` of the end of
     what plays, plays at once (no jitter buffer: its time is its arrival); one that
     arrives further ahead (an agent sending faster than real time) waits its turn.
+    When a stream that was flowing comes late, silence plays in its stead, and the
+    same amount of the late audio is dropped when it arrives (a jitter buffer's
+    rule): otherwise every hiccup would delay the rest of a continuous stream.
     Between the agent's utterances the line plays silence, delivered in 20 ms
     frames so that listeners (the persona's VAD) see time pass.
     """
@@ -97,6 +137,9 @@ class Playout:
         self._queue: deque[tuple[float, bytes]] = deque()
         self._marks: deque[tuple[float, str]] = deque()
         self._cursor: float | None = None  # end of everything delivered or queued
+        self._last_voice: float | None = None  # end of the sender's latest audio
+        self._late_debt = 0.0  # silence played in the sender's stead, mid-stream
+        self.dropped_s = 0.0
         self._wake = asyncio.Event()
         self._frame_s = FRAME_MS / 1000.0
 
@@ -115,6 +158,9 @@ class Playout:
             return
         gap = int(round((until - self._cursor) * self._rate))
         if gap > 0:
+            if self._last_voice is not None and self._cursor - self._last_voice < ACTIVE_GAP_S:
+                # The sender was mid-stream: this silence stands in for late audio.
+                self._late_debt += gap / self._rate
             self._deliver(bytes(2 * gap), self._cursor)
             self._cursor += gap / self._rate
 
@@ -127,17 +173,26 @@ class Playout:
 
     def _push_frame(self, pcm: bytes, now: float) -> None:
         cursor = self._cursor
-        if not self._queue and (cursor is None or now >= cursor - ON_TIME_S):
+        early = cursor is not None and now < cursor - ON_TIME_S
+        if early and self._late_debt > 0:
+            # Late audio whose time silence has already filled: dropped, as a jitter
+            # buffer drops late packets, so a stall does not delay the rest of the call.
+            self._late_debt = max(0.0, self._late_debt - self._seconds(pcm))
+            self.dropped_s += self._seconds(pcm)
+            return
+        if not self._queue and not early:
             # On time (within the sender's jitter): it plays as it arrives, stamped with
             # its arrival, so the recorder can take jitter out of the stream's timing.
             self._fill_silence(now)
             self._deliver(pcm, now)
             self._cursor = max(cursor if cursor is not None else now, now) + self._seconds(pcm)
+            self._last_voice = self._cursor
             return
         # The agent is ahead of real time (a burst): this frame waits its turn.
         start = cursor if cursor is not None else now
         self._queue.append((start, pcm))
         self._cursor = start + self._seconds(pcm)
+        self._last_voice = self._cursor
         self._wake.set()
 
     def mark(self, name: str, now: float | None = None) -> None:
@@ -192,7 +247,9 @@ class Playout:
 class MediaStreamLeg:
     """One Twilio media stream, carrier side: a websocket client toward the agent.
 
-    ``next_frame()`` is called on the leg's 20 ms clock for the 16 kHz PCM to send;
+    ``next_frame()`` is called on the leg's 20 ms clock for the 16 kHz PCM to send
+    (or, without ``next_frame``, the leg sends what it is ``feed``-ed as it comes:
+    a bridge whose other side's playout already runs in real time);
     ``on_audio(pcm, t)`` receives the agent's audio as it plays; ``on_end(detail,
     abnormal)`` is called once when the agent closes the stream.
     """
@@ -202,7 +259,7 @@ class MediaStreamLeg:
         url: str,
         *,
         ids: StreamIds,
-        next_frame: Callable[[], bytes],
+        next_frame: Callable[[], bytes] | None,
         on_audio: Callable[[bytes, float], None],
         on_end: Callable[[str, bool], None],
         on_sent: Callable[[bytes, float], None] | None = None,
@@ -214,6 +271,8 @@ class MediaStreamLeg:
         self._next_frame = next_frame
         self._on_sent = on_sent
         self._wire_up = Upsampler()
+        self._fed = bytearray()
+        self._fed_ready = asyncio.Event()
         self._on_end = on_end
         self._custom = {k: str(v) for k, v in (custom_parameters or {}).items()}
         self._headers = dict(headers or {})
@@ -274,7 +333,7 @@ class MediaStreamLeg:
         await self._ws.send(json.dumps(connected))
         await self._ws.send(self._start_message())
         self.playout.begin()
-        self._spawn(self._send_loop())
+        self._spawn(self._send_loop() if self._next_frame is not None else self._feed_loop())
         self._spawn(self._receive_loop())
         self._spawn(self.playout.run())
 
@@ -304,34 +363,52 @@ class MediaStreamLeg:
 
     # ---------------------------------------------------------------------- media
 
+    def feed(self, pcm16: bytes) -> None:
+        """Send ``pcm16`` now, in 20 ms frames (a leg without a clock of its own: a bridge)."""
+        self._fed.extend(pcm16)
+        self._fed_ready.set()
+
     async def _send_loop(self) -> None:
-        assert self._ws is not None
-        ws = self._ws
-        start = time.monotonic()
-        sent = 0
+        """Send one frame per tick of the leg's own 20 ms clock."""
+        next_frame = self._next_frame
+        assert next_frame is not None
+        clock = FrameClock()
         while True:
-            due = start + sent * FRAME_MS / 1000.0
-            wait = due - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            pcm16 = self._next_frame()
-            ulaw = ulaw_encode(self._down.process(pcm16))
-            if self._on_sent is not None:
-                # What the line carries: band-limited to 4 kHz and mu-law quantized.
-                self._on_sent(self._wire_up.process(ulaw_decode(ulaw)), time.monotonic())
-            payload = base64.b64encode(ulaw).decode("ascii")
-            self._chunk += 1
-            media = {
-                "track": "inbound",
-                "chunk": str(self._chunk),
-                "timestamp": str(sent * FRAME_MS),
-                "payload": payload,
-            }
-            try:
-                await ws.send(self._message("media", media=media))
-            except ConnectionClosed:
-                return  # the receive loop reports the close
-            sent += 1
+            await clock.tick()
+            if not await self._send_frame(next_frame()):
+                return
+
+    async def _feed_loop(self) -> None:
+        """Send fed audio as soon as a whole frame of it is there."""
+        step = 2 * 16_000 * FRAME_MS // 1000
+        while True:
+            await self._fed_ready.wait()
+            self._fed_ready.clear()
+            while len(self._fed) >= step:
+                frame = bytes(self._fed[:step])
+                del self._fed[:step]
+                if not await self._send_frame(frame):
+                    return
+
+    async def _send_frame(self, pcm16: bytes) -> bool:
+        if self._ws is None:
+            return False
+        ulaw = ulaw_encode(self._down.process(pcm16))
+        if self._on_sent is not None:
+            # What the line carries: band-limited to 4 kHz and mu-law quantized.
+            self._on_sent(self._wire_up.process(ulaw_decode(ulaw)), time.monotonic())
+        media = {
+            "track": "inbound",
+            "chunk": str(self._chunk + 1),
+            "timestamp": str(self._chunk * FRAME_MS),
+            "payload": base64.b64encode(ulaw).decode("ascii"),
+        }
+        self._chunk += 1
+        try:
+            await self._ws.send(self._message("media", media=media))
+        except ConnectionClosed:
+            return False  # the receive loop reports the close
+        return True
 
     async def _receive_loop(self) -> None:
         assert self._ws is not None

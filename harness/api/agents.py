@@ -60,6 +60,14 @@ class AgentOptions(BaseModel):
         description="SmallWebRTC request_data sent with the offer (loopcall adds loopcall_run_id)",
     )
     from_number: E164 | None = Field(default=None, description="caller id for phone calls")
+    twilio_account_sid: str | None = Field(
+        default=None,
+        pattern=r"^AC[0-9a-fA-F]{32}$",
+        description="phone calls: this agent's Twilio account (default: the controller's)",
+    )
+    twilio_api_key_sid: str | None = Field(
+        default=None, pattern=r"^SK[0-9a-fA-F]{32}$", description="phone calls: a Twilio API key"
+    )
     sip_username: str | None = Field(default=None, max_length=256, description="SIP digest user")
 
     _headers_allowed = field_validator("headers")(_no_reserved)

@@ -10,6 +10,7 @@ secret values come back too, for ``harness.redact`` to mask.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.db.resources import Catalogue
 from harness.db.secrets import SecretBox
@@ -43,6 +44,7 @@ async def reach(run: Run, catalogue: Catalogue, box: SecretBox) -> Reach:
     options = agent.data.get("options", {})
     headers = dict(options.get("headers", {}))
     secrets: list[str] = []
+    credentials: dict[str, Any] = {}
     sealed = await catalogue.credentials(agent.id)
     if sealed is not None:
         try:
@@ -53,7 +55,18 @@ async def reach(run: Run, catalogue: Catalogue, box: SecretBox) -> Reach:
         headers.update(secret_headers)
         secrets = [str(v) for v in secret_headers.values()]
         secrets += [str(v) for k, v in credentials.items() if k != "secret_headers" and v]
+    phone = {
+        "account_sid": options.get("twilio_account_sid"),
+        "api_key_sid": options.get("twilio_api_key_sid"),
+        "from_number": options.get("from_number"),
+        "auth_token": credentials.get("twilio_auth_token"),
+        "api_key_secret": credentials.get("twilio_api_key_secret"),
+    }
     return Reach(
-        dial=DialOptions(headers=headers, request_data=dict(options.get("request_data", {}))),
+        dial=DialOptions(
+            headers=headers,
+            request_data=dict(options.get("request_data", {})),
+            phone={k: str(v) for k, v in phone.items() if v},
+        ),
         secrets=secrets,
     )

@@ -1,0 +1,251 @@
+"""Phone calls end to end through loopcall's Twilio emulator, the official SDK and the gateway.
+
+Nothing in loopcall knows the emulator is not Twilio: the twilio SDK places the
+call (``api_base_url`` points it at the emulator), the emulator runs the TwiML
+(``<Connect><Stream>`` to loopcall's gateway), rings the dialled number and
+bridges it to the reference agent's media stream, and signs every callback.
+The emulator is ``loopcall twilio-emulator`` in its own process, as in a user's CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import aiohttp
+import pytest
+from fastapi import FastAPI
+from twilio.request_validator import RequestValidator
+
+from harness.calibration import EchoCalibrator
+from harness.cases import load_cases
+from harness.embedded import serve_embedded
+from harness.models import Case, Run
+from harness.orchestrator import RunOptions, run_case
+from harness.store import RunStore
+from telephony.twilio_phone import TwilioAccount, TwilioGateway, connect_twiml
+
+pytestmark = pytest.mark.e2e
+EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"
+AGENT = "+15550001111"  # the agent's phone number
+LOOPCALL = "+15550002222"  # a number whose voice webhook is loopcall's gateway
+BUSY = "+15550003333"
+NOBODY = "+15550004444"
+DELAY_MS = 400
+
+
+@dataclass
+class Phone:
+    account: TwilioAccount
+    gateway: TwilioGateway
+    agent_stream: str
+
+    async def status_of(self, call_sid: str) -> str:
+        call = await self.account.client().calls(call_sid).fetch_async()
+        return str(call.status)
+
+    def options(self, **changes: object) -> RunOptions:
+        account = replace(self.account, **changes) if changes else self.account
+        return RunOptions(twilio=account, gateway=self.gateway)
+
+
+def start_emulator(sid: str, token: str, *numbers: str) -> tuple[subprocess.Popen[bytes], str]:
+    args = ["--port", "0", "--account-sid", sid, "--auth-token", token]
+    for number in numbers:
+        args += ["--number", number]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "twilio-emulator", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode().strip()
+    assert line.startswith("READY "), line
+    return proc, line.split()[1]
+
+
+@pytest.fixture
+async def phone(start_agent) -> AsyncIterator[Phone]:
+    agent = start_agent("--reply-delay-ms", str(DELAY_MS), channel="twilio-ws")
+    agent_stream = "ws://" + agent.target.split("://", 1)[1]
+    gateway = TwilioGateway()
+    app = FastAPI()
+    app.include_router(gateway.router())
+    sid, token = "AC" + secrets.token_hex(16), secrets.token_hex(16)
+    async with serve_embedded(app, "127.0.0.1", 0) as port:
+        base = f"http://127.0.0.1:{port}"
+        emulator, emulator_url = start_emulator(
+            sid,
+            token,
+            f"{AGENT}={agent_stream}",
+            f"{LOOPCALL}=voice:{base}/twilio/voice",
+            f"{BUSY}=busy",
+            f"{NOBODY}=no-answer",
+        )
+        try:
+            account = TwilioAccount(
+                account_sid=sid,
+                auth_token=token,
+                from_number=LOOPCALL,
+                public_base_url=base,
+                api_base_url=emulator_url,
+                ring_timeout_s=5,
+            )
+            yield Phone(account, gateway, agent_stream)
+        finally:
+            emulator.terminate()
+            emulator.wait(10)
+
+
+def booking_case() -> Case:
+    return load_cases(EXAMPLES / "dental_suite.yaml").cases[0]
+
+
+def statuses(run: Run) -> list[str]:
+    return [e.detail.split()[0] for e in run.events if e.kind == "twilio_status"]
+
+
+async def test_outbound_tel_call_reaches_the_agent_behind_the_emulator(
+    phone: Phone, tmp_path: Path
+) -> None:
+    async with EchoCalibrator() as calibrator:
+        run = await run_case(
+            booking_case(),
+            f"tel:{AGENT}",
+            RunStore(tmp_path),
+            calibrator=calibrator,
+            options=phone.options(),
+        )
+
+    assert run.status == "completed", run.error
+    assert run.channel == "tel"
+    # The reference agent hangs up after its goodbye: the carrier ends the stream.
+    assert run.termination_reason == "agent_ended", run.events
+    call_sid = next(e.detail.split()[0] for e in run.events if e.kind == "twilio_call")
+    assert call_sid.startswith("CA") and await phone.status_of(call_sid) == "completed"
+    assert statuses(run) == ["initiated", "ringing", "in-progress", "completed"]
+    assert run.evaluation is not None and run.evaluation.pass_fail, run.evaluation
+    rtt = run.metrics.transport_rtt_ms
+    assert rtt is not None
+    replies = [t for t in run.turns if t.role == "agent" and t.latency_ms is not None]
+    assert len(replies) == 3
+    errors = [t.latency_ms - DELAY_MS - rtt for t in replies]  # type: ignore[operator]
+    print(f"tel: through the emulator, oracle errors {errors} (rtt {rtt} ms)")
+    # The emulator is a carrier between two 20 ms media clocks: each direction waits
+    # for the far leg's next frame and may hold up to two frames (its jitter buffer),
+    # at most 80 ms for the round trip, which the twilio-ws calibration cannot see.
+    assert all(-5 <= e <= 85 for e in errors), errors
+
+
+async def test_inbound_call_from_the_agent_is_answered_by_the_persona(
+    phone: Phone, tmp_path: Path
+) -> None:
+    waiting = asyncio.Event()
+
+    def progress(run: Run, message: str) -> None:
+        if message.startswith("waiting_for_call"):
+            waiting.set()
+
+    case = booking_case().model_copy(update={"direction": "inbound", "answer_timeout_s": 30})
+    task = asyncio.create_task(
+        run_case(
+            case, f"tel:{LOOPCALL}", RunStore(tmp_path), options=phone.options(), progress=progress
+        )
+    )
+    await asyncio.wait_for(waiting.wait(), 60)
+    # The agent places its call, as an outbound-calling agent does with Twilio.
+    client = phone.account.client()
+    created = await client.calls.create_async(
+        to=LOOPCALL, from_=AGENT, twiml=connect_twiml(phone.agent_stream, {"campaign": "recall"})
+    )
+    run = await asyncio.wait_for(task, 120)
+
+    assert run.status == "completed", run.error
+    kinds = {e.kind: e.detail for e in run.events}
+    assert kinds["twilio_inbound_call"].startswith(f"{created.sid} from {AGENT}")
+    assert run.evaluation is not None and run.evaluation.pass_fail, run.evaluation
+    assert await phone.status_of(created.sid) == "completed"
+
+
+async def test_inbound_case_without_a_call_fails_with_the_reason(
+    phone: Phone, tmp_path: Path
+) -> None:
+    case = booking_case().model_copy(update={"direction": "inbound", "answer_timeout_s": 1})
+    run = await run_case(
+        case,
+        f"tel:{LOOPCALL}",
+        RunStore(tmp_path),
+        options=replace(phone.options(), calibrate=False),
+    )
+    assert run.status == "failed"
+    assert run.error == f"no call arrived on {LOOPCALL} within 1 s"
+
+
+@pytest.mark.parametrize(
+    ("number", "changes", "reason"),
+    [
+        (BUSY, {}, "ended 'busy' before it was answered: the line was busy"),
+        (
+            NOBODY,
+            {"ring_timeout_s": 1},
+            "ended 'no-answer' before it was answered: nobody answered",
+        ),
+        (AGENT, {"auth_token": "wrong"}, "Authenticate (HTTP 401, error 20003)"),
+        (AGENT, {"from_number": "+15559990000"}, "(HTTP 400, error 21210)"),
+    ],
+)
+async def test_calls_that_cannot_happen_are_stored_with_a_readable_reason(
+    phone: Phone, tmp_path: Path, number: str, changes: dict[str, object], reason: str
+) -> None:
+    options = replace(phone.options(**changes), calibrate=False)
+    run = await asyncio.wait_for(
+        run_case(booking_case(), f"tel:{number}", RunStore(tmp_path), options=options), 60
+    )
+    assert run.status == "failed"
+    assert reason in (run.error or ""), run.error
+    assert RunStore(tmp_path).load(run.id).error == run.error
+
+
+async def test_forged_webhooks_are_refused(phone: Phone, tmp_path: Path) -> None:
+    waiting = asyncio.Event()
+
+    def progress(run: Run, message: str) -> None:
+        if message.startswith("waiting_for_call"):
+            waiting.set()
+
+    case = booking_case().model_copy(update={"direction": "inbound", "answer_timeout_s": 3})
+    task = asyncio.create_task(
+        run_case(
+            case,
+            f"tel:{LOOPCALL}",
+            RunStore(tmp_path),
+            options=replace(phone.options(), calibrate=False),
+            progress=progress,
+        )
+    )
+    await asyncio.wait_for(waiting.wait(), 30)
+    base = phone.account.public_base_url
+    form = {"CallSid": "CA" + "0" * 32, "From": AGENT, "To": LOOPCALL, "CallStatus": "ringing"}
+    forged = RequestValidator("not-the-token").compute_signature(f"{base}/twilio/voice", form)
+    genuine = RequestValidator(phone.account.auth_token).compute_signature(
+        f"{base}/twilio/voice", {**form, "To": "+15550009999"}
+    )
+    token = next(iter(phone.gateway._by_token))
+    status_url = f"{base}/twilio/status?call={token}"
+    async with aiohttp.ClientSession() as http:
+        for url, data, signature in (
+            (f"{base}/twilio/voice", form, forged),
+            (f"{base}/twilio/voice", form, ""),
+            (f"{base}/twilio/voice", form, genuine),  # signed for other parameters
+            (status_url, {**form, "CallStatus": "completed"}, forged),
+        ):
+            async with http.post(url, data=data, headers={"X-Twilio-Signature": signature}) as r:
+                assert r.status == 403, (url, signature, await r.text())
+    run = await task
+    # The forged "completed" did not end it: the run waited, and timed out on its own.
+    assert run.status == "failed" and "no call arrived" in (run.error or "")
