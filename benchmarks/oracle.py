@@ -1,7 +1,10 @@
 """How exact is loopcall's latency? Calls the reference agent as a latency oracle.
 
 For each reply delay D, starts `loopcall agent --reply-delay-ms D` in its own
-process and runs the booking case N times over WebRTC on 127.0.0.1.  Prints:
+process and runs the booking case N times on 127.0.0.1 over a channel: WebRTC,
+a Twilio media stream (loopcall playing the carrier), or a phone call (`tel:`)
+placed with the twilio SDK through `loopcall twilio-emulator` (its own process),
+which bridges it to the agent's media stream.  Prints:
 
 - the transport round trip from each run's echo calibration, and its spread
   (within one calibration and across runs);
@@ -9,28 +12,35 @@ process and runs the booking case N times over WebRTC on 127.0.0.1.  Prints:
   latency_ms - D - transport_rtt_ms;
 - the agent-transcript WER against the agent's known lines.
 
-    .venv/bin/python benchmarks/oracle.py --calls 5 --delays 400 1200
+    .venv/bin/python benchmarks/oracle.py --calls 5 --delays 400 1200 [--channel twilio-ws|tel]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import jiwer
 import numpy as np
+from fastapi import FastAPI
 from loguru import logger
 
 from harness.agent.script import DENTAL_SCRIPT
 from harness.calibration import EchoCalibrator
 from harness.cases import load_cases
 from harness.cli import start_agent_process
-from harness.orchestrator import run_case
+from harness.embedded import serve_embedded
+from harness.orchestrator import RunOptions, run_case
 from harness.store import RunStore
+from telephony.twilio_phone import TwilioAccount, TwilioGateway
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"
 
@@ -43,7 +53,40 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-async def _bench(delays: list[int], calls: int, out: Path) -> None:
+@contextlib.asynccontextmanager
+async def _phone(agent_target: str) -> AsyncIterator[RunOptions]:
+    """An emulated carrier in front of the agent, and loopcall's gateway; yields run options."""
+    number = "+15550001111"
+    stream = "ws://" + agent_target.split("://", 1)[1]
+    sid, token = "AC" + secrets.token_hex(16), secrets.token_hex(16)
+    proc = subprocess.Popen(  # noqa: ASYNC220 (before any call: nothing else runs yet)
+        [sys.executable, "-m", "harness.cli", "twilio-emulator", "--port", "0"]
+        + ["--account-sid", sid, "--auth-token", token, "--number", f"{number}={stream}"]
+        + ["--verified", "+15550002222"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    emulator = proc.stdout.readline().decode().split()[1]
+    gateway = TwilioGateway()
+    app = FastAPI()
+    app.include_router(gateway.router())
+    try:
+        async with serve_embedded(app, "127.0.0.1", 0) as port:
+            account = TwilioAccount(
+                account_sid=sid,
+                auth_token=token,
+                from_number="+15550002222",
+                public_base_url=f"http://127.0.0.1:{port}",
+                api_base_url=emulator,
+            )
+            yield RunOptions(twilio=account, gateway=gateway)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def _bench(delays: list[int], calls: int, out: Path, channel: str) -> None:
     case = load_cases(EXAMPLES / "dental_suite.yaml").cases[0]
     store = RunStore(out)
     rows = []
@@ -55,25 +98,35 @@ async def _bench(delays: list[int], calls: int, out: Path) -> None:
     async with EchoCalibrator() as calibrator:
         for delay in delays:
             proc, target = start_agent_process(
-                "--reply-delay-ms", str(delay), log_path=out / f"agent-{delay}.log"
+                "--reply-delay-ms",
+                str(delay),
+                log_path=out / f"agent-{delay}.log",
+                channel="webrtc" if channel == "webrtc" else "twilio-ws",
             )
             errors: list[float] = []
             try:
-                for i in range(calls):
-                    run = await run_case(case, target, store, calibrator=calibrator)
-                    rtt = run.metrics.transport_rtt_ms
-                    if run.status != "completed" or rtt is None:
-                        print(f"D={delay} call {i}: {run.status} {run.error}", file=sys.stderr)
-                        continue
-                    rtts.append(rtt)
-                    jitters.append(run.metrics.transport_rtt_jitter_ms or 0.0)
-                    agent_turns = [t for t in run.turns if t.role == "agent"]
-                    for t in agent_turns:
-                        if t.latency_ms is not None:
-                            errors.append(t.latency_ms - delay - rtt)
-                    if len(agent_turns) == len(DENTAL_SCRIPT.lines):
-                        refs += [_norm(x) for x in DENTAL_SCRIPT.lines]
-                        hyps += [_norm(t.text) for t in agent_turns]
+                async with contextlib.AsyncExitStack() as stack:
+                    options = RunOptions()
+                    if channel == "tel":
+                        options = await stack.enter_async_context(_phone(target))
+                        target = "tel:+15550001111"
+                    for i in range(calls):
+                        run = await run_case(
+                            case, target, store, calibrator=calibrator, options=options
+                        )
+                        rtt = run.metrics.transport_rtt_ms
+                        if run.status != "completed" or rtt is None:
+                            print(f"D={delay} call {i}: {run.status} {run.error}", file=sys.stderr)
+                            continue
+                        rtts.append(rtt)
+                        jitters.append(run.metrics.transport_rtt_jitter_ms or 0.0)
+                        agent_turns = [t for t in run.turns if t.role == "agent"]
+                        for t in agent_turns:
+                            if t.latency_ms is not None:
+                                errors.append(t.latency_ms - delay - rtt)
+                        if len(agent_turns) == len(DENTAL_SCRIPT.lines):
+                            refs += [_norm(x) for x in DENTAL_SCRIPT.lines]
+                            hyps += [_norm(t.text) for t in agent_turns]
             finally:
                 proc.terminate()
                 proc.wait(10)
@@ -104,7 +157,7 @@ async def _bench(delays: list[int], calls: int, out: Path) -> None:
     if refs:
         print(
             f"\nAgent-transcript WER vs the agent's known lines: {jiwer.wer(refs, hyps):.3f} "
-            f"({len(refs)} turns, Whisper tiny.en on the 16 kHz recording)"
+            f"({len(refs)} turns, Whisper tiny.en on the 16 kHz recording of the {channel} call)"
         )
 
 
@@ -113,12 +166,14 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--delays", type=int, nargs="+", default=[400, 1200])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--channel", choices=["webrtc", "twilio-ws", "tel"], default="webrtc")
     args = parser.parse_args()
     logger.remove()
     logger.add(sys.stderr, level="ERROR")
     out = args.out or Path(tempfile.mkdtemp(prefix="loopcall-oracle-"))
     out.mkdir(parents=True, exist_ok=True)
-    asyncio.run(_bench(args.delays, args.calls, out))
+    print(f"channel: {args.channel}")
+    asyncio.run(_bench(args.delays, args.calls, out, args.channel))
     print(f"\nruns stored under {out}")
 
 

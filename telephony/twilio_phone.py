@@ -450,6 +450,9 @@ class TwilioPhoneCall(Call):
             await self._until_final_status(FINAL_STATUS_WAIT_S)
         self.gateway.unregister(self)
         await self._report_price()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.http_client.close()  # type: ignore[attr-defined]
         for task in list(self._tasks):
             if task is not asyncio.current_task():
                 task.cancel()

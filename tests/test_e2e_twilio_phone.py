@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from twilio.request_validator import RequestValidator
 
 from harness.calibration import EchoCalibrator
 from harness.cases import load_cases
+from harness.cli import start_agent_process
 from harness.embedded import serve_embedded
 from harness.models import Case, Run
 from harness.orchestrator import RunOptions, run_case
@@ -46,7 +48,11 @@ class Phone:
     agent_stream: str
 
     async def status_of(self, call_sid: str) -> str:
-        call = await self.account.client().calls(call_sid).fetch_async()
+        client = self.account.client()
+        try:
+            call = await client.calls(call_sid).fetch_async()
+        finally:
+            await client.http_client.close()  # type: ignore[attr-defined]
         return str(call.status)
 
     def options(self, **changes: object) -> RunOptions:
@@ -69,37 +75,70 @@ def start_emulator(sid: str, token: str, *numbers: str) -> tuple[subprocess.Pope
     return proc, line.split()[1]
 
 
+@dataclass(frozen=True)
+class Carrier:
+    """The agent and the emulator, in their own processes, shared by this module's tests."""
+
+    sid: str
+    token: str
+    emulator_url: str
+    gateway_port: int
+    agent_stream: str
+    timing_log: Path
+
+
+@pytest.fixture(scope="module")
+def carrier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Carrier]:
+    tmp = tmp_path_factory.mktemp("carrier")
+    timing = tmp / "agent-timing.jsonl"
+    agent, target = start_agent_process(
+        "--reply-delay-ms",
+        str(DELAY_MS),
+        "--timing-log",
+        str(timing),
+        log_path=tmp / "agent.log",
+        channel="twilio-ws",
+    )
+    # The gateway is served per test (in the test's event loop) on this port.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        gateway_port = probe.getsockname()[1]
+    agent_stream = "ws://" + target.split("://", 1)[1]
+    sid, token = "AC" + secrets.token_hex(16), secrets.token_hex(16)
+    emulator, emulator_url = start_emulator(
+        sid,
+        token,
+        f"{AGENT}={agent_stream}",
+        f"{LOOPCALL}=voice:http://127.0.0.1:{gateway_port}/twilio/voice",
+        f"{BUSY}=busy",
+        f"{NOBODY}=no-answer",
+    )
+    try:
+        yield Carrier(sid, token, emulator_url, gateway_port, agent_stream, timing)
+    finally:
+        for proc in (emulator, agent):
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 @pytest.fixture
-async def phone(start_agent) -> AsyncIterator[Phone]:
-    agent = start_agent("--reply-delay-ms", str(DELAY_MS), channel="twilio-ws")
-    agent_stream = "ws://" + agent.target.split("://", 1)[1]
+async def phone(carrier: Carrier) -> AsyncIterator[Phone]:
     gateway = TwilioGateway()
     app = FastAPI()
     app.include_router(gateway.router())
-    sid, token = "AC" + secrets.token_hex(16), secrets.token_hex(16)
-    async with serve_embedded(app, "127.0.0.1", 0) as port:
-        base = f"http://127.0.0.1:{port}"
-        emulator, emulator_url = start_emulator(
-            sid,
-            token,
-            f"{AGENT}={agent_stream}",
-            f"{LOOPCALL}=voice:{base}/twilio/voice",
-            f"{BUSY}=busy",
-            f"{NOBODY}=no-answer",
+    async with serve_embedded(app, "127.0.0.1", carrier.gateway_port) as port:
+        account = TwilioAccount(
+            account_sid=carrier.sid,
+            auth_token=carrier.token,
+            from_number=LOOPCALL,
+            public_base_url=f"http://127.0.0.1:{port}",
+            api_base_url=carrier.emulator_url,
+            ring_timeout_s=5,
         )
-        try:
-            account = TwilioAccount(
-                account_sid=sid,
-                auth_token=token,
-                from_number=LOOPCALL,
-                public_base_url=base,
-                api_base_url=emulator_url,
-                ring_timeout_s=5,
-            )
-            yield Phone(account, gateway, agent_stream)
-        finally:
-            emulator.terminate()
-            emulator.wait(10)
+        yield Phone(account, gateway, carrier.agent_stream)
 
 
 def booking_case() -> Case:
@@ -163,6 +202,7 @@ async def test_inbound_call_from_the_agent_is_answered_by_the_persona(
     created = await client.calls.create_async(
         to=LOOPCALL, from_=AGENT, twiml=connect_twiml(phone.agent_stream, {"campaign": "recall"})
     )
+    await client.http_client.close()  # type: ignore[attr-defined]
     run = await asyncio.wait_for(task, 120)
 
     assert run.status == "completed", run.error
@@ -249,3 +289,43 @@ async def test_forged_webhooks_are_refused(phone: Phone, tmp_path: Path) -> None
     run = await task
     # The forged "completed" did not end it: the run waited, and timed out on its own.
     assert run.status == "failed" and "no call arrived" in (run.error or "")
+
+
+async def test_the_controller_places_phone_calls_for_a_stored_agent(
+    carrier: Carrier, start_controller, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "LOOPCALL_TWILIO_ACCOUNT_SID": carrier.sid,
+        "LOOPCALL_TWILIO_AUTH_TOKEN": carrier.token,
+        "LOOPCALL_TWILIO_FROM_NUMBER": "+15550009999",  # the agent record's own number wins
+        "LOOPCALL_TWILIO_API_BASE_URL": carrier.emulator_url,
+        "LOOPCALL_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "LOOPCALL_ALLOWED_HOSTS": "127.0.0.1",
+    }
+    db = f"sqlite:///{tmp_path / 'loopcall.db'}"
+    controller = start_controller(db, "--port", str(port), "--no-calibrate", env=env)
+    async with controller.client() as http:
+        agent = {
+            "name": "phone line",
+            "address": f"tel:{AGENT}",
+            "options": {"from_number": LOOPCALL},
+        }
+        async with http.post("/agents", json=agent) as response:
+            assert response.status == 201, await response.text()
+            agent_id = (await response.json())["id"]
+        body = {"case": booking_case().model_dump(mode="json"), "agent_id": agent_id}
+        async with http.post("/runs", json=body) as response:
+            assert response.status == 202, await response.text()
+            (run_id,) = (await response.json())["run_ids"]
+        async with http.get(f"/runs/{run_id}", params={"wait_s": "120"}) as response:
+            run = Run.model_validate(await response.json())
+
+    assert run.status == "completed", run.error
+    assert run.channel == "tel" and run.termination_reason == "agent_ended"
+    placed = next(e.detail for e in run.events if e.kind == "twilio_call")
+    assert placed.endswith(f"from {LOOPCALL}")
+    assert statuses(run) == ["initiated", "ringing", "in-progress", "completed"]
+    assert any(e.kind == "twilio_price" for e in run.events), run.events
