@@ -116,7 +116,7 @@ class Persona(_Strict):
 
 
 class ScriptLine(_Strict):
-    """One thing the scripted persona says.
+    """One thing the scripted persona says (or keys it presses: ``dtmf``).
 
     Without ``when`` the line is said in order, one per agent turn.  With
     ``when`` (a regex, case-insensitive) it is said as soon as the agent's last
@@ -124,8 +124,19 @@ class ScriptLine(_Strict):
     goals ("when asked for a date of birth, give it").
     """
 
-    say: str = Field(min_length=1)
+    say: str | None = Field(default=None, min_length=1)
+    dtmf: str | None = Field(
+        default=None,
+        pattern=r"^[0-9*#A-D]{1,32}$",
+        description="keys the persona presses (before saying ``say``, if both are given)",
+    )
     when: Regex | None = None
+
+    @model_validator(mode="after")
+    def _says_or_presses(self) -> ScriptLine:
+        if self.say is None and self.dtmf is None:
+            raise ValueError("a script line needs `say`, `dtmf`, or both")
+        return self
 
 
 class LatencyCheck(_Strict):

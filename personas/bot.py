@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -46,13 +46,14 @@ from personas.brains import Brain, BrainError, Reply, ScriptedBrain
 from personas.services import OfflineSTTService, OfflineTTSService
 from personas.speech import get_transcriber, get_voice
 from personas.transport import CallTransport
-from telephony.base import Call
+from telephony.base import Call, TelephonyError
 
 __all__ = ["PersonaBot", "Utterance"]
 
 FinishReason = Literal["persona_goodbye", "max_turns"]
 EventFn = Callable[[str, str], None]  # (kind, detail): the live timeline
 HANGUP_TAIL_S = 0.3
+DTMF_GAP_S = 0.25  # between key presses, as a person presses them
 TRANSCRIPT_WAIT_S = 3.0
 
 
@@ -83,8 +84,10 @@ class PersonaTurns(FrameProcessor):
         wait_for_greeting_s: float,
         on_finished: asyncio.Future[FinishReason],
         on_event: EventFn | None = None,
+        press: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__()
+        self._press_key = press
         self._on_event = on_event or (lambda _kind, _detail: None)
         self._brain = brain
         self._gap = response_gap_s
@@ -184,11 +187,29 @@ class PersonaTurns(FrameProcessor):
     async def _say(self, reply: Reply | None) -> None:
         if reply is None:
             return
+        if reply.dtmf:
+            await self._press(reply.dtmf)
+            if not reply.text:
+                return
         self.said.append(Utterance(time.monotonic(), reply.text))
         self._on_event("persona_says", reply.text)
         if reply.hang_up:
             self._pending_hangup = reply
         await self.push_frame(TTSSpeakFrame(reply.text))
+
+    async def _press(self, digits: str) -> None:
+        """Press keys, one every ``DTMF_GAP_S``; a channel without DTMF ends the run."""
+        if self._press_key is None:
+            return
+        for digit in digits:
+            try:
+                await self._press_key(digit)
+            except TelephonyError as exc:
+                if not self._finished.done():
+                    self._finished.set_exception(exc)
+                return
+            self._on_event("persona_pressed", digit)
+            await asyncio.sleep(DTMF_GAP_S)
 
     async def say_goodbye(self, reason: FinishReason) -> None:
         """Say the goodbye line now (used at the duration limit)."""
@@ -218,6 +239,7 @@ class PersonaBot:
             wait_for_greeting_s=case.wait_for_greeting_s,
             on_finished=self.finished,
             on_event=on_event,
+            press=call.send_dtmf,
         )
         transport = CallTransport(call)
         voice = get_voice(case.persona.voice)

@@ -34,6 +34,7 @@ class Reply:
     text: str
     hang_up: bool = False
     reason: FinishReason | None = None
+    dtmf: str = ""  # keys pressed before the text is said
 
 
 class Brain(Protocol):
@@ -50,11 +51,11 @@ class ScriptedBrain:
     goodbye_line: str
     max_turns: int
     turns_taken: int = 0
-    _ordered: list[str] = field(default_factory=list)
+    _ordered: list[ScriptLine] = field(default_factory=list)
     _goals: list[ScriptLine] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._ordered = [line.say for line in self.lines if line.when is None]
+        self._ordered = [line for line in self.lines if line.when is None]
         self._goals = [line for line in self.lines if line.when is not None]
 
     @classmethod
@@ -72,15 +73,19 @@ class ScriptedBrain:
             if goal.when is not None and re.search(goal.when, agent_said, re.IGNORECASE):
                 self._goals.remove(goal)
                 self.turns_taken += 1
-                return Reply(goal.say)
+                return _reply(goal)
         if self._ordered:
             self.turns_taken += 1
-            return Reply(self._ordered.pop(0))
+            return _reply(self._ordered.pop(0))
         return self.goodbye("persona_goodbye")
 
     def goodbye(self, reason: FinishReason) -> Reply:
         self.turns_taken += 1
         return Reply(self.goodbye_line, hang_up=True, reason=reason)
+
+
+def _reply(line: ScriptLine) -> Reply:
+    return Reply(line.say or "", dtmf=line.dtmf or "")
 
 
 def make_brain(case: Case, llm: LLMConfig | None) -> Brain:

@@ -59,6 +59,7 @@ def system_prompt(case: Case) -> str:
             if line.when
             else f"- {line.say}"
             for line in case.script
+            if line.say  # the LLM brain speaks; key presses are for scripted personas
         ]
         parts.append("Things you want to say, roughly in this order:\n" + "\n".join(lines))
     parts.append(

@@ -24,7 +24,7 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -147,28 +147,30 @@ class TwilioGateway:
     def router(self) -> APIRouter:
         router = APIRouter(tags=["twilio"])
 
-        @router.post("/twilio/status", include_in_schema=False)
-        async def status(request: Request, call: str = "") -> Response:
+        async def call_callback(
+            request: Request, token: str, handle: Callable[[TwilioPhoneCall, dict[str, str]], None]
+        ) -> Response:
             form = {k: str(v) for k, v in (await request.form()).items()}
-            target = self._by_token.get(call)
+            target = self._by_token.get(token)
             if target is None:
                 return Response("unknown call", status_code=404)
             if not self._signed(request, form, target.account):
-                logger.warning("twilio gateway: refused a status callback with a bad signature")
+                logger.warning(f"twilio gateway: refused {request.url.path} with a bad signature")
                 return Response("invalid signature", status_code=403)
-            target.on_status(form)
+            handle(target, form)
             return Response(status_code=204)
+
+        @router.post("/twilio/status", include_in_schema=False)
+        async def status(request: Request, call: str = "") -> Response:
+            return await call_callback(request, call, lambda c, form: c.on_status(form))
 
         @router.post("/twilio/recording", include_in_schema=False)
         async def recording(request: Request, call: str = "") -> Response:
-            form = {k: str(v) for k, v in (await request.form()).items()}
-            target = self._by_token.get(call)
-            if target is None:
-                return Response("unknown call", status_code=404)
-            if not self._signed(request, form, target.account):
-                return Response("invalid signature", status_code=403)
-            target.event("twilio_recording", form.get("RecordingUrl", ""))
-            return Response(status_code=204)
+            return await call_callback(
+                request,
+                call,
+                lambda c, form: c.event("twilio_recording", form.get("RecordingUrl", "")),
+            )
 
         @router.post("/twilio/voice", include_in_schema=False)
         async def voice(request: Request) -> Response:
@@ -197,6 +199,14 @@ class TwilioGateway:
             call = self._by_token.get(str(params.get("loopcall_call_token", "")))
             if call is None:
                 await websocket.close(1008, "no loopcall run waits for this stream")
+                return
+            # Twilio signs the websocket request too (over the stream URL, no parameters).
+            signature = websocket.headers.get("X-Twilio-Signature")
+            if signature is not None and not RequestValidator(call.account.auth_token).validate(
+                call.account.stream_url, {}, signature
+            ):
+                logger.warning("twilio gateway: refused a media stream with a bad signature")
+                await websocket.close(1008, "invalid signature")
                 return
             await call.serve_stream(websocket, start)
 

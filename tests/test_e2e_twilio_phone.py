@@ -71,7 +71,10 @@ def start_emulator(sid: str, token: str, *numbers: str) -> tuple[subprocess.Pope
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().decode().strip()
-    assert line.startswith("READY "), line
+    if not line.startswith("READY "):
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"the emulator did not start: {line!r}")
     return proc, line.split()[1]
 
 
@@ -105,18 +108,20 @@ def carrier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Carrier]:
         gateway_port = probe.getsockname()[1]
     agent_stream = "ws://" + target.split("://", 1)[1]
     sid, token = "AC" + secrets.token_hex(16), secrets.token_hex(16)
-    emulator, emulator_url = start_emulator(
-        sid,
-        token,
-        f"{AGENT}={agent_stream}",
-        f"{LOOPCALL}=voice:http://127.0.0.1:{gateway_port}/twilio/voice",
-        f"{BUSY}=busy",
-        f"{NOBODY}=no-answer",
-    )
+    started = [agent]
     try:
+        emulator, emulator_url = start_emulator(
+            sid,
+            token,
+            f"{AGENT}={agent_stream}",
+            f"{LOOPCALL}=voice:http://127.0.0.1:{gateway_port}/twilio/voice",
+            f"{BUSY}=busy",
+            f"{NOBODY}=no-answer",
+        )
+        started.append(emulator)
         yield Carrier(sid, token, emulator_url, gateway_port, agent_stream, timing)
     finally:
-        for proc in (emulator, agent):
+        for proc in started:
             proc.terminate()
             try:
                 proc.wait(10)

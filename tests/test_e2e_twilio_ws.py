@@ -32,7 +32,7 @@ def _normalise(text: str) -> str:
     return " ".join(words.replace("10", "ten").split())
 
 
-@pytest.mark.parametrize("delay_ms", [400, 1200])
+@pytest.mark.parametrize("delay_ms", [800])  # benchmarks/oracle.py covers more delays
 async def test_latency_oracle_over_twilio_ws(start_agent, tmp_path: Path, delay_ms: int) -> None:
     agent = start_agent("--reply-delay-ms", str(delay_ms), channel="twilio-ws")
     assert agent.target.startswith("twilio-ws://")

@@ -238,3 +238,47 @@ async def test_agent_rest_hang_up_reaches_the_call(stub_agent) -> None:
         assert call.end_cause == "remote_hangup"
         assert "REST" in call.end_detail
         await call.hangup()
+
+
+async def test_a_script_line_presses_keys_on_the_media_stream(stub_agent, tmp_path: Path) -> None:
+    pressed = asyncio.Event()
+
+    async def agent(ws: ServerConnection, received: list[dict[str, Any]]) -> None:
+        async for raw in ws:
+            received.append(json.loads(raw))
+            if len([m for m in received if m["event"] == "dtmf"]) == 3:
+                pressed.set()
+                await ws.close(1000, "menu done")
+                return
+
+    target, received = await stub_agent(agent)
+    case = Case(
+        name="IVR menu",
+        persona=Persona(name="Caller", voice="flite:slt"),
+        script=[{"dtmf": "1#9"}],  # type: ignore[list-item]
+        wait_for_greeting_s=0.5,  # nobody greets: the persona acts first
+        max_duration_s=30,
+    )
+    run = await run_case(case, target, RunStore(tmp_path), options=RunOptions(calibrate=False))
+    assert pressed.is_set()
+    digits = [m["dtmf"]["digit"] for m in received if m["event"] == "dtmf"]
+    assert digits == ["1", "#", "9"]
+    assert [e.detail for e in run.events if e.kind == "persona_pressed"] == ["1", "#", "9"]
+    assert run.status == "completed" and run.termination_reason == "agent_ended"
+
+
+async def test_a_script_line_pressing_keys_on_webrtc_fails_the_run_with_the_reason(
+    start_agent, tmp_path: Path
+) -> None:
+    agent = start_agent()
+    case = Case(
+        name="IVR menu",
+        persona=Persona(name="Caller", voice="flite:slt"),
+        script=[{"dtmf": "1"}],  # type: ignore[list-item]
+        max_duration_s=30,
+    )
+    run = await run_case(
+        case, agent.target, RunStore(tmp_path), options=RunOptions(calibrate=False)
+    )
+    assert run.status == "failed"
+    assert run.error == "channel 'webrtc' carries no DTMF"
