@@ -57,6 +57,8 @@ DTMF_DIGITS = set("0123456789*#ABCD")
 # A chunk arriving at most this much before the previous one has played is on time
 # (sender jitter), not a burst ahead of real time.
 ON_TIME_S = 0.010
+# A carrier leg that wakes later than this re-anchors its clock instead of catching up.
+CATCH_UP_S = 0.200
 # Silence played less than this after the sender's last audio stands in for audio
 # that is late (the sender was mid-stream), not for a pause.
 ACTIVE_GAP_S = 0.060
@@ -65,14 +67,15 @@ LIVE_CALLS: weakref.WeakValueDictionary[str, TwilioStreamCall] = weakref.WeakVal
 
 
 class FrameClock:
-    """A 20 ms sending clock that never bursts.
+    """A 20 ms sending clock that does not burst after a late wake-up of more than ``max_late_s``.
 
-    A sender that wakes late sends the frame at once and then keeps 20 ms spacing
-    from there (the clock re-anchors) instead of sending the missed frames back to
-    back: a carrier plays what it receives at real-time pace, so a catch-up burst
-    would sit in its buffer and delay everything after it for the rest of the call.
-    Nothing is lost: the audio not yet sent simply leaves a little later, and the
-    taps record when it really left.
+    Up to ``max_late_s`` late, the missed frames go out back to back (the stream
+    keeps its timeline).  Later than that, the sender sends the frame at once and
+    keeps 20 ms spacing from there (the clock re-anchors): toward a carrier, which
+    plays what it receives at real-time pace, a catch-up burst would sit in its
+    buffer and delay everything after it for the rest of the call.  Nothing is
+    lost: the audio not yet sent leaves a little later, and the taps record when
+    it really left.
     """
 
     def __init__(self, frame_s: float = FRAME_MS / 1000.0, max_late_s: float = 0.03) -> None:
@@ -372,7 +375,10 @@ class MediaStreamLeg:
         """Send one frame per tick of the leg's own 20 ms clock."""
         next_frame = self._next_frame
         assert next_frame is not None
-        clock = FrameClock()
+        # As the carrier, loopcall's own hiccups are caught up at once (up to a real
+        # gap): the agent's stream clock then stays true, and the taps record when
+        # each frame really left.
+        clock = FrameClock(max_late_s=CATCH_UP_S)
         while True:
             await clock.tick()
             if not await self._send_frame(next_frame()):

@@ -26,7 +26,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 __all__ = ["Clip", "StreamClock", "Tape", "TapeReader", "TapeTrack"]
 
 ANCHOR_WINDOW_FRAMES = 50
-RESYNC_SAMPLES = 32  # 2 ms at 16 kHz
+RESYNC_SAMPLES = 8  # 0.5 ms at 16 kHz
 
 
 @dataclass

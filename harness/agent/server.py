@@ -39,7 +39,6 @@ from personas.speech import (
     Transcriber,
     Voice,
     default_agent_voice,
-    get_transcriber,
     get_voice,
 )
 
@@ -75,7 +74,9 @@ class _Agent:
         for line in self.options.script.lines:
             self.voice.synthesize(line)
         if self.options.stt:
-            self.transcriber = get_transcriber()
+            # One thread: the agent's STT only feeds its log, and must leave a core to
+            # the event loop that times the replies (two threads cost the oracle ms).
+            self.transcriber = Transcriber(cpu_threads=1)
 
     async def start_call(self, connection: SmallWebRTCConnection) -> None:
         task = asyncio.create_task(self._run_call(connection))
