@@ -166,11 +166,7 @@ class TwilioGateway:
 
         @router.post("/twilio/recording", include_in_schema=False)
         async def recording(request: Request, call: str = "") -> Response:
-            return await call_callback(
-                request,
-                call,
-                lambda c, form: c.event("twilio_recording", form.get("RecordingUrl", "")),
-            )
+            return await call_callback(request, call, lambda c, form: c.on_recording(form))
 
         @router.post("/twilio/voice", include_in_schema=False)
         async def voice(request: Request) -> Response:
@@ -270,7 +266,7 @@ class TwilioPhoneCall(Call):
         self._unanswered: str | None = None
         self._progress = asyncio.Event()
         self._ws: WebSocket | None = None
-        self._stream_done = asyncio.Event()
+        self.recording_url: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._final_status: str | None = None
 
@@ -375,6 +371,14 @@ class TwilioPhoneCall(Call):
                 self._spawn(self._close_transport())
         self._progress.set()
 
+    def on_recording(self, form: Mapping[str, str]) -> None:
+        self.recording_url = form.get("RecordingUrl", "")
+        duration = form.get("RecordingDuration")
+        self.event(
+            "twilio_recording", self.recording_url + (f" ({duration} s)" if duration else "")
+        )
+        self._progress.set()
+
     def on_ringing(self, form: Mapping[str, str]) -> None:
         self.call_sid = form.get("CallSid")
         self.event("twilio_inbound_call", f"{form.get('CallSid')} from {form.get('From')}")
@@ -397,7 +401,6 @@ class TwilioPhoneCall(Call):
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
-            self._stream_done.set()
 
     async def _receive_loop(self, websocket: WebSocket) -> None:
         up = Upsampler()
@@ -468,8 +471,10 @@ class TwilioPhoneCall(Call):
                 task.cancel()
 
     async def _until_final_status(self, limit: float) -> None:
+        """Wait for Twilio's last word: the call's final status and, if asked, its recording."""
         deadline = time.monotonic() + limit
-        while self._final_status is None:
+        recording_due = self.account.record and self._streaming.is_set()
+        while self._final_status is None or (recording_due and self.recording_url is None):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return

@@ -59,8 +59,8 @@ DTMF_DIGITS = set("0123456789*#ABCD")
 ON_TIME_S = 0.010
 # A carrier leg that wakes later than this re-anchors its clock instead of catching up.
 CATCH_UP_S = 0.200
-# Silence played less than this after the sender's last audio stands in for audio
-# that is late (the sender was mid-stream), not for a pause.
+# A gap in the sender's audio shorter than this is a hiccup mid-stream (the audio
+# is late), not a pause between utterances.
 ACTIVE_GAP_S = 0.060
 # Every live twilio-ws call by its call SID, for the agent's REST hang-up.
 LIVE_CALLS: weakref.WeakValueDictionary[str, TwilioStreamCall] = weakref.WeakValueDictionary()
@@ -122,8 +122,8 @@ class Playout:
     what plays, plays at once (no jitter buffer: its time is its arrival); one that
     arrives further ahead (an agent sending faster than real time) waits its turn.
     When a stream that was flowing comes late, silence plays in its stead, and the
-    same amount of the late audio is dropped when it arrives (a jitter buffer's
-    rule): otherwise every hiccup would delay the rest of a continuous stream.
+    same length of audio is cut from what then arrives ahead of time (a jitter
+    buffer's rule): otherwise every hiccup would delay the rest of the stream.
     Between the agent's utterances the line plays silence, delivered in 20 ms
     frames so that listeners (the persona's VAD) see time pass.
     """
@@ -161,9 +161,6 @@ class Playout:
             return
         gap = int(round((until - self._cursor) * self._rate))
         if gap > 0:
-            if self._last_voice is not None and self._cursor - self._last_voice < ACTIVE_GAP_S:
-                # The sender was mid-stream: this silence stands in for late audio.
-                self._late_debt += gap / self._rate
             self._deliver(bytes(2 * gap), self._cursor)
             self._cursor += gap / self._rate
 
@@ -175,14 +172,23 @@ class Playout:
             self._push_frame(pcm[i : i + step], now)
 
     def _push_frame(self, pcm: bytes, now: float) -> None:
+        if not self._queue and self._last_voice is not None and now > self._last_voice:
+            # The sender resumes after a gap: a short one was a hiccup mid-stream, whose
+            # silence stood in for audio now late; a longer one was a pause.
+            gap = now - self._last_voice
+            self._late_debt = self._late_debt + gap if gap < ACTIVE_GAP_S else 0.0
         cursor = self._cursor
         early = cursor is not None and now < cursor - ON_TIME_S
         if early and self._late_debt > 0:
-            # Late audio whose time silence has already filled: dropped, as a jitter
-            # buffer drops late packets, so a stall does not delay the rest of the call.
-            self._late_debt = max(0.0, self._late_debt - self._seconds(pcm))
-            self.dropped_s += self._seconds(pcm)
-            return
+            # Silence already stood in for this much of the stream: as much audio is
+            # cut (as a jitter buffer drops late packets), so a hiccup does not delay
+            # the rest of a continuous stream.
+            cut = min(len(pcm) // 2, int(round(self._late_debt * self._rate)))
+            self._late_debt = max(0.0, self._late_debt - cut / self._rate)
+            self.dropped_s += cut / self._rate
+            pcm = pcm[2 * cut :]
+            if not pcm:
+                return
         if not self._queue and not early:
             # On time (within the sender's jitter): it plays as it arrives, stamped with
             # its arrival, so the recorder can take jitter out of the stream's timing.

@@ -163,11 +163,14 @@ async def test_outbound_tel_call_reaches_the_agent_behind_the_emulator(
             f"tel:{AGENT}",
             RunStore(tmp_path),
             calibrator=calibrator,
-            options=phone.options(),
+            options=phone.options(record=True),
         )
 
     assert run.status == "completed", run.error
     assert run.channel == "tel"
+    # Twilio's own recording was asked for, and its URL arrived (signed) after the call.
+    recording = next(e.detail for e in run.events if e.kind == "twilio_recording")
+    assert "/Recordings/RE" in recording, recording
     # The reference agent hangs up after its goodbye: the carrier ends the stream.
     assert run.termination_reason == "agent_ended", run.events
     call_sid = next(e.detail.split()[0] for e in run.events if e.kind == "twilio_call")

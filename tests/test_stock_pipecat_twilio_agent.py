@@ -149,7 +149,9 @@ async def test_harness_converses_with_a_stock_pipecat_twilio_bot(
 
     assert run.status == "completed", run.error
     # The bot ended the call with pipecat's REST hang-up, which reached loopcall.
-    assert run.termination_reason == "agent_ended", run.events
+    assert run.termination_reason == "agent_ended", "; ".join(
+        f"{e.kind}: {e.detail}" for e in run.events
+    )
     ended = [e.detail for e in run.events if e.kind == "agent_hung_up"]
     assert ended and "REST" in ended[0], run.events
     assert run.evaluation is not None and run.evaluation.pass_fail, run.evaluation

@@ -26,7 +26,7 @@ from harness.store import RunStore
 from telephony import open_call, parse_target
 from telephony.g711 import ulaw_decode, ulaw_encode
 from telephony.twilio_phone import TwilioGateway
-from telephony.twilio_stream import TwilioStreamCall
+from telephony.twilio_stream import Playout, TwilioStreamCall
 
 Agent = Callable[[ServerConnection, list[dict[str, Any]]], Awaitable[None]]
 
@@ -282,3 +282,54 @@ async def test_a_script_line_pressing_keys_on_webrtc_fails_the_run_with_the_reas
     )
     assert run.status == "failed"
     assert run.error == "channel 'webrtc' carries no DTMF"
+
+
+def _playout() -> tuple[Playout, list[tuple[float, int, bool]]]:
+    played: list[tuple[float, int, bool]] = []  # (start time, samples, voiced)
+    playout = Playout(16_000, lambda pcm, t: played.append((round(t, 4), len(pcm) // 2, any(pcm))))
+    playout.begin(0.0)
+    return playout, played
+
+
+FRAME = b"\x01\x00" * 320  # 20 ms of (very quiet) sound
+
+
+def voice(played: list[tuple[float, int, bool]]) -> list[tuple[float, int]]:
+    return [(t, n) for t, n, voiced in played if voiced]
+
+
+def test_playout_plays_on_time_frames_as_they_arrive() -> None:
+    playout, played = _playout()
+    for k, jitter in enumerate([0.0, 0.003, -0.004, 0.001]):
+        playout.push(FRAME, 1.0 + 0.02 * k + jitter)
+    assert [t for t, _ in voice(played)] == [1.0, 1.023, 1.036, 1.061]
+    assert played[0] == (0.0, 16_000, False)  # the second of silence before the first word
+
+
+def test_playout_paces_a_burst_at_real_time() -> None:
+    playout, played = _playout()
+    playout.push(FRAME * 5, 1.0)  # 100 ms sent at once
+    assert voice(played) == [(1.0, 320)]
+    for now in (1.01, 1.02, 1.05, 1.2):
+        playout.step(now)
+    assert [t for t, _ in voice(played)] == [1.0, 1.02, 1.04, 1.06, 1.08]
+
+
+def test_playout_cuts_what_silence_stood_in_for_after_a_hiccup() -> None:
+    playout, played = _playout()
+    playout.push(FRAME, 1.0)
+    playout.push(FRAME * 2, 1.025)  # 5 ms late, 40 ms in one message (pipecat's size)
+    playout.step(1.1)
+    assert playout.dropped_s == pytest.approx(0.005)
+    # 20 ms, then 5 ms of silence, 20 ms at arrival and 15 ms after it: the sound
+    # ends at 1.06, where it would have ended without the hiccup.
+    assert voice(played) == [(1.0, 320), (1.025, 320), (1.045, 240)]
+
+
+def test_playout_keeps_every_sample_after_a_pause() -> None:
+    playout, played = _playout()
+    playout.push(FRAME, 1.0)
+    playout.push(FRAME * 3, 1.5)  # a new utterance half a second later, as a burst
+    playout.step(1.6)
+    assert playout.dropped_s == 0
+    assert voice(played) == [(1.0, 320), (1.5, 320), (1.52, 320), (1.54, 320)]

@@ -82,6 +82,7 @@ class EmulatedCall:
     events: frozenset[str]
     ring_timeout_s: float
     record: bool = False
+    recording_status_callback: str | None = None
     phone_number_sid: str | None = None
     status: str = "queued"
     history: list[str] = field(default_factory=lambda: ["queued"])

@@ -90,6 +90,11 @@ def call_from_form(
     if status_callback is not None and not is_url(status_callback, ("http", "https")):
         raise ApiError(400, 21609, f"StatusCallback is not a valid URL: {status_callback}")
     callback_method = _method(form, "StatusCallbackMethod")
+    recording_callback = form_value(form, "RecordingStatusCallback")
+    if recording_callback is not None and not is_url(recording_callback, ("http", "https")):
+        raise ApiError(
+            400, 21609, f"RecordingStatusCallback is not a valid URL: {recording_callback}"
+        )
     events = {
         event.lower()
         for value in form.getlist("StatusCallbackEvent")
@@ -128,6 +133,7 @@ def call_from_form(
         events=frozenset(events),
         ring_timeout_s=timeout,
         record=(form_value(form, "Record") or "").lower() == "true",
+        recording_status_callback=recording_callback,
         phone_number_sid=number_sids.get(from_),
     )
 

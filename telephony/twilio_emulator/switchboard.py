@@ -187,6 +187,21 @@ class Switchboard:
         log = logger.warning if status == "failed" else logger.info
         log(f"twilio emulator: call {call.sid} {status}: {reason}")
         self._callback(call, "completed", status, final=True, sip_code=sip_code)
+        if call.record and call.recording_status_callback and call.duration_s is not None:
+            # Twilio's recording of the call is ready once the call has ended.
+            recording = new_sid("RE")
+            params = {
+                "AccountSid": call.account_sid,
+                "CallSid": call.sid,
+                "RecordingSid": recording,
+                "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/"
+                f"{call.account_sid}/Recordings/{recording}",
+                "RecordingStatus": "completed",
+                "RecordingDuration": str(call.duration_s),
+                "RecordingChannels": "1",
+                "RecordingSource": "OutboundAPI",
+            }
+            self._spawn(self._webhooks.send_quietly(call.recording_status_callback, params))
         task = call.task
         if task is not None and task is not asyncio.current_task() and not task.done():
             task.cancel()

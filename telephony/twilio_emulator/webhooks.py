@@ -110,6 +110,16 @@ class Webhooks:
         if not 200 <= status < 300:
             logger.warning(f"twilio emulator: {what} answered HTTP {status}")
 
+    async def send_quietly(self, url: str, params: dict[str, str]) -> None:
+        """A signed POST whose failure is only logged (the recording callback)."""
+        try:
+            status, _ = await self.request(url, "POST", params)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            logger.warning(f"twilio emulator: callback to {url} failed: {exc!r}")
+            return
+        if not 200 <= status < 300:
+            logger.warning(f"twilio emulator: callback to {url} answered HTTP {status}")
+
     async def request(self, url: str, method: str, params: Mapping[str, str]) -> tuple[int, bytes]:
         """A signed webhook request, as Twilio sends it: form POST, or GET with a query."""
         if self._session is None:
