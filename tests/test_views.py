@@ -474,7 +474,7 @@ def test_yappr_completed_run_values() -> None:
     case = view["case"]
     assert case["name"] == "Book a cleaning" and case["pass_threshold"] == 80
     assert case["loopcall"]["id"] == "dental-booking"
-    assert case["loopcall"]["script"][1] == {"say": "Jane Doe", "when": "name"}
+    assert case["loopcall"]["script"][1] == {"say": "Jane Doe", "dtmf": None, "when": "name"}
     assert case["persona"]["voice_config"] == {"voice": "piper:joe", "speaking_rate": 1.0}
     assert view["loopcall"]["metrics"]["latency_ms"]["p90"] == 690
     assert view["loopcall"]["recording"] == "runs/abc/call.wav"
