@@ -37,9 +37,9 @@ from harness.agent.script import DENTAL_SCRIPT
 from harness.calibration import EchoCalibrator
 from harness.cases import load_cases
 from harness.cli import start_agent_process
-from harness.embedded import serve_embedded
 from harness.orchestrator import RunOptions, run_case
 from harness.store import RunStore
+from telephony.embedded import serve_embedded
 from telephony.twilio_phone import TwilioAccount, TwilioGateway
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"

@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import statistics
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import uvicorn
 
 from harness.agent.server import AgentOptions, create_agent_app
 from harness.agent.turn_taker import ECHO_HOLD_MS
 from harness.metrics import detect_speech
 from harness.recorder import Recorder
 from telephony import Call, ConnectError, open_call, parse_target
+from telephony.embedded import EmbeddedServer
 
 __all__ = ["Calibration", "EchoCalibrator"]
 
@@ -57,28 +55,18 @@ class EchoCalibrator:
 
     def __init__(self, *, bursts: int = 5) -> None:
         self._bursts = bursts
-        self._server: uvicorn.Server | None = None
-        self._serve_task: asyncio.Task[None] | None = None
+        self._server: EmbeddedServer | None = None
         self.port: int | None = None
 
     async def start(self) -> None:
-        if self._server is not None:
-            return
-        app = create_agent_app(AgentOptions(echo=True))
-        # Bound before serving: the first calibration call queues until uvicorn accepts.
-        sock = socket.create_server(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        server = _EmbeddedServer(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self._server = server
-        self._serve_task = asyncio.create_task(server.serve(sockets=[sock]))
+        if self._server is None:
+            self._server = EmbeddedServer(create_agent_app(AgentOptions(echo=True)), lifespan="on")
+        self.port = await self._server.start()
 
     async def close(self) -> None:
-        if self._server is not None and self._serve_task is not None:
-            self._server.should_exit = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._serve_task, 10)
+        if self._server is not None:
+            await self._server.close()
         self._server = None
-        self._serve_task = None
 
     async def __aenter__(self) -> EchoCalibrator:
         await self.start()
@@ -138,14 +126,6 @@ class EchoCalibrator:
             jitter_ms=round(max(rtts) - min(rtts), 2),
             samples_ms=tuple(round(r, 2) for r in rtts),
         )
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn inside the harness's own loop: leave SIGINT to the harness (Ctrl-C)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 class _Reader:

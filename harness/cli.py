@@ -351,7 +351,7 @@ async def _execute(
         if options.gateway is not None:
             from fastapi import FastAPI
 
-            from harness.embedded import serve_embedded
+            from telephony.embedded import serve_embedded
 
             app = FastAPI()
             app.include_router(options.gateway.router())

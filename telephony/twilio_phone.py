@@ -260,7 +260,6 @@ class TwilioPhoneCall(Call):
         self.run_id = str((request_data or {}).get("loopcall_run_id", ""))
         self.call_sid: str | None = None
         self.stream_sid: str | None = None
-        self.statuses: list[str] = []
         self._client: Client | None = None
         self._streaming = asyncio.Event()
         self._unanswered: str | None = None
@@ -355,7 +354,6 @@ class TwilioPhoneCall(Call):
 
     def on_status(self, form: Mapping[str, str]) -> None:
         status = form.get("CallStatus", "")
-        self.statuses.append(status)
         detail = status
         if form.get("CallDuration"):
             detail += f" after {form['CallDuration']} s"

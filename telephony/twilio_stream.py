@@ -82,7 +82,6 @@ class FrameClock:
         self._frame_s = frame_s
         self._max_late_s = max_late_s
         self._next: float | None = None
-        self.reanchors = 0
 
     async def tick(self) -> float:
         """Wait for the next frame's time; return the time it is sent at."""
@@ -94,7 +93,6 @@ class FrameClock:
             await asyncio.sleep(wait)
         elif -wait > self._max_late_s:
             self._next = now  # late: re-anchor rather than burst
-            self.reanchors += 1
         due = self._next
         self._next += self._frame_s
         return due
@@ -500,6 +498,7 @@ class TwilioStreamCall(Call):
         # between utterances, so silence from it says nothing. The websocket's own
         # keepalive (ping/pong) detects a dead peer instead of a media timeout.
         super().__init__(target, media_timeout_s=None)
+        self._closing: asyncio.Task[None] | None = None  # the close a REST hang-up starts
         self.ids = StreamIds(account_sid=account_sid) if account_sid else StreamIds()
         custom = {
             k: v if isinstance(v, str) else json.dumps(v) for k, v in (request_data or {}).items()
@@ -549,8 +548,7 @@ class TwilioStreamCall(Call):
         """The agent ended the call out of band (its REST hang-up)."""
         if self.state == "connected":
             self._mark_ended("remote_hangup", detail)
-            task = asyncio.ensure_future(self.leg.close())
-            self._closing = task
+            self._closing = asyncio.ensure_future(self.leg.close())
 
     def _on_leg_end(self, detail: str, abnormal: bool) -> None:
         self._mark_ended("transport_failed" if abnormal else "remote_hangup", detail)

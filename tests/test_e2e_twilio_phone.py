@@ -26,10 +26,10 @@ from twilio.request_validator import RequestValidator
 from harness.calibration import EchoCalibrator
 from harness.cases import load_cases
 from harness.cli import start_agent_process
-from harness.embedded import serve_embedded
 from harness.models import Case, Run
 from harness.orchestrator import RunOptions, run_case
 from harness.store import RunStore
+from telephony.embedded import serve_embedded
 from telephony.twilio_phone import TwilioAccount, TwilioGateway, connect_twiml
 
 pytestmark = pytest.mark.e2e

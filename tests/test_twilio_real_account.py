@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from harness.embedded import serve_embedded
 from harness.models import Case, Persona
 from harness.orchestrator import RunOptions, run_case
 from harness.store import RunStore
+from telephony.embedded import serve_embedded
 from telephony.twilio_phone import TwilioAccount, TwilioGateway
 
 NEEDED = (

@@ -150,10 +150,10 @@ async def _send_tape(websocket: WebSocket, stream_sid: str, reader: TapeReader) 
         if wait > 0:
             await asyncio.sleep(wait)
         samples, voiced = reader.read(due)
-        ulaw = ulaw_encode(down.process(samples.tobytes()))
+        band = down.process(samples.tobytes())  # every frame: the filter's state runs on
         if not voiced:
             continue
-        payload = base64.b64encode(ulaw).decode("ascii")
+        payload = base64.b64encode(ulaw_encode(band)).decode("ascii")
         message = {"event": "media", "streamSid": stream_sid, "media": {"payload": payload}}
         try:
             await websocket.send_text(json.dumps(message))

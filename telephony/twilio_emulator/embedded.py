@@ -3,28 +3,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import socket
-from collections.abc import Iterator
-
-import uvicorn
 from loguru import logger
 
+from telephony.embedded import EmbeddedServer
 from telephony.twilio_emulator.app import create_emulator_app
 from telephony.twilio_emulator.calls import EmulatedCall
 from telephony.twilio_emulator.config import EmulatorConfig
 from telephony.twilio_emulator.switchboard import Switchboard
 
 __all__ = ["TwilioEmulator"]
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn inside the caller's loop: leave SIGINT to the caller."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 class TwilioEmulator:
@@ -36,8 +23,7 @@ class TwilioEmulator:
         self.port = port
         self.app = create_emulator_app(config)
         self.switchboard: Switchboard = self.app.state.switchboard
-        self._server: uvicorn.Server | None = None
-        self._serve_task: asyncio.Task[None] | None = None
+        self._server = EmbeddedServer(self.app, lifespan="on")
 
     @property
     def base_url(self) -> str:
@@ -53,24 +39,13 @@ class TwilioEmulator:
         return await self.switchboard.wait_status(sid, status, timeout)
 
     async def start(self) -> None:
-        if self._server is not None:
-            return
-        # Bound before serving: the first request queues until uvicorn accepts.
-        sock = socket.create_server((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        server = _EmbeddedServer(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
-        self._server = server
-        self._serve_task = asyncio.create_task(server.serve(sockets=[sock]))
-        logger.info(f"twilio emulator: serving on {self.base_url}")
+        if not self._server.running:
+            self.port = await self._server.start(self.host, self.port)
+            logger.info(f"twilio emulator: serving on {self.base_url}")
 
     async def close(self) -> None:
         await self.switchboard.aclose()
-        if self._server is not None and self._serve_task is not None:
-            self._server.should_exit = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._serve_task, 10)
-        self._server = None
-        self._serve_task = None
+        await self._server.close()
 
     async def __aenter__(self) -> TwilioEmulator:
         await self.start()
