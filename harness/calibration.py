@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.agent.server import AgentOptions, create_agent_app
+from harness.agent.sip_line import SipLine
 from harness.agent.turn_taker import ECHO_HOLD_MS
 from harness.metrics import detect_speech
 from harness.recorder import Recorder
@@ -56,6 +57,7 @@ class EchoCalibrator:
     def __init__(self, *, bursts: int = 5) -> None:
         self._bursts = bursts
         self._server: EmbeddedServer | None = None
+        self._sip: SipLine | None = None
         self.port: int | None = None
 
     async def start(self) -> None:
@@ -64,6 +66,9 @@ class EchoCalibrator:
         self.port = await self._server.start()
 
     async def close(self) -> None:
+        if self._sip is not None:
+            await self._sip.close()
+            self._sip = None
         if self._server is not None:
             await self._server.close()
         self._server = None
@@ -75,10 +80,18 @@ class EchoCalibrator:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def _sip_target(self) -> str:
+        """The echo endpoint's SIP line (started on first use, on a free UDP port)."""
+        if self._sip is None:
+            assert self._server is not None
+            self._sip = SipLine(self._server.app.state.agent, "127.0.0.1", 0)
+            await self._sip.start()
+        return self._sip.uri
+
     async def measure(self, channel: str = "webrtc") -> Calibration:
         """Echo ``bursts`` tones through the endpoint over ``channel``; return the round trip.
 
-        ``webrtc`` and ``twilio-ws`` are measured over their own stacks; a phone
+        ``webrtc``, ``twilio-ws`` and ``sip`` are measured over their own stacks; a phone
         call (``tel``) is measured over ``twilio-ws``, the part of its path that
         is on this machine.
         """
@@ -87,6 +100,8 @@ class EchoCalibrator:
             target = f"webrtc://127.0.0.1:{self.port}/api/offer"
         elif channel in ("twilio-ws", "tel"):
             target = f"twilio-ws://127.0.0.1:{self.port}/ws"
+        elif channel == "sip":
+            target = await self._sip_target()
         else:
             raise ConnectError(f"no echo calibration for channel {channel!r}")
         call = open_call(parse_target(target))

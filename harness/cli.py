@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -75,9 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     agent = sub.add_parser("agent", help="serve the reference agent under test")
     agent.add_argument(
         "--channel",
-        choices=["webrtc", "twilio-ws"],
+        choices=["webrtc", "twilio-ws", "sip"],
         default="webrtc",
-        help="which target to announce; the agent answers both (/api/offer and /ws)",
+        help="which target to announce; over HTTP the agent answers both /api/offer and /ws; "
+        "sip: a SIP phone on --port (UDP and TCP) instead",
     )
     agent.add_argument("--host", default="127.0.0.1")
     agent.add_argument("--port", type=int, default=7860)
@@ -97,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     agent.add_argument("--echo", action="store_true", help="echo the caller (calibration)")
     agent.add_argument("--no-stt", action="store_true", help="do not transcribe the caller")
+    agent.add_argument(
+        "--sip-auth",
+        default=None,
+        metavar="USER:PASSWORD",
+        help="sip: challenge every INVITE (401) and accept only these digest credentials",
+    )
 
     show = sub.add_parser("show", help="print a stored run (or, with --view cekura, a suite run)")
     show.add_argument(
@@ -237,6 +245,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         media_timeout_s=args.media_timeout if args.media_timeout > 0 else None,
         calibrate=not args.no_calibrate,
         llm=settings.llm_config(),
+        sip=settings.sip_credentials(),
     )
     if args.target.lower().startswith("tel:"):
         from telephony.twilio_phone import TwilioGateway
@@ -454,6 +463,8 @@ def start_agent_process(
         line = raw.decode(errors="replace").strip()
         if line.startswith("READY "):
             url = line.split()[1]
+            if url.startswith("sip:"):
+                return proc, url
             return proc, f"{channel}://" + url.split("://", 1)[1]
     proc.wait()
     raise RuntimeError(f"the reference agent exited with status {proc.returncode}")
@@ -560,6 +571,11 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         err.print(f"[red]error:[/red] {exc}")
         return 2
     app.state.agent.warm_up()
+    if args.channel == "sip":
+        return _serve_sip_agent(app.state.agent, args)
+    if args.sip_auth:
+        err.print("[red]error:[/red] --sip-auth needs --channel sip")
+        return 2
     sock = _listen(args.host, args.port)
     if sock is None:
         return 2
@@ -575,6 +591,40 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     server.run(sockets=[sock])
     return 0
+
+
+def _serve_sip_agent(agent: Any, args: argparse.Namespace) -> int:
+    """Run the reference agent as a SIP phone until SIGTERM or Ctrl-C."""
+    from harness.agent.sip_line import SipLine
+
+    credentials = None
+    if args.sip_auth:
+        user, colon, password = args.sip_auth.partition(":")
+        if not colon or not user:
+            err.print("[red]error:[/red] --sip-auth wants USER:PASSWORD")
+            return 2
+        credentials = (user, password)
+    mode = "" if args.reply_delay_ms is None else f" oracle D={args.reply_delay_ms:g} ms"
+
+    async def serve() -> int:
+        line = SipLine(agent, args.host, args.port, credentials=credentials)
+        try:
+            await line.start()
+        except OSError as exc:
+            err.print(f"[red]error:[/red] cannot listen for SIP on {args.host}:{args.port}: {exc}")
+            return 2
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"READY {line.uri}{mode}", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await line.close()
+        return 0
+
+    return asyncio.run(serve())
 
 
 # --------------------------------------------------------------------- serve

@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
@@ -60,6 +60,8 @@ class RunOptions:
     # Twilio's webhooks and media streams in this process.
     twilio: TwilioAccount | None = None
     gateway: TwilioGateway | None = None
+    # SIP calls: default digest credentials and caller user (a stored agent's win).
+    sip: Mapping[str, str] = field(default_factory=dict)
 
 
 ProgressFn = Callable[[Run, str], None]
@@ -163,10 +165,16 @@ class _Execution:
                     "inbound": run.case.direction == "inbound",
                     "answer_timeout_s": run.case.answer_timeout_s,
                 }
+            elif target.channel == "sip":
+                phone = {
+                    "inbound": run.case.direction == "inbound",
+                    "answer_timeout_s": run.case.answer_timeout_s,
+                    "credentials": {**self.options.sip, **self.dial.sip},
+                }
             elif run.case.direction == "inbound":
                 raise TargetError(
-                    f"inbound cases wait for a phone call: their target is tel:+NUMBER, "
-                    f"not {target.channel}"
+                    "inbound cases wait for the agent to call: their target is tel:+NUMBER "
+                    f"or sip:USER@HOST:PORT (where loopcall listens), not {target.channel}"
                 )
             call = open_call(
                 target,

@@ -77,12 +77,26 @@ class Settings(BaseSettings):
     )
     twilio_record: bool = Field(default=False, description="ask Twilio to record each call")
     twilio_ring_timeout_s: int = Field(default=30, ge=5, le=600)
+    # SIP calls (sip: targets): digest credentials when the agent's peer asks (401/407),
+    # unless the stored agent carries its own (sip_username, sip_password).
+    sip_username: str | None = None
+    sip_password: SecretStr | None = None
+    sip_from_user: str = Field(default="loopcall", pattern=r"^[A-Za-z0-9._~+-]{1,64}$")
     public_base_url: str | None = Field(
         default=None, description="https://... where Twilio reaches this process's /twilio/*"
     )
     gateway_port: int = Field(
         default=8088, description="loopcall run: port of the Twilio gateway for tel: targets"
     )
+
+    def sip_credentials(self) -> dict[str, str]:
+        """Default SIP digest credentials and caller user, for ``RunOptions.sip``."""
+        values = {"from_user": self.sip_from_user}
+        if self.sip_username:
+            values["username"] = self.sip_username
+            if self.sip_password is not None:
+                values["password"] = self.sip_password.get_secret_value()
+        return values
 
     def twilio_account(self) -> TwilioAccount | None:
         """The Twilio account for tel: targets, or None when it is not configured."""

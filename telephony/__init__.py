@@ -57,4 +57,8 @@ def open_call(target: Target, **options: Any) -> Call:
                 "LOOPCALL_TWILIO_FROM_NUMBER and LOOPCALL_PUBLIC_BASE_URL"
             )
         return TwilioPhoneCall(target, **options)
+    if target.channel == "sip":
+        from telephony.sip.call import SipCall
+
+        return SipCall(target, **options)
     raise TargetError(f"channel {target.channel!r} is not supported yet")

@@ -57,8 +57,10 @@ SCHEMES = {
 }
 DEFAULT_PATHS = {"webrtc": "/api/offer", "twilio-ws": "/ws"}
 E164_PATTERN = r"\+[1-9][0-9]{6,14}"
+SIP_DEFAULT_PORT = 5060
+SIP_TRANSPORTS = ("udp", "tcp")
 # What a target URL looks like, for API schemas (``parse_target`` has the final word).
-TARGET_PATTERN = r"^((" + "|".join(SCHEMES) + r")://[^/\s]+|tel:" + E164_PATTERN + r")"
+TARGET_PATTERN = r"^((" + "|".join(SCHEMES) + r")://[^/\s]+|tel:" + E164_PATTERN + r"|sips?:[^\s]+)"
 
 
 class TelephonyError(Exception):
@@ -94,6 +96,9 @@ class DialOptions:
     # Phone calls: this agent's own Twilio account fields (account_sid, auth_token,
     # api_key_sid, api_key_secret, from_number), over the configured defaults.
     phone: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # SIP calls: digest credentials (username, password) and the caller's user part
+    # (from_user), over the configured defaults.
+    sip: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,8 @@ class Target:
     port: int
     path: str
     secure: bool = False
+    user: str = ""  # sip: the user part of sip:USER@HOST
+    transport: str = ""  # sip: "udp" or "tcp"
 
     @property
     def is_loopback(self) -> bool:
@@ -129,6 +136,14 @@ class Target:
         return self.path
 
     @property
+    def sip_uri(self) -> str:
+        """The Request-URI of a ``sip:`` target: ``sip:USER@HOST:PORT[;transport=tcp]``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        user = f"{self.user}@" if self.user else ""
+        suffix = ";transport=tcp" if self.transport == "tcp" else ""
+        return f"sip:{user}{host}:{self.port}{suffix}"
+
+    @property
     def http_url(self) -> str:
         """The signalling URL (SmallWebRTC's offer endpoint), HTTPS for ``webrtcs://``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -136,18 +151,20 @@ class Target:
 
 
 def parse_target(url: str) -> Target:
-    """Parse a target: ``webrtc[s]://HOST:PORT/PATH``, ``twilio-ws[s]://HOST:PORT/PATH``
-    or ``tel:+E164``."""
+    """Parse a target: ``webrtc[s]://HOST:PORT/PATH``, ``twilio-ws[s]://HOST:PORT/PATH``,
+    ``tel:+E164`` or ``sip:USER@HOST[:PORT][;transport=udp|tcp]``."""
     text = url.strip()
     if text.lower().startswith("tel:"):
         number = text[4:].replace("-", "").replace(" ", "")
         if not re.fullmatch(E164_PATTERN, number):
             raise TargetError(f"target {url!r} is not a phone number in E.164 (tel:+14155550100)")
         return Target(url=f"tel:{number}", channel="tel", host="", port=0, path=number)
+    if text.lower().startswith(("sip:", "sips:")):
+        return _parse_sip(url, text)
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
-        known = ", ".join([*(f"{c}://" for c in SCHEMES), "tel:"])
+        known = ", ".join([*(f"{c}://" for c in SCHEMES), "tel:", "sip:"])
         raise TargetError(f"unknown channel in target {url!r}: expected one of {known}")
     channel = SCHEMES[scheme]
     example = f"{scheme}://HOST:PORT{DEFAULT_PATHS[channel]}"
@@ -167,6 +184,44 @@ def parse_target(url: str) -> Target:
         path += f"?{parts.query}"
     return Target(
         url=url, channel=channel, host=parts.hostname, port=port, path=path, secure=secure
+    )
+
+
+_SIP_URI = re.compile(
+    r"^sip:(?:(?P<user>[^@;\s]+)@)?(?P<host>\[[0-9a-fA-F:.]+\]|[^:;\s\[\]]+)"
+    r"(?::(?P<port>[0-9]+))?(?P<params>(?:;[^;\s]*)*)$",
+    re.IGNORECASE,
+)
+
+
+def _parse_sip(url: str, text: str) -> Target:
+    """``sip:USER@HOST[:PORT][;transport=udp|tcp]`` (RFC 3261 section 19.1)."""
+    example = "sip:USER@HOST[:PORT][;transport=udp|tcp]"
+    if text.lower().startswith("sips:"):
+        raise TargetError(f"target {url!r}: sips: (SIP over TLS) is not supported; use {example}")
+    match = _SIP_URI.match(text)
+    if match is None:
+        raise TargetError(f"target {url!r} is not a SIP URI ({example})")
+    port = int(match.group("port") or SIP_DEFAULT_PORT)
+    if not 0 < port < 65536:
+        raise TargetError(f"target {url!r} has an invalid port")
+    transport = "udp"
+    for param in (match.group("params") or "").split(";"):
+        name, _, value = param.partition("=")
+        if name.lower() == "transport":
+            transport = value.lower()
+            if transport not in SIP_TRANSPORTS:
+                raise TargetError(
+                    f"target {url!r}: transport={value} is not supported (udp or tcp)"
+                )
+    return Target(
+        url=url,
+        channel="sip",
+        host=match.group("host").strip("[]"),
+        port=port,
+        path="",
+        user=match.group("user") or "",
+        transport=transport,
     )
 
 

@@ -131,9 +131,17 @@ class Playout:
         sample_rate: int,
         deliver: Callable[[bytes, float], None],
         on_mark: Callable[[str], None] | None = None,
+        *,
+        drop_stale: bool = False,
     ) -> None:
         self._rate = sample_rate
-        self._deliver = deliver
+        # A real-time sender's burst (an RTP peer catching up after a stall) is stale:
+        # with ``drop_stale`` what waits is dropped when newer audio comes, as a jitter
+        # buffer drops late packets, instead of delaying everything after it.  Off for
+        # Twilio agents, which legitimately send faster than real time.
+        self._drop_stale = drop_stale
+        self._played_until: float | None = None  # end of the audio already delivered
+        self._sink = deliver
         self._on_mark = on_mark
         self._queue: deque[tuple[float, bytes]] = deque()
         self._marks: deque[tuple[float, str]] = deque()
@@ -151,6 +159,10 @@ class Playout:
 
     def _seconds(self, pcm: bytes) -> float:
         return len(pcm) / 2 / self._rate
+
+    def _deliver(self, pcm: bytes, t: float) -> None:
+        self._played_until = t + self._seconds(pcm)
+        self._sink(pcm, t)
 
     def _fill_silence(self, until: float) -> None:
         """Deliver silence from the cursor up to ``until`` (nothing queued in between)."""
@@ -177,6 +189,12 @@ class Playout:
             self._late_debt = self._late_debt + gap if gap < ACTIVE_GAP_S else 0.0
         cursor = self._cursor
         early = cursor is not None and now < cursor - ON_TIME_S
+        if early and self._drop_stale:
+            # What waits is older than this frame: drop it and play from now on.
+            self.dropped_s += sum(self._seconds(queued) for _, queued in self._queue)
+            self._queue.clear()
+            cursor = self._cursor = max(now, self._played_until or now)
+            early = now < cursor - ON_TIME_S
         if early and self._late_debt > 0:
             # Silence already stood in for this much of the stream: as much audio is
             # cut (as a jitter buffer drops late packets), so a hiccup does not delay

@@ -54,6 +54,7 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
             llm=settings.llm_config(),
             twilio=settings.twilio_account(),
             gateway=gateway,
+            sip=settings.sip_credentials(),
         )
         webhooks = WebhookSender(
             settings.webhook_key(),

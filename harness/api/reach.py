@@ -62,11 +62,16 @@ async def reach(run: Run, catalogue: Catalogue, box: SecretBox) -> Reach:
         "auth_token": credentials.get("twilio_auth_token"),
         "api_key_secret": credentials.get("twilio_api_key_secret"),
     }
+    sip = {
+        "username": options.get("sip_username"),
+        "password": credentials.get("sip_password"),
+    }
     return Reach(
         dial=DialOptions(
             headers=headers,
             request_data=dict(options.get("request_data", {})),
             phone={k: str(v) for k, v in phone.items() if v},
+            sip={k: str(v) for k, v in sip.items() if v},
         ),
         secrets=secrets,
     )

@@ -1,0 +1,347 @@
+"""``SipCall``: a SIP call to (or from) the agent under test, behind the common ``Call``.
+
+Stage: the channel for ``sip:USER@HOST[:PORT][;transport=udp|tcp]`` targets.
+Outbound, loopcall's own phone (an ephemeral port on the interface that reaches
+the agent) dials the URI; inbound (a case that waits for the agent to call),
+loopcall listens on the target's HOST:PORT and answers an INVITE for USER.
+
+Media: the persona's 16 kHz PCM leaves on a 20 ms clock, band-limited to 8 kHz
+and G.711-coded into one RTP packet per tick (silence included, as phones send);
+the recorder taps it as the line carries it.  The agent's packets come through
+the RTP jitter buffer, are decoded, upsampled and played at real-time pace
+(``Playout``), stamped with their arrival.  No RTP for ``media_timeout_s`` means
+the call dropped without a BYE: the run fails with that cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+
+from telephony.base import Call, CallStateError, ConnectError, Target
+from telephony.g711 import (
+    Downsampler,
+    Upsampler,
+    alaw_decode,
+    alaw_encode,
+    ulaw_decode,
+    ulaw_encode,
+)
+from telephony.sip.message import SipMessage
+from telephony.sip.phone import SipPhone, TransactionFailed, TransactionTimeout
+from telephony.sip.rtp import PCMA, RtpSession
+from telephony.sip.session import DialRequest, SipCallError, SipSession, answer, dial
+from telephony.sip.transport import Peer
+from telephony.twilio_stream import CATCH_UP_S, DTMF_DIGITS, FrameClock, Playout
+
+__all__ = ["SipCall"]
+
+DTMF_MS = 100
+DTMF_INFO_TIMEOUT_S = 4.0
+
+
+async def resolve(host: str) -> str:
+    """The IP address to send to (a name is resolved once, at dialling)."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise ConnectError(f"cannot resolve SIP host {host!r}: {exc}") from exc
+    return str(infos[0][4][0])
+
+
+def local_address_for(ip: str) -> str:
+    """The address of our interface that routes to ``ip`` (no packet is sent)."""
+    address = ipaddress.ip_address(ip)
+    if address.is_loopback:
+        return ip
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect((ip, 9))
+        return str(probe.getsockname()[0])
+
+
+@dataclass
+class _Listener:
+    """loopcall's SIP phone on one address, shared by the inbound cases waiting there."""
+
+    phone: SipPhone
+    users: int = 0
+    waiting: dict[str, list[asyncio.Future[tuple[SipMessage, Peer]]]] = field(default_factory=dict)
+
+    def on_invite(self, invite: SipMessage, peer: Peer) -> None:
+        user = invite.uri.split(":", 1)[-1].split("@", 1)[0] if "@" in invite.uri else ""
+        queue = [f for f in self.waiting.get(user, []) if not f.done()]
+        if not queue:
+            logger.info(f"sip: INVITE for {user!r} from {peer}, but no case waits for it: 404")
+            self.phone._spawn(self.phone.respond(invite, peer, 404, "Not Found"))
+            return
+        queue[0].set_result((invite, peer))
+
+
+_LISTENERS: dict[tuple[str, int], _Listener] = {}
+
+
+async def _listen(host: str, port: int) -> _Listener:
+    listener = _LISTENERS.get((host, port))
+    if listener is None:
+        listener = _Listener(SipPhone(host, port, user="loopcall"))
+        listener.phone.on_invite = listener.on_invite
+        _LISTENERS[(host, port)] = listener
+        try:
+            await listener.phone.open()
+        except OSError as exc:
+            del _LISTENERS[(host, port)]
+            raise ConnectError(f"cannot listen for SIP calls on {host}:{port}: {exc}") from exc
+    listener.users += 1
+    return listener
+
+
+async def _unlisten(listener: _Listener) -> None:
+    listener.users -= 1
+    if listener.users <= 0:
+        key = (listener.phone.host, listener.phone.port)
+        if _LISTENERS.get(key) is listener:
+            del _LISTENERS[key]
+        await listener.phone.close()
+
+
+class SipCall(Call):
+    """One SIP call with G.711 RTP audio."""
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        request_data: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        media_timeout_s: float | None = 10.0,
+        inbound: bool = False,
+        answer_timeout_s: float = 60.0,
+        credentials: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(target, media_timeout_s=media_timeout_s)
+        self.inbound = inbound
+        self.answer_timeout_s = answer_timeout_s
+        self.run_id = str((request_data or {}).get("loopcall_run_id", ""))
+        self._headers = dict(headers or {})
+        self._credentials = dict(credentials or {})
+        self.phone: SipPhone | None = None
+        self._listener: _Listener | None = None
+        self.rtp: RtpSession | None = None
+        self.session: SipSession | None = None
+        self._down = Downsampler()
+        self._up = Upsampler()
+        self._wire_up = Upsampler()
+        # RTP peers send in real time: a burst after a stall is stale, and dropped.
+        self.playout = Playout(self.sample_rate, self._deliver, drop_stale=True)
+        self.early_packets = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ set-up
+
+    async def connect(self, timeout: float = 15.0) -> None:
+        if self.state != "new":
+            raise CallStateError(f'Cannot connect in call state "{self.state}"')
+        self.state = "connecting"
+        try:
+            if self.inbound:
+                await self._answer_inbound()
+            else:
+                # The ring timeout is the connect timeout; CANCEL and its answer follow it.
+                await asyncio.wait_for(self._dial(timeout), timeout + 10.0)
+        except (SipCallError, TransactionFailed, TransactionTimeout) as exc:
+            await self._fail_connect(str(exc))
+            raise ConnectError(str(exc)) from exc
+        except TimeoutError as exc:
+            await self._fail_connect("timed out")
+            raise ConnectError(f"the SIP call to {self.target.url} did not set up") from exc
+        except (ConnectError, OSError) as exc:
+            await self._fail_connect(str(exc))
+            if isinstance(exc, ConnectError):
+                raise
+            raise ConnectError(f"SIP call to {self.target.url} failed: {exc}") from exc
+        except BaseException:
+            await self._fail_connect("cancelled")
+            raise
+        self._mark_connected()
+        self._spawn(self._send_loop())
+        self._spawn(self.playout.run())
+        self._spawn(self._watch_rtp())
+
+    async def _dial(self, ring_timeout_s: float) -> None:
+        target = self.target
+        ip = await resolve(target.host)
+        local = local_address_for(ip)
+        self.phone = SipPhone(local, 0, tcp=target.transport == "tcp")
+        await self.phone.open()
+        rtp = await self._open_rtp(local)
+        request = DialRequest(
+            uri=target.sip_uri,
+            peer=Peer("tcp" if target.transport == "tcp" else "udp", ip, target.port),
+            run_id=self.run_id,
+            headers=self._headers,
+            username=self._credentials.get("username") or None,
+            password=self._credentials.get("password"),
+            from_user=self._credentials.get("from_user") or "loopcall",
+            ring_timeout_s=ring_timeout_s,
+        )
+        self._event("sip_invite", f"INVITE {request.uri} via {request.peer}")
+        self.session = await dial(self.phone, rtp, request, on_event=self._event)
+        self._adopt(self.phone, self.session)
+
+    async def _answer_inbound(self) -> None:
+        target = self.target
+        self._listener = await _listen(target.host, target.port)
+        waiter: asyncio.Future[tuple[SipMessage, Peer]] = asyncio.get_running_loop().create_future()
+        self._listener.waiting.setdefault(target.user, []).append(waiter)
+        self._event("sip_listening", f"waiting for an INVITE to {target.sip_uri}")
+        try:
+            invite, peer = await asyncio.wait_for(waiter, self.answer_timeout_s)
+        except TimeoutError as exc:
+            raise ConnectError(
+                f"no SIP call arrived for {target.sip_uri} within {self.answer_timeout_s:g} s"
+            ) from exc
+        finally:
+            queue = self._listener.waiting.get(target.user, [])
+            if waiter in queue:
+                queue.remove(waiter)
+        self._event("sip_incoming", f"{invite.summary()} from {peer} ({invite.get('From')})")
+        run_id = invite.get("X-Loopcall-Run-Id")
+        if run_id:
+            self._event("sip_header", f"X-Loopcall-Run-Id: {run_id}")
+        phone = self._listener.phone
+        rtp = await self._open_rtp(phone.host)
+        self.session = await answer(phone, rtp, invite, peer, on_event=self._event)
+        self._adopt(phone, self.session)
+
+    async def _open_rtp(self, host: str) -> RtpSession:
+        self.rtp = RtpSession(local_host=host, on_audio=self._on_rtp_audio, on_dtmf=self._on_dtmf)
+        await self.rtp.open()
+        return self.rtp
+
+    def _adopt(self, phone: SipPhone, session: SipSession) -> None:
+        phone.dialogs[session.call_id] = session
+        session.on_end = self._on_session_end
+        session.on_dtmf = self._on_dtmf
+        self._event("sip_call_id", session.call_id)
+
+    async def _fail_connect(self, detail: str) -> None:
+        self._mark_ended("transport_failed", detail)
+        await self._release()
+
+    # ------------------------------------------------------------------- media
+
+    def _on_rtp_audio(self, pcm8k: bytes, arrived: float) -> None:
+        if self.state != "connected":
+            self.early_packets += 1  # early media (183) or packets racing the 200
+            return
+        self.playout.push(self._up.process(pcm8k), arrived)
+
+    def _on_dtmf(self, digit: str) -> None:
+        self._event("dtmf_received", digit)
+
+    async def _send_loop(self) -> None:
+        rtp = self.rtp
+        assert rtp is not None
+        clock = FrameClock(max_late_s=CATCH_UP_S)
+        while self.state == "connected":
+            due = await clock.tick()
+            if self.state != "connected":
+                return
+            narrow = self._down.process(self._take_outgoing_frame())
+            # What the line carries, for the recorder: the codec's round trip.
+            if rtp.codec_pt == PCMA:
+                line = alaw_decode(alaw_encode(narrow))
+            else:
+                line = ulaw_decode(ulaw_encode(narrow))
+            self._tap_sent(self._wire_up.process(line), due)
+            rtp.send_frame(narrow)
+
+    async def _watch_rtp(self) -> None:
+        """End the call when the agent's RTP stops for ``media_timeout_s`` (no BYE came)."""
+        timeout = self.media_timeout_s
+        rtp = self.rtp
+        if timeout is None or rtp is None:
+            return
+        while self.state == "connected":
+            now = time.monotonic()
+            last = rtp.last_packet_at or self.connected_at or now
+            remaining = last + timeout - now
+            if remaining <= 0:
+                self._mark_ended(
+                    "media_timeout",
+                    f"no RTP from the agent for {timeout:g} s: the call dropped without a BYE",
+                )
+                self._spawn(self._close_transport())
+                return
+            await asyncio.sleep(min(remaining, 0.5))
+
+    async def send_dtmf(self, digit: str) -> None:
+        if digit not in DTMF_DIGITS:
+            raise ValueError(f"not a DTMF digit: {digit!r}")
+        if self.state != "connected" or self.rtp is None or self.session is None:
+            raise CallStateError(f'Cannot send DTMF in call state "{self.state}"')
+        if self.rtp.dtmf_pt is not None:
+            await self._until_ended_or(self.rtp.queue_dtmf(digit, DTMF_MS))
+            return
+        # The peer offered no telephone-event: SIP INFO (application/dtmf-relay) instead.
+        info = self.session.request("INFO")
+        info.add("Content-Type", "application/dtmf-relay")
+        info.body = f"Signal={digit}\r\nDuration={DTMF_MS}\r\n".encode()
+        transaction = self.session.phone.start_request(info, self.session.peer)
+        try:
+            final = await transaction.final(timeout=DTMF_INFO_TIMEOUT_S)
+        except (TransactionTimeout, TransactionFailed) as exc:
+            raise CallStateError(f"DTMF {digit!r} by SIP INFO got no answer: {exc}") from exc
+        if final.status >= 300:
+            raise CallStateError(f"DTMF {digit!r} by SIP INFO refused: {final.summary()}")
+
+    # --------------------------------------------------------------- tear-down
+
+    def _on_session_end(self, cause: str, detail: str) -> None:
+        self._mark_ended("remote_hangup", detail)
+
+    async def _close_transport(self) -> None:
+        self._mark_ended("local_hangup")
+        session = self.session
+        if session is not None and not session.ended:
+            await session.bye()
+        await self._release()
+
+    async def _release(self) -> None:
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        if self.rtp is not None:
+            self.rtp.close()
+        if self.session is not None and self.phone is None and self._listener is not None:
+            self._listener.phone.dialogs.pop(self.session.call_id, None)
+        if self.phone is not None:
+            phone, self.phone = self.phone, None
+            await phone.close()
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            await _unlisten(listener)
+
+    def _event(self, kind: str, detail: str) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, detail)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,447 @@
+"""RTP for G.711 phone calls: the media edge of a SIP call (RFC 3550, RFC 4733, RFC 4961).
+
+Stage: between the SIP call (``telephony/sip/call.py``) and the agent's RTP peer.
+The call hands ``RtpSession.send_frame`` one 20 ms frame of 8 kHz 16-bit PCM on
+its own 20 ms clock; each frame leaves as one PCMU or PCMA packet, or, while a
+key press queued with ``queue_dtmf`` is playing, as an RFC 4733 telephone-event
+packet in its place.  Packets from the peer are put back in sequence order by a
+small reorder buffer (``JitterBuffer``: no added delay while nothing is out of
+order), decoded and handed to ``on_audio(pcm8k, arrival_time)`` with the time
+the packet reached the socket; key presses go to ``on_dtmf`` once each.  RTP is
+symmetric: we send from the socket we receive on, to wherever the peer's
+packets come from (latching, for peers behind NAT).  No RTCP is sent; RTCP
+muxed onto the port is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from loguru import logger
+
+from telephony.base import CallStateError
+from telephony.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+
+__all__ = [
+    "FRAME_BYTES",
+    "FRAME_SAMPLES",
+    "PCMA",
+    "PCMU",
+    "JitterBuffer",
+    "RtpPacket",
+    "RtpSession",
+    "RtpStats",
+    "parse_rtp",
+]
+
+PCMU = 0
+PCMA = 8
+FRAME_SAMPLES = 160  # 20 ms at 8 kHz
+FRAME_BYTES = 2 * FRAME_SAMPLES  # s16le
+DTMF_DIGITS = "0123456789*#ABCD"  # event codes 0-15 (RFC 4733 3.2)
+DTMF_VOLUME = 10  # -10 dBm0
+DTMF_END_COPIES = 3  # the end packet is sent three times (RFC 4733 2.5.1.4)
+DTMF_GAP_FRAMES = 2  # at least 40 ms of audio between two key presses
+MAX_DTMF_MS = 0xFFFF // FRAME_SAMPLES * 20  # the 16-bit duration field, without segments
+_ENCODERS = {PCMU: ulaw_encode, PCMA: alaw_encode}
+_DECODERS = {PCMU: ulaw_decode, PCMA: alaw_decode}
+# A sequence number this far ahead of the play point is a sender that jumped, not
+# a loss of thousands of packets (RFC 3550 A.1's MAX_DROPOUT).
+MAX_DROPOUT = 3000
+_RTCP_TYPES = range(72, 77)  # RTCP packet types 200-204 seen as an RTP payload type (RFC 5761)
+
+T = TypeVar("T")
+
+
+@dataclass
+class RtpStats:
+    sent: int = 0  # RTP packets sent (audio + telephone-event)
+    received: int = 0  # valid RTP packets received (all payload types)
+    lost: int = 0  # sequence numbers never received (skipped by the jitter buffer / gaps)
+    late: int = 0  # arrived after their slot had been played (dropped)
+    duplicates: int = 0
+    reordered: int = 0  # arrived out of order but in time, and were put back in order
+    dtmf_sent: int = 0  # key presses sent
+    dtmf_received: int = 0  # key presses received
+    malformed: int = 0  # datagrams that are not RTP v2 (ignored)
+
+
+@dataclass(frozen=True)
+class RtpPacket:
+    payload_type: int
+    marker: bool
+    sequence: int
+    timestamp: int
+    ssrc: int
+    payload: bytes
+
+
+def parse_rtp(data: bytes) -> RtpPacket | None:
+    """An RTP v2 packet, or None for anything else (CSRCs, extension and padding skipped)."""
+    if len(data) < 12:
+        return None
+    first, second, sequence, timestamp, ssrc = struct.unpack_from("!BBHII", data)
+    if first >> 6 != 2:
+        return None
+    start = 12 + 4 * (first & 0x0F)
+    if first & 0x10:  # header extension: 16-bit profile, 16-bit length in words
+        if len(data) < start + 4:
+            return None
+        start += 4 + 4 * struct.unpack_from("!H", data, start + 2)[0]
+    end = len(data)
+    if first & 0x20:  # padding: the last byte counts the padding bytes
+        if data[-1] == 0:
+            return None
+        end -= data[-1]
+    if start > end:
+        return None
+    return RtpPacket(second & 0x7F, bool(second & 0x80), sequence, timestamp, ssrc, data[start:end])
+
+
+def _distance(sequence: int, reference: int) -> int:
+    """How far ``sequence`` is ahead of ``reference`` (negative: behind), mod 2**16."""
+    return (sequence - reference + 0x8000) % 0x10000 - 0x8000
+
+
+class JitterBuffer(Generic[T]):
+    """Puts packets back in sequence order; holds at most ``depth`` packets behind a gap.
+
+    ``push`` returns what can play now: an in-order packet at once, a packet
+    ahead of a gap only once the gap fills or more than ``depth`` packets wait
+    (the missing ones are then counted lost and skipped); ``drain`` gives up on
+    the gaps at once.  A packet behind the play point is a duplicate if its slot
+    played, else late (if its slot was skipped it was counted lost, and is now
+    counted late instead).
+    """
+
+    def __init__(self, depth: int, stats: RtpStats) -> None:
+        self._depth = depth
+        self._stats = stats
+        self._next: int | None = None  # the sequence number to play next
+        self._held: dict[int, T] = {}
+        self._played: dict[int, bool] = {}  # recent slots: received (True) or skipped
+
+    def push(self, sequence: int, item: T) -> list[T]:
+        if self._next is None:
+            self._next = sequence
+        ahead = _distance(sequence, self._next)
+        if ahead < 0:
+            if self._played.get(sequence):
+                self._stats.duplicates += 1
+                return []
+            self._stats.late += 1
+            if self._played.get(sequence) is False:
+                self._stats.lost -= 1  # received after all, too late
+                self._played[sequence] = True
+            return []
+        if sequence in self._held:
+            self._stats.duplicates += 1
+            return []
+        released: list[T] = []
+        if ahead >= MAX_DROPOUT:
+            released = self.flush()
+            self._next = sequence
+        elif any(_distance(held, self._next) > ahead for held in self._held):
+            self._stats.reordered += 1
+        self._held[sequence] = item
+        return released + self._release(force=False)
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def drain(self) -> list[T]:
+        """Everything held, in order: the gaps before them are counted lost."""
+        return self._release(force=True)
+
+    def flush(self) -> list[T]:
+        """``drain``, and the next push starts a new stream."""
+        released = self.drain()
+        self._next = None
+        self._played.clear()
+        return released
+
+    def _release(self, *, force: bool) -> list[T]:
+        released: list[T] = []
+        while self._held and self._next is not None:
+            received = self._next in self._held
+            if received:
+                released.append(self._held.pop(self._next))
+            elif force or len(self._held) > self._depth:
+                self._stats.lost += 1
+            else:
+                break
+            self._played[self._next] = received
+            if len(self._played) > 256:
+                del self._played[next(iter(self._played))]
+            self._next = (self._next + 1) % 0x10000
+        return released
+
+
+@dataclass
+class _Event:
+    """One key press being sent: a telephone-event packet per frame, then the end packets."""
+
+    code: int
+    frames: int
+    done: asyncio.Future[None]
+    timestamp: int = 0
+    sent_frames: int = 0
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, session: RtpSession) -> None:
+        self._session = session
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self._session._receive(data, addr, time.monotonic())
+        except Exception:  # a callback's bug: logged, and the next packet is handled as usual
+            logger.exception("rtp: error while handling a packet")
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable while the peer is not listening yet: not fatal for UDP.
+        logger.debug(f"rtp: {exc!r}")
+
+
+class RtpSession:
+    """One G.711 RTP stream each way on one UDP socket, with RFC 4733 DTMF."""
+
+    def __init__(
+        self,
+        *,
+        local_host: str,
+        codec_pt: int = PCMU,
+        dtmf_pt: int | None = 101,
+        on_audio: Callable[[bytes, float], None],
+        on_dtmf: Callable[[str], None] | None = None,
+        jitter_packets: int = 3,
+    ) -> None:
+        self._local_host = local_host
+        self._on_audio = on_audio
+        self._on_dtmf = on_dtmf
+        self.stats = RtpStats()
+        self.last_packet_at: float | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._closed = False
+        self._remote: tuple[str, int] | None = None
+        self._latched = False
+        # Sending: random SSRC, sequence and timestamp (RFC 3550 5.1).
+        self._ssrc = secrets.randbits(32)
+        self._sequence = secrets.randbits(16)
+        self._timestamp = secrets.randbits(32)
+        self._first = True
+        self._event: _Event | None = None
+        self._dtmf_queue: deque[_Event] = deque()
+        self._gap_frames = 0
+        # Receiving.
+        self._jitter: JitterBuffer[tuple[RtpPacket, float]] = JitterBuffer(
+            jitter_packets, self.stats
+        )
+        self._peer_ssrc: int | None = None
+        self._last_event_timestamp: int | None = None
+        # A peer that stops sending (silence suppression) must not keep the packets
+        # after a gap forever: they play after at most as long as a full buffer.
+        self._hold_s = jitter_packets * FRAME_SAMPLES / 8000
+        self._drain_timer: asyncio.TimerHandle | None = None
+        self._codec_pt = PCMU
+        self._dtmf_pt: int | None = None
+        self.set_codec(codec_pt, dtmf_pt)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self, port: int = 0) -> int:
+        """Bind UDP on ``local_host:port``; port 0 picks a free even port. Returns the port."""
+        if self._transport is not None or self._closed:
+            state = "closed" if self._closed else "open"
+            raise CallStateError(f'Cannot open an RTP session in state "{state}"')
+        loop = asyncio.get_running_loop()
+        odd: list[asyncio.DatagramTransport] = []
+        try:
+            for _ in range(64):
+                transport, _protocol = await loop.create_datagram_endpoint(
+                    lambda: _Protocol(self), local_addr=(self._local_host, port)
+                )
+                if port or transport.get_extra_info("sockname")[1] % 2 == 0:
+                    self._transport = transport
+                    return self.local_port
+                odd.append(transport)  # kept open until done so the OS offers another
+        finally:
+            for transport in odd:
+                transport.close()
+        raise OSError(f"no free even UDP port on {self._local_host}")
+
+    @property
+    def local_port(self) -> int:
+        if self._transport is None:
+            raise CallStateError("The RTP session is not open")
+        return int(self._transport.get_extra_info("sockname")[1])
+
+    def close(self) -> None:
+        """Close the socket; queued key presses are cancelled. Idempotent."""
+        self._closed = True
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        self._cancel_dtmf()
+
+    # ------------------------------------------------------------- negotiation
+
+    def set_remote(self, host: str, port: int) -> None:
+        """Where to send (from the peer's SDP); the next packet from the peer may re-latch it."""
+        self._remote = (host, port)
+        self._latched = False
+
+    @property
+    def remote(self) -> tuple[str, int] | None:
+        return self._remote
+
+    @property
+    def codec_pt(self) -> int:
+        return self._codec_pt
+
+    @property
+    def dtmf_pt(self) -> int | None:
+        return self._dtmf_pt
+
+    def set_codec(self, codec_pt: int, dtmf_pt: int | None) -> None:
+        """The negotiated audio codec and telephone-event payload type (None: no DTMF)."""
+        if codec_pt not in _ENCODERS:
+            raise ValueError(f"unsupported codec payload type {codec_pt} (PCMU=0, PCMA=8)")
+        self._codec_pt = codec_pt
+        self._dtmf_pt = dtmf_pt
+        if dtmf_pt is None:
+            self._cancel_dtmf()
+
+    # ------------------------------------------------------------------ sending
+
+    def send_frame(self, pcm8k: bytes) -> None:
+        """Send one 20 ms frame (or, while a key press plays, its telephone-event packet)."""
+        if len(pcm8k) != FRAME_BYTES:
+            raise ValueError(f"a frame is {FRAME_BYTES} bytes of 8 kHz s16le, got {len(pcm8k)}")
+        if self._transport is None or self._remote is None:
+            return
+        if self._event is None and self._dtmf_queue and self._gap_frames == 0:
+            self._event = self._dtmf_queue.popleft()
+            self._event.timestamp = self._timestamp
+        if self._event is not None:
+            self._send_event(self._event)
+        else:
+            self._send(self._codec_pt, _ENCODERS[self._codec_pt](pcm8k), self._timestamp)
+            self._gap_frames = max(0, self._gap_frames - 1)
+        self._timestamp = (self._timestamp + FRAME_SAMPLES) % 2**32
+
+    def queue_dtmf(self, digit: str, duration_ms: int = 100) -> asyncio.Future[None]:
+        """Queue a key press; the future resolves once its last end packet has gone out."""
+        if len(digit) != 1 or digit not in DTMF_DIGITS:
+            raise ValueError(f"not a DTMF digit: {digit!r} (0-9, *, #, A-D)")
+        if not 0 < duration_ms <= MAX_DTMF_MS:
+            raise ValueError(f"DTMF duration must be 1..{MAX_DTMF_MS} ms, got {duration_ms}")
+        if self._dtmf_pt is None:
+            raise CallStateError(
+                "Cannot send DTMF: the peer did not offer telephone-event (RFC 4733) in its SDP"
+            )
+        if self._closed:
+            raise CallStateError('Cannot send DTMF in RTP session state "closed"')
+        frames = -(-duration_ms // 20)
+        event = _Event(DTMF_DIGITS.index(digit), frames, asyncio.get_running_loop().create_future())
+        self._dtmf_queue.append(event)
+        return event.done
+
+    def _send_event(self, event: _Event) -> None:
+        assert self._dtmf_pt is not None  # set_codec(…, None) cancels the events
+        event.sent_frames += 1
+        end = event.sent_frames >= event.frames
+        flags = (0x80 if end else 0) | DTMF_VOLUME
+        payload = struct.pack("!BBH", event.code, flags, event.sent_frames * FRAME_SAMPLES)
+        for copy in range(DTMF_END_COPIES if end else 1):
+            marker = event.sent_frames == 1 and copy == 0
+            self._send(self._dtmf_pt, payload, event.timestamp, marker=marker)
+        if end:
+            self._event = None
+            self._gap_frames = DTMF_GAP_FRAMES
+            self.stats.dtmf_sent += 1
+            if not event.done.done():
+                event.done.set_result(None)
+
+    def _send(self, pt: int, payload: bytes, timestamp: int, marker: bool = False) -> None:
+        assert self._transport is not None and self._remote is not None
+        marker = marker or self._first  # the first packet of the stream
+        self._first = False
+        second = (0x80 if marker else 0) | pt
+        header = struct.pack("!BBHII", 0x80, second, self._sequence, timestamp, self._ssrc)
+        self._transport.sendto(header + payload, self._remote)
+        self._sequence = (self._sequence + 1) % 0x10000
+        self.stats.sent += 1
+
+    def _cancel_dtmf(self) -> None:
+        pending = ([self._event] if self._event else []) + list(self._dtmf_queue)
+        self._event = None
+        self._dtmf_queue.clear()
+        for event in pending:
+            event.done.cancel()
+
+    # ---------------------------------------------------------------- receiving
+
+    def _receive(self, data: bytes, addr: tuple[str, int], arrival: float) -> None:
+        packet = parse_rtp(data)
+        if packet is None:
+            self.stats.malformed += 1
+            return
+        if packet.payload_type in _RTCP_TYPES and packet.marker:
+            return  # RTCP muxed onto the RTP port (RFC 5761): not ours to read
+        self.stats.received += 1
+        self.last_packet_at = arrival
+        if packet.ssrc != self._peer_ssrc:  # a new stream: re-INVITE, or a new sender
+            for old in self._jitter.flush():
+                self._play(*old)
+            self._peer_ssrc = packet.ssrc
+            self._last_event_timestamp = None
+            self._latched = False
+        if not self._latched:
+            self._latched = True
+            if self._remote != addr[:2]:
+                logger.debug(f"rtp: sending to {addr[0]}:{addr[1]}, where the peer sends from")
+                self._remote = (addr[0], addr[1])
+        # Every payload type takes a sequence number: all of them pass through the
+        # buffer, or a key press would look like lost audio.
+        for item in self._jitter.push(packet.sequence, (packet, arrival)):
+            self._play(*item)
+        if self._jitter.holding and self._drain_timer is None:
+            loop = asyncio.get_running_loop()
+            self._drain_timer = loop.call_later(self._hold_s, self._drain)
+        elif not self._jitter.holding and self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+
+    def _drain(self) -> None:
+        self._drain_timer = None
+        try:
+            for item in self._jitter.drain():
+                self._play(*item)
+        except Exception:  # a callback's bug: as in datagram_received
+            logger.exception("rtp: error while playing held packets")
+
+    def _play(self, packet: RtpPacket, arrival: float) -> None:
+        decode = _DECODERS.get(packet.payload_type)
+        if decode is not None:
+            self._on_audio(decode(packet.payload), arrival)
+        elif packet.payload_type == self._dtmf_pt and len(packet.payload) >= 4:
+            if packet.timestamp == self._last_event_timestamp:
+                return  # an update or end packet of the key press already reported
+            self._last_event_timestamp = packet.timestamp
+            code = packet.payload[0]
+            if code < len(DTMF_DIGITS):
+                self.stats.dtmf_received += 1
+                if self._on_dtmf is not None:
+                    self._on_dtmf(DTMF_DIGITS[code])

@@ -1,0 +1,494 @@
+"""A SIP dialog with its RTP stream: placing a call, answering one, and what happens in it.
+
+Stage: between the phone (transactions) and the two users of a call: loopcall's
+``SipCall`` and the reference agent's SIP line.  ``dial`` sends the INVITE with
+our SDP offer and custom headers, reports 100/180/183 as they come, answers a
+401/407 challenge once with the configured credentials, CANCELs when nobody
+answers within the ring timeout, and ACKs the 200.  ``answer`` takes an INVITE,
+rings, and answers it with our SDP.  Either way the result is a ``SipSession``,
+which then handles the peer's BYE, re-INVITE (new media address or codec),
+INFO (DTMF), UPDATE and OPTIONS, and sends our own BYE.  Every failure is a
+``SipCallError`` whose text is what a user needs: the SIP status, or the cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from loguru import logger
+
+from telephony.sip.digest import DigestError, authorization, parse_challenge
+from telephony.sip.message import (
+    NameAddr,
+    SipMessage,
+    SipParseError,
+    new_tag,
+    parse_name_addr,
+)
+from telephony.sip.phone import (
+    ALLOW,
+    ClientTransaction,
+    SipPhone,
+    TransactionFailed,
+    TransactionTimeout,
+)
+from telephony.sip.rtp import RtpSession
+from telephony.sip.sdp import SdpError, build_sdp, negotiate, parse_sdp
+from telephony.sip.transport import Peer
+
+__all__ = ["SipCallError", "SipSession", "answer", "dial"]
+
+BYE_TIMEOUT_S = 4.0
+CANCEL_WAIT_S = 4.0
+_INFO_SIGNAL = re.compile(r"^Signal\s*=\s*([0-9*#A-Da-d])", re.MULTILINE)
+EventSink = Callable[[str, str], None]
+
+
+class SipCallError(Exception):
+    """A call that could not be set up, with the SIP status when there is one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class SipSession:
+    """One dialog (RFC 3261 section 12) and its media."""
+
+    phone: SipPhone
+    peer: Peer
+    call_id: str
+    local: NameAddr  # our From (UAC) or To (UAS), with our tag
+    remote: NameAddr  # theirs, with their tag
+    remote_target: str  # the peer's Contact URI: the Request-URI of our requests
+    rtp: RtpSession
+    local_cseq: int
+    session_version: int = 1
+    session_id: int = field(default_factory=lambda: secrets.randbelow(2**31))
+    on_event: EventSink = lambda _kind, _detail: None
+    on_dtmf: Callable[[str], None] | None = None
+    # Called once when the dialog ends from the far side: (cause, detail).
+    on_end: Callable[[str, str], None] | None = None
+    ended: bool = False
+    route: tuple[str, ...] = ()
+    far_end: str = "the agent"  # who the peer is, in event texts
+
+    # ----------------------------------------------------------- in the dialog
+
+    def on_request(self, request: SipMessage, peer: Peer) -> None:
+        method = request.method
+        if method == "ACK":
+            return
+        if method == "BYE":
+            self._spawn_reply(request, peer, 200, "OK")
+            reason = request.get("Reason")
+            self._end(
+                "remote_hangup",
+                f"{self.far_end} hung up (BYE" + (f"; {reason})" if reason else ")"),
+            )
+        elif method == "INVITE":
+            self._on_reinvite(request, peer)
+        elif method == "INFO":
+            match = _INFO_SIGNAL.search(request.body.decode("utf-8", "replace"))
+            self._spawn_reply(request, peer, 200, "OK")
+            if match and self.on_dtmf is not None:
+                self.on_dtmf(match.group(1).upper())
+        elif method in ("UPDATE", "OPTIONS"):
+            self._spawn_reply(request, peer, 200, "OK", headers=[("Allow", ALLOW)])
+        elif method == "CANCEL":
+            pass  # too late: the call is answered (the phone already said 200 to it)
+        else:
+            self._spawn_reply(request, peer, 501, "Not Implemented")
+
+    def on_malformed(self, error: SipParseError, peer: Peer) -> None:
+        self.on_event("sip_malformed", f"ignored a malformed SIP message from {peer}: {error}")
+
+    def _on_reinvite(self, request: SipMessage, peer: Peer) -> None:
+        detail = "re-INVITE without SDP: media unchanged"
+        if request.body:
+            try:
+                offer = parse_sdp(request.body)
+                codec, dtmf = negotiate(offer)
+            except SdpError as exc:
+                self._spawn_reply(request, peer, 488, "Not Acceptable Here")
+                self.on_event("sip_reinvite", f"refused a re-INVITE: {exc}")
+                return
+            self.rtp.set_remote(offer.host, offer.port)
+            self.rtp.set_codec(codec, dtmf)
+            detail = f"re-INVITE: media now {offer.host}:{offer.port} ({offer.direction})"
+        self.session_version += 1
+        self.on_event("sip_reinvite", detail)
+        self._spawn_reply(
+            request,
+            peer,
+            200,
+            "OK",
+            headers=[("Contact", self.phone.contact(peer.proto)), ("Allow", ALLOW)],
+            body=self.local_sdp(),
+        )
+
+    def local_sdp(self) -> bytes:
+        codec = self.rtp.codec_pt
+        return build_sdp(
+            self.phone.host,
+            self.rtp.local_port,
+            codecs=(codec,),
+            dtmf_pt=self.rtp.dtmf_pt,
+            session_id=self.session_id,
+            version=self.session_version,
+        )
+
+    def request(self, method: str) -> SipMessage:
+        """A new request inside the dialog (section 12.2.1.1)."""
+        self.local_cseq += 1
+        message = SipMessage(method=method, uri=self.remote_target)
+        for route in self.route:
+            message.add("Route", route)
+        message.add("Max-Forwards", "70")
+        message.add("From", str(self.local))
+        message.add("To", str(self.remote))
+        message.add("Call-ID", self.call_id)
+        message.add("CSeq", f"{self.local_cseq} {method}")
+        message.add("User-Agent", self.phone.user_agent)
+        return message
+
+    async def bye(self, reason: str | None = None) -> None:
+        """Hang up: send BYE and wait (briefly) for its answer."""
+        if self.ended:
+            return
+        self.ended = True
+        bye = self.request("BYE")
+        if reason:
+            bye.add("Reason", reason)
+        transaction = self.phone.start_request(bye, self.peer)
+        try:
+            final = await transaction.final(timeout=BYE_TIMEOUT_S)
+            self.on_event("sip_bye", f"BYE answered {final.summary()}")
+        except (TransactionTimeout, TransactionFailed) as exc:
+            self.on_event("sip_bye", f"BYE not answered: {exc}")
+
+    def _end(self, cause: str, detail: str) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.on_event("sip_ended", detail)
+        if self.on_end is not None:
+            self.on_end(cause, detail)
+
+    def _spawn_reply(
+        self,
+        request: SipMessage,
+        peer: Peer,
+        status: int,
+        reason: str,
+        *,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> None:
+        self.phone._spawn(
+            self.phone.respond(
+                request,
+                peer,
+                status,
+                reason,
+                to_tag=self.local.tag,
+                headers=headers or [],
+                body=body,
+            )
+        )
+
+
+# ------------------------------------------------------------------- placing a call
+
+
+@dataclass(frozen=True)
+class DialRequest:
+    """What ``dial`` needs to know beyond the phone and the media."""
+
+    uri: str  # the Request-URI: sip:USER@HOST:PORT[;transport=tcp]
+    peer: Peer  # where to send it
+    run_id: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    username: str | None = None
+    password: str | None = None
+    from_user: str = "loopcall"
+    ring_timeout_s: float = 30.0
+
+
+async def dial(
+    phone: SipPhone,
+    rtp: RtpSession,
+    request: DialRequest,
+    *,
+    on_event: EventSink,
+) -> SipSession:
+    """Place a call and return the answered session; ``SipCallError`` otherwise."""
+    call_id = f"{secrets.token_hex(12)}@{phone.host}"
+    local = parse_name_addr(f"<sip:{request.from_user}@{phone._hostport()}>").with_tag(new_tag())
+    to = parse_name_addr(f"<{request.uri}>")
+    session_id = secrets.randbelow(2**31)
+    offer = build_sdp(phone.host, rtp.local_port, session_id=session_id)
+    cseq = 1
+    authorized: str | None = None
+    answered_with: str | None = None
+    while True:
+        invite = _invite(phone, request, call_id, local, to, cseq, offer)
+        if authorized is not None:
+            invite.add(*_credentials_header(authorized, answered_with))
+        final = await _ring(phone, rtp, invite, request, on_event)
+        status = final.status
+        if status in (401, 407):
+            challenge_header = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
+            challenge_text = final.get(challenge_header) or ""
+            if authorized is not None:
+                raise SipCallError(
+                    f"the agent's SIP peer rejected the credentials for user "
+                    f"{request.username!r}: {final.summary()} again after digest authentication",
+                    status,
+                )
+            if not request.username:
+                raise SipCallError(
+                    f"the agent's SIP peer asks for digest authentication ({final.summary()}) "
+                    "but no SIP credentials are configured (sip_username / sip_password)",
+                    status,
+                )
+            try:
+                challenge = parse_challenge(challenge_text)
+                authorized = authorization(
+                    challenge,
+                    method="INVITE",
+                    uri=request.uri,
+                    username=request.username,
+                    password=request.password or "",
+                )
+            except DigestError as exc:
+                raise SipCallError(f"cannot answer the SIP challenge: {exc}", status) from exc
+            answered_with = challenge_header
+            on_event("sip_auth", f"{final.summary()}: answering realm {challenge['realm']!r}")
+            cseq += 1
+            continue
+        if status >= 300:
+            detail = f"the agent's SIP peer answered {final.summary()}"
+            if authorized is not None and status == 403:
+                detail += (
+                    f" after digest authentication as {request.username!r}: check the credentials"
+                )
+            raise SipCallError(detail, status)
+        return await _confirm(phone, rtp, invite, final, request, session_id, on_event)
+
+
+def _invite(
+    phone: SipPhone,
+    request: DialRequest,
+    call_id: str,
+    local: NameAddr,
+    to: NameAddr,
+    cseq: int,
+    offer: bytes,
+) -> SipMessage:
+    invite = SipMessage(method="INVITE", uri=request.uri)
+    invite.add("Max-Forwards", "70")
+    invite.add("From", str(local))
+    invite.add("To", str(to))
+    invite.add("Call-ID", call_id)
+    invite.add("CSeq", f"{cseq} INVITE")
+    invite.add("Contact", phone.contact(request.peer.proto, request.from_user))
+    invite.add("User-Agent", phone.user_agent)
+    invite.add("Allow", ALLOW)
+    if request.run_id:
+        invite.add("X-Loopcall-Run-Id", request.run_id)
+    for name, value in request.headers.items():
+        invite.add(name, value)
+    invite.add("Content-Type", "application/sdp")
+    invite.body = offer
+    return invite
+
+
+def _credentials_header(value: str, challenge_header: str | None) -> tuple[str, str]:
+    if challenge_header == "Proxy-Authenticate":
+        return ("Proxy-Authorization", value)
+    return ("Authorization", value)
+
+
+async def _ring(
+    phone: SipPhone,
+    rtp: RtpSession,
+    invite: SipMessage,
+    request: DialRequest,
+    on_event: EventSink,
+) -> SipMessage:
+    """Send one INVITE; return its final response (CANCEL after the ring timeout)."""
+
+    def provisional(response: SipMessage) -> None:
+        on_event("sip_provisional", response.summary())
+        if response.status == 183 and response.body:
+            with contextlib.suppress(SdpError):
+                media = parse_sdp(response.body)
+                rtp.set_remote(media.host, media.port)
+                on_event("sip_early_media", f"early media from {media.host}:{media.port}")
+
+    transaction: ClientTransaction = phone.start_request(
+        invite, request.peer, on_provisional=provisional
+    )
+    try:
+        try:
+            return await transaction.final(timeout=request.ring_timeout_s)
+        except TransactionTimeout:
+            pass
+        if not transaction.provisional:
+            raise SipCallError(
+                f"no SIP response from {request.peer} within {request.ring_timeout_s:g} s "
+                f"(is a SIP peer listening there?)",
+                None,
+            )
+        on_event("sip_cancel", f"no answer within {request.ring_timeout_s:g} s: sending CANCEL")
+        await transaction.cancel()
+        try:
+            final = await transaction.final(timeout=CANCEL_WAIT_S)
+        except TransactionTimeout as exc:
+            raise SipCallError(
+                f"no answer within {request.ring_timeout_s:g} s (CANCEL sent, not confirmed)", 408
+            ) from exc
+        if 200 <= final.status < 300:
+            return final  # answered as we cancelled: the caller ACKs and may hang up
+        raise SipCallError(
+            f"no answer within {request.ring_timeout_s:g} s: CANCEL sent, "
+            f"the peer answered {final.summary()}",
+            final.status,
+        )
+    except TransactionFailed as exc:
+        raise SipCallError(str(exc), None) from exc
+
+
+async def _confirm(
+    phone: SipPhone,
+    rtp: RtpSession,
+    invite: SipMessage,
+    ok: SipMessage,
+    request: DialRequest,
+    session_id: int,
+    on_event: EventSink,
+) -> SipSession:
+    """ACK the 200 and build the session; hang up at once if its SDP is unusable."""
+    try:
+        remote = ok.to
+        contact_values = ok.get_all("Contact")
+        target = parse_name_addr(contact_values[0]).uri if contact_values else request.uri
+    except SipParseError as exc:
+        raise SipCallError(f"malformed 200 OK: {exc}", 200) from exc
+    route = tuple(reversed(ok.get_all("Record-Route")))
+    session = SipSession(
+        phone=phone,
+        peer=request.peer,
+        call_id=invite.call_id,
+        local=invite.from_,
+        remote=remote,
+        remote_target=target,
+        rtp=rtp,
+        local_cseq=invite.cseq[0],
+        session_id=session_id,
+        on_event=on_event,
+        route=route,
+    )
+    ack = SipMessage(method="ACK", uri=target)
+    ack.add("Via", phone.via(request.peer.proto))
+    for hop in route:
+        ack.add("Route", hop)
+    ack.add("Max-Forwards", "70")
+    ack.add("From", str(session.local))
+    ack.add("To", str(remote))
+    ack.add("Call-ID", session.call_id)
+    ack.add("CSeq", f"{invite.cseq[0]} ACK")
+    phone.send_ack(ack, request.peer)
+    try:
+        media = parse_sdp(ok.body) if ok.body else None
+        if media is None:
+            raise SdpError("the 200 OK carries no SDP answer")
+        codec, dtmf = negotiate(media)
+    except SdpError as exc:
+        await session.bye('SIP;cause=488;text="unusable SDP"')
+        raise SipCallError(f"answered, but {exc}", 200) from exc
+    rtp.set_codec(codec, dtmf)
+    rtp.set_remote(media.host, media.port)
+    on_event(
+        "sip_answered",
+        f"{ok.summary()}: {media.codec_name(codec)} to {media.host}:{media.port}"
+        + (f", telephone-event {dtmf}" if dtmf is not None else ", no telephone-event"),
+    )
+    return session
+
+
+# ------------------------------------------------------------------ answering a call
+
+
+async def answer(
+    phone: SipPhone,
+    rtp: RtpSession,
+    invite: SipMessage,
+    peer: Peer,
+    *,
+    on_event: EventSink,
+    ring: bool = True,
+    far_end: str = "the agent",
+) -> SipSession:
+    """Answer ``invite`` (100, 180, 200 with our SDP) and wait for the ACK."""
+    tag = new_tag()
+    try:
+        offer = parse_sdp(invite.body) if invite.body else None
+        if offer is None:
+            raise SdpError("the INVITE carries no SDP offer (late offer is not supported)")
+        codec, dtmf = negotiate(offer)
+        remote = invite.from_
+        contacts = invite.get_all("Contact")
+        target = parse_name_addr(contacts[0]).uri if contacts else remote.uri
+    except (SdpError, SipParseError) as exc:
+        await phone.respond(invite, peer, 488, "Not Acceptable Here", to_tag=tag)
+        raise SipCallError(f"refused an INVITE from {peer}: {exc}", 488) from exc
+    await phone.respond(invite, peer, 100, "Trying")
+    if ring:
+        await phone.respond(invite, peer, 180, "Ringing", to_tag=tag)
+    rtp.set_codec(codec, dtmf)
+    rtp.set_remote(offer.host, offer.port)
+    session = SipSession(
+        phone=phone,
+        peer=peer,
+        call_id=invite.call_id,
+        local=invite.to.with_tag(tag),
+        remote=remote,
+        remote_target=target,
+        rtp=rtp,
+        local_cseq=secrets.randbelow(2**16),
+        on_event=on_event,
+        route=tuple(invite.get_all("Record-Route")),
+        far_end=far_end,
+    )
+    phone.dialogs[invite.call_id] = session
+    answered = await phone.respond(
+        invite,
+        peer,
+        200,
+        "OK",
+        to_tag=tag,
+        headers=[("Contact", phone.contact(peer.proto)), ("Allow", ALLOW)],
+        body=session.local_sdp(),
+    )
+    if not answered:
+        phone.dialogs.pop(invite.call_id, None)
+        raise SipCallError(f"the caller at {peer} cancelled the call before it was answered", 487)
+    on_event(
+        "sip_answered",
+        f"answered {invite.summary()} from {peer}: {offer.codec_name(codec)} "
+        f"to {offer.host}:{offer.port}",
+    )
+    try:
+        await phone.wait_ack(invite)
+    except TransactionTimeout as exc:
+        phone.dialogs.pop(invite.call_id, None)
+        raise SipCallError(f"answered {peer}, but {exc}", 408) from exc
+    logger.debug(f"sip: call {invite.call_id} confirmed")
+    return session

@@ -1,0 +1,83 @@
+"""End to end over SIP on 127.0.0.1: loopcall's SIP phone calls the reference agent's.
+
+The agent is `loopcall agent --channel sip` in its own process: it answers the
+INVITE with loopcall's SIP stack and talks G.711 RTP, so the audio crosses
+8 kHz mu-law both ways, as on a phone line, with no carrier in between.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jiwer
+import pytest
+
+from harness.agent.script import DENTAL_SCRIPT
+from harness.calibration import EchoCalibrator
+from harness.cases import load_cases
+from harness.models import Case
+from harness.orchestrator import RunOptions, run_case
+from harness.store import RunStore
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"
+pytestmark = pytest.mark.e2e
+
+
+def booking_case() -> Case:
+    return load_cases(EXAMPLES / "dental_suite.yaml").cases[0]
+
+
+def _normalise(text: str) -> str:
+    words = jiwer.RemovePunctuation()(text.lower())
+    return " ".join(words.replace("10", "ten").split())
+
+
+@pytest.mark.parametrize("delay_ms", [800])  # benchmarks/oracle.py covers more delays
+async def test_latency_oracle_over_sip(start_agent, tmp_path: Path, delay_ms: int) -> None:
+    agent = start_agent("--reply-delay-ms", str(delay_ms), channel="sip")
+    assert agent.target.startswith("sip:agent@127.0.0.1:")
+    store = RunStore(tmp_path / "runs")
+    async with EchoCalibrator() as calibrator:
+        run = await run_case(booking_case(), agent.target, store, calibrator=calibrator)
+
+    assert run.status == "completed", run.error
+    assert run.channel == "sip"
+    assert run.termination_reason == "agent_ended"  # the agent's BYE
+    kinds = [e.kind for e in run.events]
+    assert "sip_answered" in kinds and "sip_call_id" in kinds
+    rtt = run.metrics.transport_rtt_ms
+    assert rtt is not None
+    replies = [t for t in run.turns if t.role == "agent" and t.latency_ms is not None]
+    assert len(replies) == 3
+    errors = [t.latency_ms - delay_ms - rtt for t in replies]  # type: ignore[operator]
+    print(f"sip oracle D={delay_ms}: rtt {rtt} ms, errors {errors}")
+    assert all(abs(e) <= 10 for e in errors), errors
+    logged = [r for r in agent.timings() if r["caller_offset_epoch_ms"] is not None]
+    assert len(logged) == 3 and all(r["late_ms"] == 0 for r in logged), logged
+    heard = [_normalise(t.text) for t in run.turns if t.role == "agent"]
+    wer = jiwer.wer([_normalise(line) for line in DENTAL_SCRIPT.lines], heard)
+    print(f"agent-transcript WER over G.711: {wer:.3f}")
+    assert wer <= 0.15, heard
+
+
+async def test_sip_over_tcp_with_digest_auth(start_agent, tmp_path: Path) -> None:
+    """The agent challenges every INVITE; loopcall answers with the configured credentials."""
+    agent = start_agent("--sip-auth", "bob:s3cret", channel="sip")
+    store = RunStore(tmp_path / "runs")
+    options = RunOptions(calibrate=False, sip={"username": "bob", "password": "s3cret"})
+    run = await run_case(booking_case(), agent.target + ";transport=tcp", store, options=options)
+    assert run.status == "completed", run.error
+    auth = [e.detail for e in run.events if e.kind == "sip_auth"]
+    assert auth and "401 Unauthorized" in auth[0]
+
+    wrong = RunOptions(calibrate=False, sip={"username": "bob", "password": "nope"})
+    failed = await run_case(booking_case(), agent.target, store, options=wrong)
+    assert failed.status == "failed"
+    assert "403 Forbidden after digest authentication as 'bob'" in (failed.error or "")
+
+    anonymous = await run_case(
+        booking_case(), agent.target, store, options=RunOptions(calibrate=False)
+    )
+    assert anonymous.status == "failed"
+    assert "asks for digest authentication (401 Unauthorized)" in (anonymous.error or "")
+    assert "no SIP credentials are configured" in (anonymous.error or "")
