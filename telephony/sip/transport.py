@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -62,6 +64,23 @@ class _Udp(asyncio.DatagramProtocol):
         self.owner._unreachable(exc)
 
 
+def _report_icmp_errors(udp: asyncio.DatagramTransport) -> None:
+    """Have Linux report ICMP "port unreachable" on this unconnected socket (IP_RECVERR).
+
+    Without it an INVITE to a port where nothing listens waits out its timers;
+    with it asyncio calls ``error_received`` and the call fails at once.
+    """
+    if sys.platform != "linux":
+        return
+    sock = udp.get_extra_info("socket")
+    if sock.family == socket.AF_INET6:
+        level, option = socket.IPPROTO_IPV6, 25  # IPV6_RECVERR
+    else:
+        level, option = socket.IPPROTO_IP, 11  # IP_RECVERR
+    with contextlib.suppress(OSError):
+        sock.setsockopt(level, option, 1)
+
+
 class SipTransport:
     """A UDP socket and a TCP listener on ``host:port`` (``port`` 0: any free port)."""
 
@@ -95,6 +114,7 @@ class SipTransport:
                 lambda: _Udp(self), local_addr=(self.host, self.port)
             )
             port = udp.get_extra_info("sockname")[1]
+            _report_icmp_errors(udp)
             if not self._tcp_enabled:
                 self._udp, self.port = udp, port
                 return port
