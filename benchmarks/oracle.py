@@ -2,9 +2,10 @@
 
 For each reply delay D, starts `loopcall agent --reply-delay-ms D` in its own
 process and runs the booking case N times on 127.0.0.1 over a channel: WebRTC,
-a Twilio media stream (loopcall playing the carrier), or a phone call (`tel:`)
+a Twilio media stream (loopcall playing the carrier), a phone call (`tel:`)
 placed with the twilio SDK through `loopcall twilio-emulator` (its own process),
-which bridges it to the agent's media stream.  Prints:
+which bridges it to the agent's media stream, or a SIP call (G.711 RTP) to the
+agent's SIP phone.  Prints:
 
 - the transport round trip from each run's echo calibration, and its spread
   (within one calibration and across runs);
@@ -12,7 +13,7 @@ which bridges it to the agent's media stream.  Prints:
   latency_ms - D - transport_rtt_ms;
 - the agent-transcript WER against the agent's known lines.
 
-    .venv/bin/python benchmarks/oracle.py --calls 5 --delays 400 1200 [--channel twilio-ws|tel]
+    .venv/bin/python benchmarks/oracle.py --calls 5 --delays 400 1200 [--channel twilio-ws|tel|sip]
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ async def _bench(delays: list[int], calls: int, out: Path, channel: str) -> None
                 "--reply-delay-ms",
                 str(delay),
                 log_path=out / f"agent-{delay}.log",
-                channel="webrtc" if channel == "webrtc" else "twilio-ws",
+                channel=channel if channel in ("webrtc", "sip") else "twilio-ws",
             )
             errors: list[float] = []
             try:
@@ -166,7 +167,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--delays", type=int, nargs="+", default=[400, 1200])
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--channel", choices=["webrtc", "twilio-ws", "tel"], default="webrtc")
+    parser.add_argument("--channel", choices=["webrtc", "twilio-ws", "tel", "sip"], default="webrtc")
     args = parser.parse_args()
     logger.remove()
     logger.add(sys.stderr, level="ERROR")

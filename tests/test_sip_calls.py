@@ -165,7 +165,7 @@ async def test_reinvite_moves_the_media(stub) -> None:
     await second.open()
     try:
         reinvite = session.request("INVITE")
-        reinvite.add("Contact", agent.phone.contact("udp", "stub"))
+        reinvite.add("Contact", agent.phone.contact(session.peer, "stub"))
         reinvite.add("Content-Type", "application/sdp")
         original, session.rtp = session.rtp, second
         reinvite.body = session.local_sdp()
@@ -255,3 +255,14 @@ async def test_silent_agent_fails_the_run_with_the_rtp_timeout(stub, tmp_path: P
     stored = store.load(run.id)
     assert stored.status == "failed" and stored.error == run.error
     assert agent.session is not None and agent.session.ended  # we sent BYE anyway
+
+
+async def test_a_phone_bound_to_all_interfaces_advertises_the_route_to_the_peer() -> None:
+    phone = SipPhone("0.0.0.0", 0)
+    await phone.open()
+    try:
+        peer = Peer("tcp", "127.0.0.1", 5060)
+        assert phone.contact(peer) == f"<sip:loopcall@127.0.0.1:{phone.port};transport=tcp>"
+        assert phone.via(peer).startswith(f"SIP/2.0/TCP 127.0.0.1:{phone.port};branch=z9hG4bK")
+    finally:
+        await phone.close()

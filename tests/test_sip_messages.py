@@ -17,7 +17,8 @@ from telephony.sip.sdp import SdpError, build_sdp, negotiate, parse_sdp
 
 INVITE = (
     b"INVITE sip:agent@127.0.0.1:5080 SIP/2.0\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1;rport, SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1;rport, "
+    b"SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK0\r\n"
     b'f: "Loop Call" <sip:loopcall@127.0.0.1:5070>;tag=abc\r\n'
     b"t: <sip:agent@127.0.0.1:5080>\r\n"
     b"i: call-1@127.0.0.1\r\n"
@@ -106,7 +107,10 @@ def test_sdp_offer_parses_back_and_negotiates_in_the_offerers_order() -> None:
 
 
 def test_sdp_peer_without_telephone_event_or_common_codec() -> None:
-    sipp = b"v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n"
+    sipp = (
+        b"v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\n"
+        b"t=0 0\r\nm=audio 6000 RTP/AVP 0\r\n"
+    )
     offer = parse_sdp(sipp)
     assert negotiate(offer) == (0, None)
     g729 = sipp.replace(b"RTP/AVP 0", b"RTP/AVP 18\r\na=rtpmap:18 G729/8000")

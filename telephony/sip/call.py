@@ -38,7 +38,7 @@ from telephony.sip.message import SipMessage
 from telephony.sip.phone import SipPhone, TransactionFailed, TransactionTimeout
 from telephony.sip.rtp import PCMA, RtpSession
 from telephony.sip.session import DialRequest, SipCallError, SipSession, answer, dial
-from telephony.sip.transport import Peer
+from telephony.sip.transport import Peer, local_address_for
 from telephony.twilio_stream import CATCH_UP_S, DTMF_DIGITS, FrameClock, Playout
 
 __all__ = ["SipCall"]
@@ -60,17 +60,6 @@ async def resolve(host: str) -> str:
     except socket.gaierror as exc:
         raise ConnectError(f"cannot resolve SIP host {host!r}: {exc}") from exc
     return str(infos[0][4][0])
-
-
-def local_address_for(ip: str) -> str:
-    """The address of our interface that routes to ``ip`` (no packet is sent)."""
-    address = ipaddress.ip_address(ip)
-    if address.is_loopback:
-        return ip
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
-        probe.connect((ip, 9))
-        return str(probe.getsockname()[0])
 
 
 @dataclass

@@ -32,7 +32,7 @@ from typing import Protocol
 from loguru import logger
 
 from telephony.sip.message import SipMessage, SipParseError, new_branch, new_tag
-from telephony.sip.transport import Peer, SipTransport, TransportClosed
+from telephony.sip.transport import Peer, SipTransport, TransportClosed, local_address_for
 
 __all__ = [
     "ALLOW",
@@ -191,16 +191,23 @@ class SipPhone:
             task.cancel()
         await self.transport.close()
 
-    def contact(self, proto: str, user: str | None = None) -> str:
-        suffix = ";transport=tcp" if proto == "tcp" else ""
-        return f"<sip:{user or self.user}@{self._hostport()}{suffix}>"
+    def address_for(self, peer: Peer) -> str:
+        """Our address as ``peer`` sees it: the bound one, or (bound to all) the route's."""
+        if self.host in ("0.0.0.0", "::"):
+            return local_address_for(peer.host)
+        return self.host
 
-    def via(self, proto: str, branch: str | None = None) -> str:
-        return f"SIP/2.0/{proto.upper()} {self._hostport()};branch={branch or new_branch()};rport"
+    def hostport(self, peer: Peer) -> str:
+        host = self.address_for(peer)
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
-    def _hostport(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+    def contact(self, peer: Peer, user: str | None = None) -> str:
+        suffix = ";transport=tcp" if peer.proto == "tcp" else ""
+        return f"<sip:{user or self.user}@{self.hostport(peer)}{suffix}>"
+
+    def via(self, peer: Peer, branch: str | None = None) -> str:
+        via = f"SIP/2.0/{peer.proto.upper()} {self.hostport(peer)}"
+        return f"{via};branch={branch or new_branch()};rport"
 
     # ------------------------------------------------------------------ client
 
@@ -214,7 +221,7 @@ class SipPhone:
     ) -> ClientTransaction:
         """Send ``request`` (adding our Via) and return its transaction."""
         if via:
-            request.headers.insert(0, ("Via", self.via(peer.proto)))
+            request.headers.insert(0, ("Via", self.via(peer)))
         transaction = ClientTransaction(self, request, peer, on_provisional)
         self._client[transaction.key] = transaction
         transaction._final.add_done_callback(lambda _f: self._client.pop(transaction.key, None))

@@ -128,14 +128,14 @@ class SipSession:
             peer,
             200,
             "OK",
-            headers=[("Contact", self.phone.contact(peer.proto)), ("Allow", ALLOW)],
+            headers=[("Contact", self.phone.contact(peer)), ("Allow", ALLOW)],
             body=self.local_sdp(),
         )
 
     def local_sdp(self) -> bytes:
         codec = self.rtp.codec_pt
         return build_sdp(
-            self.phone.host,
+            self.phone.address_for(self.peer),
             self.rtp.local_port,
             codecs=(codec,),
             dtmf_pt=self.rtp.dtmf_pt,
@@ -228,11 +228,12 @@ async def dial(
     on_event: EventSink,
 ) -> SipSession:
     """Place a call and return the answered session; ``SipCallError`` otherwise."""
-    call_id = f"{secrets.token_hex(12)}@{phone.host}"
-    local = parse_name_addr(f"<sip:{request.from_user}@{phone._hostport()}>").with_tag(new_tag())
+    here = phone.hostport(request.peer)
+    call_id = f"{secrets.token_hex(12)}@{phone.address_for(request.peer)}"
+    local = parse_name_addr(f"<sip:{request.from_user}@{here}>").with_tag(new_tag())
     to = parse_name_addr(f"<{request.uri}>")
     session_id = secrets.randbelow(2**31)
-    offer = build_sdp(phone.host, rtp.local_port, session_id=session_id)
+    offer = build_sdp(phone.address_for(request.peer), rtp.local_port, session_id=session_id)
     cseq = 1
     authorized: str | None = None
     answered_with: str | None = None
@@ -297,7 +298,7 @@ def _invite(
     invite.add("To", str(to))
     invite.add("Call-ID", call_id)
     invite.add("CSeq", f"{cseq} INVITE")
-    invite.add("Contact", phone.contact(request.peer.proto, request.from_user))
+    invite.add("Contact", phone.contact(request.peer, request.from_user))
     invite.add("User-Agent", phone.user_agent)
     invite.add("Allow", ALLOW)
     if request.run_id:
@@ -396,7 +397,7 @@ async def _confirm(
         route=route,
     )
     ack = SipMessage(method="ACK", uri=target)
-    ack.add("Via", phone.via(request.peer.proto))
+    ack.add("Via", phone.via(request.peer))
     for hop in route:
         ack.add("Route", hop)
     ack.add("Max-Forwards", "70")
@@ -474,7 +475,7 @@ async def answer(
         200,
         "OK",
         to_tag=tag,
-        headers=[("Contact", phone.contact(peer.proto)), ("Allow", ALLOW)],
+        headers=[("Contact", phone.contact(peer)), ("Allow", ALLOW)],
         body=session.local_sdp(),
     )
     if not answered:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import socket
 import sys
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from loguru import logger
 
 from telephony.sip.message import SipMessage, SipParseError, parse_message, split_stream
 
-__all__ = ["Peer", "SipTransport", "TransportClosed"]
+__all__ = ["Peer", "SipTransport", "TransportClosed", "local_address_for"]
 
 Proto = Literal["udp", "tcp"]
 Addr = tuple[str, int]
@@ -79,6 +80,17 @@ def _report_icmp_errors(udp: asyncio.DatagramTransport) -> None:
         level, option = socket.IPPROTO_IP, 11  # IP_RECVERR
     with contextlib.suppress(OSError):
         sock.setsockopt(level, option, 1)
+
+
+def local_address_for(ip: str) -> str:
+    """The address of our interface that routes to ``ip`` (no packet is sent)."""
+    address = ipaddress.ip_address(ip)
+    if address.is_loopback:
+        return ip
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect((ip, 9))
+        return str(probe.getsockname()[0])
 
 
 class SipTransport:
