@@ -17,14 +17,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,piper,postgres]"
 	touch $(STAMP)
 
-# The persona's voice is Debian's flite; everything else comes from PyPI.
+# The persona's voice is Debian's flite; the SIP tests' peers are Debian's SIPp
+# (sip-tester) and baresip (without its recommended GUI/video plugins);
+# everything else comes from PyPI.
 .PHONY: system-deps
 system-deps:
-	@command -v flite >/dev/null 2>&1 || { \
-	  echo "installing flite (the persona's offline voice) ..."; \
+	@missing=; \
+	command -v flite >/dev/null 2>&1 || missing="$$missing flite"; \
+	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
+	command -v baresip >/dev/null 2>&1 || missing="$$missing baresip"; \
+	[ -z "$$missing" ] || { \
+	  echo "installing$$missing (the persona's offline voice; the SIP tests' peers) ..."; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
-	  else echo "flite is missing: install it with your package manager (apt-get install flite)"; exit 1; fi; \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq flite >/dev/null; }
+	  else echo "missing:$$missing: install with your package manager (apt-get install$$missing)"; exit 1; fi; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
 
 demo: setup
 	$(BIN)/loopcall demo --out $(OUT)

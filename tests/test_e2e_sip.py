@@ -65,19 +65,18 @@ async def test_sip_over_tcp_with_digest_auth(start_agent, tmp_path: Path) -> Non
     agent = start_agent("--sip-auth", "bob:s3cret", channel="sip")
     store = RunStore(tmp_path / "runs")
     options = RunOptions(calibrate=False, sip={"username": "bob", "password": "s3cret"})
-    run = await run_case(booking_case(), agent.target + ";transport=tcp", store, options=options)
+    short = booking_case().model_copy(update={"max_turns": 1})
+    run = await run_case(short, agent.target + ";transport=tcp", store, options=options)
     assert run.status == "completed", run.error
     auth = [e.detail for e in run.events if e.kind == "sip_auth"]
     assert auth and "401 Unauthorized" in auth[0]
 
     wrong = RunOptions(calibrate=False, sip={"username": "bob", "password": "nope"})
-    failed = await run_case(booking_case(), agent.target, store, options=wrong)
+    failed = await run_case(short, agent.target, store, options=wrong)
     assert failed.status == "failed"
     assert "403 Forbidden after digest authentication as 'bob'" in (failed.error or "")
 
-    anonymous = await run_case(
-        booking_case(), agent.target, store, options=RunOptions(calibrate=False)
-    )
+    anonymous = await run_case(short, agent.target, store, options=RunOptions(calibrate=False))
     assert anonymous.status == "failed"
     assert "asks for digest authentication (401 Unauthorized)" in (anonymous.error or "")
     assert "no SIP credentials are configured" in (anonymous.error or "")

@@ -494,3 +494,28 @@ async def test_a_failing_callback_does_not_kill_the_session(session, raw) -> Non
         loop.set_exception_handler(previous)
     assert calls == audio_of([1, 2])
     assert escaped == []  # the error stayed inside the session (logged there)
+
+
+async def test_arrival_times_are_the_kernels_not_the_busy_loops(session) -> None:
+    """Packets that arrive while the event loop is stalled keep their real spacing."""
+    import socket
+    import threading
+
+    b, sink = await session()
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def send_paced() -> None:
+        for seq in range(1, 11):
+            sender.sendto(rtp(seq), (HOST, b.local_port))
+            time.sleep(0.02)  # the sender's own 20 ms pacing, in its thread
+
+    thread = threading.Thread(target=send_paced)
+    thread.start()
+    time.sleep(0.3)  # noqa: ASYNC251 - the stall under test: the loop reads nothing
+    thread.join()
+    sender.close()
+    await sink.until(lambda: len(sink.audio) == 10)
+    spread = sink.arrivals[-1] - sink.arrivals[0]
+    # Read after the stall they would all carry one instant; stamped by the kernel
+    # they span the ~180 ms over which they were sent.
+    assert spread > 0.15, sink.arrivals

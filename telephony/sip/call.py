@@ -272,7 +272,7 @@ class SipCall(Call):
             if remaining <= 0:
                 self._mark_ended(
                     "media_timeout",
-                    f"no RTP from the agent for {timeout:g} s: the call dropped without a BYE",
+                    f"no RTP from the agent for {timeout:g} s, and no BYE",
                 )
                 self._spawn(self._close_transport())
                 return
@@ -310,7 +310,21 @@ class SipCall(Call):
             await session.bye()
         await self._release()
 
+    def media_summary(self) -> str:
+        """RTP counters of the call, for the run's events."""
+        if self.rtp is None:
+            return "no media"
+        s = self.rtp.stats
+        return (
+            f"RTP sent {s.sent}, received {s.received}, lost {s.lost}, late {s.late}, "
+            f"duplicates {s.duplicates}, reordered {s.reordered}, malformed {s.malformed}; "
+            f"early-media packets {self.early_packets}; "
+            f"stale audio dropped {self.playout.dropped_s * 1000:.0f} ms"
+        )
+
     async def _release(self) -> None:
+        if self.rtp is not None and self.state == "ended" and self.connected_at is not None:
+            self._event("sip_media", self.media_summary())
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:

@@ -69,7 +69,7 @@ CANONICAL = {
 # Headers whose values may be comma-joined lists (section 7.3.1); others keep commas.
 LIST_HEADERS = {"via", "contact", "route", "record-route", "allow", "supported"}
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
-_STATUS = re.compile(r"^SIP/2\.0 ([1-6][0-9]{2}) ?(.*)$")
+_STATUS = re.compile(r"^SIP/2\.0 ([1-6][0-9]{2}) ?(.*)$", re.IGNORECASE)
 MAX_MESSAGE = 65_535
 
 
@@ -324,13 +324,13 @@ def parse_message(data: bytes) -> SipMessage:
 
 
 def _start_line(line: str) -> SipMessage:
-    if line.startswith("SIP/"):
+    if line[:4].upper() == "SIP/":
         match = _STATUS.match(line)
         if match is None:
             raise SipParseError(f"bad status line {line[:60]!r}")
         return SipMessage(status=int(match.group(1)), reason=match.group(2).strip())
     parts = line.split(" ")
-    if len(parts) != 3 or parts[2] != SIP_VERSION or not _TOKEN.match(parts[0]):
+    if len(parts) != 3 or parts[2].upper() != SIP_VERSION or not _TOKEN.match(parts[0]):
         raise SipParseError(f"bad request line {line[:60]!r}")
     if ":" not in parts[1]:
         raise SipParseError(f"bad Request-URI {parts[1][:60]!r}")

@@ -96,10 +96,18 @@ class ClientTransaction:
                 f"no final response to {self.request.method} from {self.peer} within {timeout:g} s"
             ) from exc
 
-    async def cancel(self) -> None:
-        """Send CANCEL for this INVITE (section 9.1); its final response then follows."""
-        if self.request.method != "INVITE" or self.done:
+    async def cancel(self, *, abandon: bool = False) -> None:
+        """Send CANCEL for this INVITE (section 9.1); its final response then follows.
+
+        ``abandon``: the transaction already failed on our side (the peer answered
+        garbage), but the peer rang: CANCEL anyway so it stops ringing.
+        """
+        if self.request.method != "INVITE" or (self.done and not abandon):
             return
+        late_final: asyncio.Future[SipMessage] | None = None
+        if abandon:  # the INVITE's own final answer (487) will come outside its transaction
+            late_final = asyncio.get_running_loop().create_future()
+            self.phone._late_finals[self.request.branch] = late_final
         invite = self.request
         cancel = SipMessage(method="CANCEL", uri=invite.uri)
         cancel.add("Via", invite.top_via)
@@ -112,6 +120,11 @@ class ClientTransaction:
         transaction = self.phone.start_request(cancel, self.peer, via=False)
         with contextlib.suppress(TransactionTimeout, TransactionFailed):
             await transaction.final(timeout=2 * T2)
+        if late_final is not None:
+            # Wait for the 487 so that it is ACKed before the phone closes.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(late_final, T2)
+            self.phone._late_finals.pop(self.request.branch, None)
 
     def _resolve(self, response: SipMessage) -> None:
         if response.status < 200:
@@ -169,6 +182,10 @@ class SipPhone:
         self._client: dict[tuple[str, str], ClientTransaction] = {}
         self._acks_for_non2xx: dict[tuple[str, str], tuple[SipMessage, Peer]] = {}
         self._acks_for_2xx: dict[tuple[str, int], tuple[SipMessage, Peer]] = {}
+        # Every INVITE sent, by branch: a final answer that comes after we gave up on
+        # its transaction (a 487 after our CANCEL of a failed set-up) is still ACKed.
+        self._invites: dict[str, tuple[SipMessage, Peer]] = {}
+        self._late_finals: dict[str, asyncio.Future[SipMessage]] = {}
         self._server: dict[tuple[str, str], _ServerTransaction] = {}
         self._awaiting_ack: dict[tuple[str, int], asyncio.Future[SipMessage]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -224,6 +241,8 @@ class SipPhone:
             request.headers.insert(0, ("Via", self.via(peer)))
         transaction = ClientTransaction(self, request, peer, on_provisional)
         self._client[transaction.key] = transaction
+        if request.method == "INVITE":
+            self._invites[request.branch] = (request, peer)
         transaction._final.add_done_callback(lambda _f: self._client.pop(transaction.key, None))
         transaction._retransmit = self._spawn(self._send_and_retransmit(transaction))
         return transaction
@@ -264,8 +283,15 @@ class SipPhone:
                     self._spawn(self._send_quietly(*stored))
             elif method == "INVITE" and response.status >= 300:
                 stored = self._acks_for_non2xx.get((response.branch, method))
+                invite = self._invites.get(response.branch)
+                if stored is None and invite is not None:
+                    stored = (self._ack_for(invite[0], response), invite[1])
+                    self._acks_for_non2xx[(response.branch, method)] = stored
                 if stored is not None:
                     self._spawn(self._send_quietly(*stored))
+                late = self._late_finals.get(response.branch)
+                if late is not None and not late.done():
+                    late.set_result(response)
             return
         if method == "INVITE" and response.status >= 300:
             ack = self._ack_for(transaction.request, response)

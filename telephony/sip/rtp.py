@@ -7,17 +7,20 @@ key press queued with ``queue_dtmf`` is playing, as an RFC 4733 telephone-event
 packet in its place.  Packets from the peer are put back in sequence order by a
 small reorder buffer (``JitterBuffer``: no added delay while nothing is out of
 order), decoded and handed to ``on_audio(pcm8k, arrival_time)`` with the time
-the packet reached the socket; key presses go to ``on_dtmf`` once each.  RTP is
-symmetric: we send from the socket we receive on, to wherever the peer's
-packets come from (latching, for peers behind NAT).  No RTCP is sent; RTCP
-muxed onto the port is ignored.
+the packet reached the socket (the kernel's receive timestamp); key presses go
+to ``on_dtmf`` once each.  RTP is symmetric: we send from the socket we receive
+on, to wherever the peer's packets come from (latching, for peers behind NAT).
+No RTCP is sent; RTCP muxed onto the port is ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+import socket
 import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -55,6 +58,7 @@ _DECODERS = {PCMU: ulaw_decode, PCMA: alaw_decode}
 # A sequence number this far ahead of the play point is a sender that jumped, not
 # a loss of thousands of packets (RFC 3550 A.1's MAX_DROPOUT).
 MAX_DROPOUT = 3000
+_SO_TIMESTAMPNS = 35  # Linux: receive timestamps as a struct timespec
 _RTCP_TYPES = range(72, 77)  # RTCP packet types 200-204 seen as an RTP payload type (RFC 5761)
 
 T = TypeVar("T")
@@ -71,6 +75,7 @@ class RtpStats:
     dtmf_sent: int = 0  # key presses sent
     dtmf_received: int = 0  # key presses received
     malformed: int = 0  # datagrams that are not RTP v2 (ignored)
+    send_dropped: int = 0  # packets our own socket buffer refused (not sent)
 
 
 @dataclass(frozen=True)
@@ -196,19 +201,63 @@ class _Event:
     sent_frames: int = 0
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, session: RtpSession) -> None:
+class _StampedSocket:
+    """A non-blocking UDP socket read by the event loop, with the kernel's arrival times.
+
+    A packet's arrival is when the kernel received it (``SO_TIMESTAMPNS`` on Linux),
+    not when a busy event loop got round to reading it: a second-long stall (a
+    pipeline starting) would otherwise bunch a second of on-time packets into one
+    instant, and the playout would drop them as stale.  Elsewhere the read time
+    stands in.
+    """
+
+    def __init__(self, sock: socket.socket, session: RtpSession) -> None:
+        self._sock = sock
         self._session = session
+        self._stamped = False
+        if sys.platform == "linux":
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+                self._stamped = True
+            except OSError:
+                pass
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._read_ready)
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+    def get_extra_info(self, name: str) -> object:
+        return self._sock.getsockname() if name == "sockname" else None
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
-            self._session._receive(data, addr, time.monotonic())
-        except Exception:  # a callback's bug: logged, and the next packet is handled as usual
-            logger.exception("rtp: error while handling a packet")
+            self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self._session.stats.send_dropped += 1  # the socket buffer is full: a lost packet
+        except OSError as exc:  # ICMP unreachable from an earlier packet, and the like
+            logger.debug(f"rtp: send to {addr}: {exc!r}")
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable while the peer is not listening yet: not fatal for UDP.
-        logger.debug(f"rtp: {exc!r}")
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+        self._sock.close()
+
+    def _read_ready(self) -> None:
+        while True:
+            try:
+                data, ancillary, _flags, addr = self._sock.recvmsg(4096, 64)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # ICMP port unreachable while the peer is not up yet
+                logger.debug(f"rtp: {exc!r}")
+                continue
+            arrival = time.monotonic()
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(value) >= 16:
+                    seconds, nanoseconds = struct.unpack("qq", value[:16])
+                    # The kernel stamps with the wall clock: move it onto the monotonic one.
+                    arrival -= time.time() - (seconds + nanoseconds / 1e9)
+            try:
+                self._session._receive(data, addr, arrival)
+            except Exception:  # a callback's bug: logged, and the next packet is handled
+                logger.exception("rtp: error while handling a packet")
 
 
 class RtpSession:
@@ -229,7 +278,7 @@ class RtpSession:
         self._on_dtmf = on_dtmf
         self.stats = RtpStats()
         self.last_packet_at: float | None = None
-        self._transport: asyncio.DatagramTransport | None = None
+        self._transport: _StampedSocket | None = None
         self._closed = False
         self._remote: tuple[str, int] | None = None
         self._latched = False
@@ -262,20 +311,24 @@ class RtpSession:
         if self._transport is not None or self._closed:
             state = "closed" if self._closed else "open"
             raise CallStateError(f'Cannot open an RTP session in state "{state}"')
-        loop = asyncio.get_running_loop()
-        odd: list[asyncio.DatagramTransport] = []
+        family = socket.AF_INET6 if ":" in self._local_host else socket.AF_INET
+        odd: list[socket.socket] = []
         try:
             for _ in range(64):
-                transport, _protocol = await loop.create_datagram_endpoint(
-                    lambda: _Protocol(self), local_addr=(self._local_host, port)
-                )
-                if port or transport.get_extra_info("sockname")[1] % 2 == 0:
-                    self._transport = transport
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                try:
+                    sock.bind((self._local_host, port))
+                except OSError:
+                    sock.close()
+                    raise
+                sock.setblocking(False)
+                if port or sock.getsockname()[1] % 2 == 0:
+                    self._transport = _StampedSocket(sock, self)
                     return self.local_port
-                odd.append(transport)  # kept open until done so the OS offers another
+                odd.append(sock)  # kept open until done so the OS offers another
         finally:
-            for transport in odd:
-                transport.close()
+            for sock in odd:
+                sock.close()
         raise OSError(f"no free even UDP port on {self._local_host}")
 
     @property

@@ -363,6 +363,8 @@ async def _ring(
             final.status,
         )
     except TransactionFailed as exc:
+        if transaction.provisional:  # it rang: tell it we are gone
+            await transaction.cancel(abandon=True)
         raise SipCallError(str(exc), None) from exc
 
 
