@@ -80,3 +80,33 @@ async def test_sip_over_tcp_with_digest_auth(start_agent, tmp_path: Path) -> Non
     assert anonymous.status == "failed"
     assert "asks for digest authentication (401 Unauthorized)" in (anonymous.error or "")
     assert "no SIP credentials are configured" in (anonymous.error or "")
+
+
+async def test_stored_sip_agent_through_the_controller(start_agent, start_controller, tmp_path):
+    """A stored agent's SIP username (option) and password (sealed credential) dial it."""
+    agent = start_agent("--sip-auth", "carol:t0ps3cret", channel="sip")
+    controller = start_controller(f"sqlite:///{tmp_path / 'db.sqlite'}", "--no-calibrate")
+    case = booking_case().model_dump(mode="json", exclude_none=True, exclude={"id"})
+    case["max_turns"] = 1
+    async with controller.client() as http:
+        async with http.post(
+            "/agents",
+            json={
+                "name": "sip desk",
+                "address": agent.target,
+                "options": {"sip_username": "carol", "headers": {"X-Tenant": "acme"}},
+                "credentials": {"sip_password": "t0ps3cret"},
+            },
+        ) as response:
+            assert response.status == 201, await response.text()
+            stored = await response.json()
+        async with http.post("/runs", json={"case": case, "agent_id": stored["id"]}) as response:
+            assert response.status == 202, await response.text()
+            run_id = (await response.json())["run_ids"][0]
+        async with http.get(f"/runs/{run_id}", params={"wait_s": "60"}) as response:
+            run = await response.json()
+    assert run["status"] == "completed", run.get("error")
+    assert run["channel"] == "sip"
+    details = [e["detail"] for e in run["events"]]
+    assert any("401 Unauthorized: answering realm 'loopcall-agent'" in d for d in details)
+    assert "t0ps3cret" not in str(run)

@@ -248,3 +248,18 @@ async def test_baresip_softphone_answers_and_talks(tmp_path: Path) -> None:
     agent = " ".join(t.text.lower() for t in run.turns if t.role == "agent")
     assert "test line" in agent and "dental" in agent, agent
     assert heard.size and int(np.abs(heard.astype(np.int32)).max()) > 1000  # baresip heard Alex
+
+
+async def test_keys_go_by_sip_info_when_the_peer_offers_no_telephone_event() -> None:
+    # SIPp's built-in uas answers with PCMU only: no RFC 4733 payload type.
+    async with await start_sipp_uas(None, rtp_echo=True) as sipp:
+        call = open_call(parse_target(sipp.uri))
+        await call.connect(5)
+        assert call.rtp.dtmf_pt is None  # type: ignore[attr-defined]
+        await call.send_dtmf("7")
+        await call.hangup()
+        assert await sipp.wait(30) == 0, sipp.describe()
+        messages = sipp.messages()
+    assert "INFO sip:" in messages
+    assert "Content-Type: application/dtmf-relay" in messages
+    assert "Signal=7" in messages
