@@ -167,7 +167,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--delays", type=int, nargs="+", default=[400, 1200])
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--channel", choices=["webrtc", "twilio-ws", "tel", "sip"], default="webrtc")
+    parser.add_argument(
+        "--channel", choices=["webrtc", "twilio-ws", "tel", "sip"], default="webrtc"
+    )
     args = parser.parse_args()
     logger.remove()
     logger.add(sys.stderr, level="ERROR")

@@ -239,7 +239,8 @@ class Case(_Strict):
     direction: Literal["outbound", "inbound"] = Field(
         default="outbound",
         description="outbound: loopcall calls the agent; inbound: the agent calls loopcall "
-        "(the target is the loopcall number it calls, e.g. tel:+15550100).",
+        "(the target is where loopcall answers: the number it calls, e.g. tel:+15550100, "
+        "or the SIP URI loopcall listens on, e.g. sip:persona@0.0.0.0:5070).",
     )
     answer_timeout_s: float = Field(
         default=60,

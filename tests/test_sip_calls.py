@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -18,10 +19,11 @@ from harness.models import Case
 from harness.orchestrator import RunOptions, run_case
 from harness.store import RunStore
 from telephony import Call, ConnectError, open_call, parse_target
+from telephony.sip.dialing import answer
 from telephony.sip.message import SipMessage
 from telephony.sip.phone import SipPhone
 from telephony.sip.rtp import RtpSession
-from telephony.sip.session import SipSession, answer
+from telephony.sip.session import SipSession
 from telephony.sip.transport import Peer
 
 FRAME = bytes(640)
@@ -266,3 +268,17 @@ async def test_a_phone_bound_to_all_interfaces_advertises_the_route_to_the_peer(
         assert phone.via(peer).startswith(f"SIP/2.0/TCP 127.0.0.1:{phone.port};branch=z9hG4bK")
     finally:
         await phone.close()
+
+
+def test_a_long_lived_phone_forgets_old_transactions() -> None:
+    from telephony.sip.phone import Recent
+
+    kept: Recent[str, int] = Recent(ttl=10.0, check_every=2)
+    kept["a"] = 1
+    kept["b"] = 2  # the second insertion checks: nothing is old yet
+    assert dict(kept) == {"a": 1, "b": 2}
+    kept.prune(now=time.monotonic() + 11.0)
+    assert dict(kept) == {}
+    kept["c"] = 3
+    kept.prune()
+    assert dict(kept) == {"c": 3}

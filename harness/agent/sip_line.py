@@ -28,11 +28,12 @@ from pipecat.workers.runner import WorkerRunner
 
 from harness.agent.playout import TapeReader
 from telephony.g711 import Downsampler, Upsampler
+from telephony.sip.dialing import answer
 from telephony.sip.digest import parse_challenge
 from telephony.sip.message import SipMessage
 from telephony.sip.phone import SipPhone
 from telephony.sip.rtp import RtpSession
-from telephony.sip.session import SipCallError, answer
+from telephony.sip.session import SipCallError
 from telephony.sip.transport import Peer
 from telephony.twilio_stream import FrameClock
 

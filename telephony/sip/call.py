@@ -34,10 +34,12 @@ from telephony.g711 import (
     ulaw_decode,
     ulaw_encode,
 )
+from telephony.sip.dialing import DialRequest, answer, dial
 from telephony.sip.message import SipMessage
-from telephony.sip.phone import SipPhone, TransactionFailed, TransactionTimeout
+from telephony.sip.phone import SipPhone
 from telephony.sip.rtp import PCMA, RtpSession
-from telephony.sip.session import DialRequest, SipCallError, SipSession, answer, dial
+from telephony.sip.session import SipCallError, SipSession
+from telephony.sip.transaction import TransactionFailed, TransactionTimeout
 from telephony.sip.transport import Peer, local_address_for
 from telephony.twilio_stream import CATCH_UP_S, DTMF_DIGITS, FrameClock, Playout
 

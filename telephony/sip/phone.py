@@ -25,13 +25,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Protocol
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from loguru import logger
 
 from telephony.sip.message import SipMessage, SipParseError, new_branch, new_tag
+from telephony.sip.transaction import (
+    T1,
+    T2,
+    TIMEOUT,
+    ClientTransaction,
+    TransactionFailed,
+    TransactionTimeout,
+)
 from telephony.sip.transport import Peer, SipTransport, TransportClosed, local_address_for
 
 __all__ = [
@@ -43,20 +52,11 @@ __all__ = [
     "TransactionTimeout",
 ]
 
-T1 = 0.5
-T2 = 4.0
-TIMEOUT = 64 * T1
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 USER_AGENT = "loopcall"
+K = TypeVar("K")
+V = TypeVar("V")
 _CALL_ID = re.compile(rb"^(?:call-id|i)[ \t]*:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
-
-
-class TransactionTimeout(TimeoutError):
-    """No final response within the transaction timer."""
-
-
-class TransactionFailed(ConnectionError):
-    """The transaction cannot complete: the peer is unreachable or answered garbage."""
 
 
 class DialogHandler(Protocol):
@@ -67,84 +67,27 @@ class DialogHandler(Protocol):
     def on_malformed(self, error: SipParseError, peer: Peer) -> None: ...
 
 
-@dataclass
-class ClientTransaction:
-    """One request in flight, and the responses it gets."""
+class Recent(dict[K, V]):
+    """A dict that forgets entries older than ``ttl`` seconds, checked as it grows."""
 
-    phone: SipPhone
-    request: SipMessage
-    peer: Peer
-    on_provisional: Callable[[SipMessage], None] | None = None
-    provisional: list[SipMessage] = field(default_factory=list)
-    _final: asyncio.Future[SipMessage] = field(default_factory=asyncio.Future)
-    _retransmit: asyncio.Task[None] | None = None
+    def __init__(self, ttl: float = 2 * TIMEOUT, check_every: int = 64) -> None:
+        super().__init__()
+        self._ttl = ttl
+        self._check_every = check_every
+        self._born: dict[K, float] = {}
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.request.branch, self.request.method)
+    def __setitem__(self, key: K, value: V) -> None:
+        super().__setitem__(key, value)
+        self._born[key] = time.monotonic()
+        if len(self._born) % self._check_every == 0:
+            self.prune()
 
-    @property
-    def done(self) -> bool:
-        return self._final.done()
-
-    async def final(self, timeout: float | None = TIMEOUT) -> SipMessage:
-        """The final response; ``TransactionTimeout`` or ``TransactionFailed`` otherwise."""
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._final), timeout)
-        except TimeoutError as exc:
-            raise TransactionTimeout(
-                f"no final response to {self.request.method} from {self.peer} within {timeout:g} s"
-            ) from exc
-
-    async def cancel(self, *, abandon: bool = False) -> None:
-        """Send CANCEL for this INVITE (section 9.1); its final response then follows.
-
-        ``abandon``: the transaction already failed on our side (the peer answered
-        garbage), but the peer rang: CANCEL anyway so it stops ringing.
-        """
-        if self.request.method != "INVITE" or (self.done and not abandon):
-            return
-        late_final: asyncio.Future[SipMessage] | None = None
-        if abandon:  # the INVITE's own final answer (487) will come outside its transaction
-            late_final = asyncio.get_running_loop().create_future()
-            self.phone._late_finals[self.request.branch] = late_final
-        invite = self.request
-        cancel = SipMessage(method="CANCEL", uri=invite.uri)
-        cancel.add("Via", invite.top_via)
-        for name in ("Route", "From", "To", "Call-ID"):
-            for value in invite.get_all(name) if name == "Route" else [invite.require(name)]:
-                cancel.add(name, value)
-        cancel.add("CSeq", f"{invite.cseq[0]} CANCEL")
-        cancel.add("Max-Forwards", "70")
-        cancel.add("User-Agent", self.phone.user_agent)
-        transaction = self.phone.start_request(cancel, self.peer, via=False)
-        with contextlib.suppress(TransactionTimeout, TransactionFailed):
-            await transaction.final(timeout=2 * T2)
-        if late_final is not None:
-            # Wait for the 487 so that it is ACKed before the phone closes.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(late_final, T2)
-            self.phone._late_finals.pop(self.request.branch, None)
-
-    def _resolve(self, response: SipMessage) -> None:
-        if response.status < 200:
-            self.provisional.append(response)
-            if self._retransmit is not None and self.request.method == "INVITE":
-                self._retransmit.cancel()  # timer A stops at the first provisional
-            if self.on_provisional is not None:
-                self.on_provisional(response)
-            return
-        if not self._final.done():
-            self._final.set_result(response)
-        if self._retransmit is not None:
-            self._retransmit.cancel()
-
-    def _fail(self, exc: Exception) -> None:
-        if not self._final.done():
-            self._final.set_exception(exc)
-            self._final.exception()  # retrieved: an unawaited failure is not an error
-        if self._retransmit is not None:
-            self._retransmit.cancel()
+    def prune(self, now: float | None = None) -> None:
+        cutoff = (time.monotonic() if now is None else now) - self._ttl
+        for key, born in list(self._born.items()):
+            if born < cutoff or key not in self:
+                del self._born[key]
+                self.pop(key, None)
 
 
 @dataclass
@@ -180,14 +123,16 @@ class SipPhone:
         )
         self.dialogs: dict[str, DialogHandler] = {}
         self._client: dict[tuple[str, str], ClientTransaction] = {}
-        self._acks_for_non2xx: dict[tuple[str, str], tuple[SipMessage, Peer]] = {}
-        self._acks_for_2xx: dict[tuple[str, int], tuple[SipMessage, Peer]] = {}
+        # What a long-lived phone (an inbound listener, the reference agent) keeps
+        # about past transactions is forgotten after twice their lifetime.
+        self._acks_for_non2xx: Recent[tuple[str, str], tuple[SipMessage, Peer]] = Recent()
+        self._acks_for_2xx: Recent[tuple[str, int], tuple[SipMessage, Peer]] = Recent()
         # Every INVITE sent, by branch: a final answer that comes after we gave up on
         # its transaction (a 487 after our CANCEL of a failed set-up) is still ACKed.
-        self._invites: dict[str, tuple[SipMessage, Peer]] = {}
+        self._invites: Recent[str, tuple[SipMessage, Peer]] = Recent()
         self._late_finals: dict[str, asyncio.Future[SipMessage]] = {}
-        self._server: dict[tuple[str, str], _ServerTransaction] = {}
-        self._awaiting_ack: dict[tuple[str, int], asyncio.Future[SipMessage]] = {}
+        self._server: Recent[tuple[str, str], _ServerTransaction] = Recent()
+        self._awaiting_ack: Recent[tuple[str, int], asyncio.Future[SipMessage]] = Recent()
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -363,7 +308,8 @@ class SipPhone:
             return True
         if request.method == "INVITE" and 200 <= status < 300:
             key = (request.call_id, request.cseq[0])
-            self._awaiting_ack.setdefault(key, asyncio.get_running_loop().create_future())
+            if key not in self._awaiting_ack:
+                self._awaiting_ack[key] = asyncio.get_running_loop().create_future()
             if peer.proto == "udp":
                 self._spawn(self._retransmit_2xx(key, response, peer))
         return True
@@ -384,7 +330,9 @@ class SipPhone:
     async def wait_ack(self, request: SipMessage, timeout: float = TIMEOUT) -> SipMessage:
         """The ACK for our 2xx to ``request`` (an INVITE); ``TransactionTimeout`` if none."""
         key = (request.call_id, request.cseq[0])
-        future = self._awaiting_ack.setdefault(key, asyncio.get_running_loop().create_future())
+        future = self._awaiting_ack.get(key)
+        if future is None:
+            future = self._awaiting_ack[key] = asyncio.get_running_loop().create_future()
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError as exc:
@@ -481,8 +429,8 @@ class SipPhone:
                     )
                 )
 
-    def _spawn(self, coro: object) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
