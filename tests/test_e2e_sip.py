@@ -9,27 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jiwer
 import pytest
+from dental import agent_wer, booking_case
 
-from harness.agent.script import DENTAL_SCRIPT
 from harness.calibration import EchoCalibrator
-from harness.cases import load_cases
-from harness.models import Case
 from harness.orchestrator import RunOptions, run_case
 from harness.store import RunStore
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"
 pytestmark = pytest.mark.e2e
-
-
-def booking_case() -> Case:
-    return load_cases(EXAMPLES / "dental_suite.yaml").cases[0]
-
-
-def _normalise(text: str) -> str:
-    words = jiwer.RemovePunctuation()(text.lower())
-    return " ".join(words.replace("10", "ten").split())
 
 
 @pytest.mark.parametrize("delay_ms", [800])  # benchmarks/oracle.py covers more delays
@@ -54,10 +41,9 @@ async def test_latency_oracle_over_sip(start_agent, tmp_path: Path, delay_ms: in
     assert all(abs(e) <= 10 for e in errors), errors
     logged = [r for r in agent.timings() if r["caller_offset_epoch_ms"] is not None]
     assert len(logged) == 3 and all(r["late_ms"] == 0 for r in logged), logged
-    heard = [_normalise(t.text) for t in run.turns if t.role == "agent"]
-    wer = jiwer.wer([_normalise(line) for line in DENTAL_SCRIPT.lines], heard)
+    wer = agent_wer(run)
     print(f"agent-transcript WER over G.711: {wer:.3f}")
-    assert wer <= 0.15, heard
+    assert wer <= 0.15, [t.text for t in run.turns if t.role == "agent"]
 
 
 async def test_sip_over_tcp_with_digest_auth(start_agent, tmp_path: Path) -> None:

@@ -20,20 +20,19 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from dental import booking_case
 from fastapi import FastAPI
 from twilio.request_validator import RequestValidator
 
 from harness.calibration import EchoCalibrator
-from harness.cases import load_cases
 from harness.cli import start_agent_process
-from harness.models import Case, Run
+from harness.models import Run
 from harness.orchestrator import RunOptions, run_case
 from harness.store import RunStore
 from telephony.embedded import serve_embedded
 from telephony.twilio_phone import TwilioAccount, TwilioGateway, connect_twiml
 
 pytestmark = pytest.mark.e2e
-EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"
 AGENT = "+15550001111"  # the agent's phone number
 LOOPCALL = "+15550002222"  # a number whose voice webhook is loopcall's gateway
 BUSY = "+15550003333"
@@ -144,10 +143,6 @@ async def phone(carrier: Carrier) -> AsyncIterator[Phone]:
             ring_timeout_s=5,
         )
         yield Phone(account, gateway, carrier.agent_stream)
-
-
-def booking_case() -> Case:
-    return load_cases(EXAMPLES / "dental_suite.yaml").cases[0]
 
 
 def statuses(run: Run) -> list[str]:

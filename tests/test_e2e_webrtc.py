@@ -15,36 +15,18 @@ import sys
 import wave
 from pathlib import Path
 
-import jiwer
 import pytest
 import yaml
+from dental import EXAMPLES, agent_wer, booking_case
 
-from harness.agent.script import DENTAL_SCRIPT
 from harness.calibration import EchoCalibrator
 from harness.cases import load_cases
-from harness.models import Case, Run
+from harness.models import Run
 from harness.orchestrator import RunOptions, run_case
 from harness.store import RunStore
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"
-
 pytestmark = pytest.mark.e2e
 LOOPCALL = [sys.executable, "-m", "harness.cli"]
-
-
-def booking_case() -> Case:
-    return load_cases(EXAMPLES / "dental_suite.yaml").cases[0]
-
-
-def _normalise(text: str) -> str:
-    words = jiwer.RemovePunctuation()(text.lower())
-    return " ".join(words.replace("10", "ten").split())
-
-
-def _agent_wer(run_turns: list[str]) -> float:
-    reference = [_normalise(line) for line in DENTAL_SCRIPT.lines]
-    hypothesis = [_normalise(text) for text in run_turns]
-    return float(jiwer.wer(reference, hypothesis))
 
 
 async def _loopcall(*args: str) -> tuple[int, str, str]:
@@ -74,7 +56,7 @@ async def test_cli_run_end_to_end(start_agent, tmp_path: Path) -> None:
     persona_turns = [t for t in run.turns if t.role == "persona"]
     assert [t.role for t in run.turns] == ["agent", "persona"] * 3 + ["agent"]
     # The agent's known lines come back through the wire and the offline STT.
-    assert _agent_wer([t.text for t in agent_turns]) < 0.2
+    assert agent_wer(run) < 0.2
     assert "Alex Morgan" in persona_turns[0].text
     assert agent_turns[0].latency_ms is None
     assert all(t.latency_ms is not None and t.latency_ms > 0 for t in agent_turns[1:])
