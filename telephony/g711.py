@@ -68,9 +68,9 @@ def _segments(magnitude: np.ndarray, shift: int) -> np.ndarray:
     return seg
 
 
-def ulaw_encode(pcm: bytes) -> bytes:
-    """int16 PCM bytes -> mu-law bytes (14-bit magnitude, bias 33, as G.711 and audioop)."""
-    x = np.frombuffer(pcm, dtype=np.int16).astype(np.int32) >> 2
+def _ulaw_formula(samples: np.ndarray) -> np.ndarray:
+    """mu-law codes of int16 samples, computed (14-bit magnitude, bias 33, as G.711)."""
+    x = samples.astype(np.int32) >> 2
     mask = np.where(x < 0, 0x7F, 0xFF)
     magnitude = np.minimum(np.abs(x), 8159) + 0x21
     exponent = np.zeros(magnitude.shape, dtype=np.int32)
@@ -78,18 +78,35 @@ def ulaw_encode(pcm: bytes) -> bytes:
         exponent += magnitude > bound
     mantissa = (magnitude >> (exponent + 1)) & 0x0F
     code = np.where(exponent > 7, 0x7F, (exponent << 4) | mantissa)  # past the last segment
-    return (code ^ mask).astype(np.uint8).tobytes()
+    return (code ^ mask).astype(np.uint8)
 
 
-def alaw_encode(pcm: bytes) -> bytes:
-    """int16 PCM bytes -> A-law bytes."""
-    x = np.frombuffer(pcm, dtype=np.int16).astype(np.int32)
+def _alaw_formula(samples: np.ndarray) -> np.ndarray:
+    """A-law codes of int16 samples, computed (13-bit magnitude, as G.711)."""
+    x = samples.astype(np.int32)
     sign = np.where(x >= 0, 0x80, 0)
     magnitude = np.where(x >= 0, x, -x - 1) >> 3  # 13-bit magnitude
     magnitude = np.minimum(magnitude, 0xFFF)
     exponent = _segments(magnitude, 4)
     mantissa = np.where(exponent == 0, magnitude >> 1, magnitude >> exponent) & 0x0F
-    return ((sign | (exponent << 4) | mantissa) ^ 0x55).astype(np.uint8).tobytes()
+    return ((sign | (exponent << 4) | mantissa) ^ 0x55).astype(np.uint8)
+
+
+# Every int16 sample's code, indexed by the sample's bits read as uint16: encoding a
+# frame is then one table lookup (3 us for 160 samples instead of 44 us computed).
+_ALL_SAMPLES = np.arange(65536, dtype=np.uint16).view(np.int16)
+_ULAW_ENCODE = _ulaw_formula(_ALL_SAMPLES)
+_ALAW_ENCODE = _alaw_formula(_ALL_SAMPLES)
+
+
+def ulaw_encode(pcm: bytes) -> bytes:
+    """int16 PCM bytes -> mu-law bytes (as G.711 and audioop)."""
+    return _ULAW_ENCODE[np.frombuffer(pcm, dtype=np.uint16)].tobytes()
+
+
+def alaw_encode(pcm: bytes) -> bytes:
+    """int16 PCM bytes -> A-law bytes (as G.711 and audioop)."""
+    return _ALAW_ENCODE[np.frombuffer(pcm, dtype=np.uint16)].tobytes()
 
 
 def _halfband(taps: int = 31) -> np.ndarray:
