@@ -100,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--echo", action="store_true", help="echo the caller (calibration)")
     agent.add_argument("--no-stt", action="store_true", help="do not transcribe the caller")
     agent.add_argument(
+        "--light",
+        action="store_true",
+        help="no pipeline and no STT, phone lines at 8 kHz: a cheap agent for load tests",
+    )
+    agent.add_argument(
         "--sip-auth",
         default=None,
         metavar="USER:PASSWORD",
@@ -178,7 +183,10 @@ def _configure_logging(command: str) -> None:
         return bool(record["level"].no >= floor)
 
     logger.remove()
-    logger.add(sys.stderr, level=0, filter=keep)
+    # The handler's level lets loguru drop records below it before building them
+    # (pipecat logs a trace line per audio frame: building each one cost the agent
+    # a tenth of its CPU).
+    logger.add(sys.stderr, level=threshold, filter=keep)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -564,6 +572,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         stt=not args.no_stt,
         echo=args.echo,
         voice=args.voice,
+        light=args.light,
     )
     try:
         app = create_agent_app(options)
@@ -581,6 +590,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         return 2
     port = sock.getsockname()[1]
     mode = "" if args.reply_delay_ms is None else f" oracle D={args.reply_delay_ms:g} ms"
+    mode += " light" if args.light else ""
     # One machine-readable line once the socket accepts connections (the demo and tests wait on it).
     url = (
         f"ws://{args.host}:{port}/ws"
@@ -605,6 +615,7 @@ def _serve_sip_agent(agent: Any, args: argparse.Namespace) -> int:
             return 2
         credentials = (user, password)
     mode = "" if args.reply_delay_ms is None else f" oracle D={args.reply_delay_ms:g} ms"
+    mode += " light" if args.light else ""
 
     async def serve() -> int:
         line = SipLine(agent, args.host, args.port, credentials=credentials)

@@ -16,12 +16,12 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from loguru import logger
 
 from harness import __version__
-from harness.calibration import EchoCalibrator
+from harness.calibration import Calibration, EchoCalibrator
 from harness.models import CallEvent, Case, Run, TerminationReason, utcnow
 from harness.recorder import Recorder
 from harness.scoring import evaluate
@@ -29,6 +29,7 @@ from harness.store import RunSink
 from harness.transcript import SaidLine, analyse
 from personas.bot import PersonaBot
 from personas.brains import Brain, BrainError, make_brain
+from personas.lean import LeanBot
 from personas.llm_brain import LLMConfig
 from personas.speech import get_transcriber
 from telephony import (
@@ -45,6 +46,8 @@ from telephony.twilio_phone import TwilioAccount, TwilioGateway
 __all__ = ["ProgressFn", "RunOptions", "run_case"]
 
 HANGUP_GRACE_S = 2.0
+# Phone channels whose calls can carry the line's own 8 kHz (the lean caller uses it).
+NARROWBAND_CHANNELS = ("sip", "twilio-ws")
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,13 @@ class RunOptions:
     media_timeout_s: float | None = 10.0
     llm: LLMConfig | None = None
     calibrate: bool = True
+    # A calibration measured beforehand (a bench measures once per level, at rest):
+    # used instead of an echo call before this run.
+    calibration: Calibration | None = None
     transcribe: bool = True
+    # Who calls: "pipecat" (the persona pipeline: Silero VAD, Whisper, TTS) or "lean"
+    # (personas/lean.py: energy endpointing, cached lines, no live STT unless needed).
+    caller: Literal["pipecat", "lean"] = "pipecat"
     # Phone calls (tel: targets): the Twilio account and the gateway that serves
     # Twilio's webhooks and media streams in this process.
     twilio: TwilioAccount | None = None
@@ -132,7 +141,7 @@ class _Execution:
         self.calibrator = calibrator
         self.progress = progress
         self.recorder: Recorder | None = None
-        self.bot: PersonaBot | None = None
+        self.bot: PersonaBot | LeanBot | None = None
         self.connected_at: float | None = None
         self.started_mono = time.monotonic()
 
@@ -152,7 +161,9 @@ class _Execution:
             target = parse_target(run.target)
             run.channel = target.channel
             brain = make_brain(run.case, self.options.llm)
-            if self.options.calibrate:
+            if self.options.calibration is not None:
+                self._use_calibration(self.options.calibration, "measured before the run")
+            elif self.options.calibrate:
                 await self._calibrate(target.channel)
             phone: dict[str, Any] = {}
             if target.channel == "tel":
@@ -176,6 +187,8 @@ class _Execution:
                     "inbound cases wait for the agent to call: their target is tel:+NUMBER "
                     f"or sip:USER@HOST:PORT (where loopcall listens), not {target.channel}"
                 )
+            if self.options.caller == "lean" and target.channel in NARROWBAND_CHANNELS:
+                phone["sample_rate"] = 8000  # the line's own rate: no resampling
             call = open_call(
                 target,
                 request_data={**self.dial.request_data, "loopcall_run_id": run.id},
@@ -213,13 +226,20 @@ class _Execution:
         except TelephonyError as exc:
             self.event("calibration_failed", str(exc))
             return
+        self._use_calibration(calibration)
+
+    def _use_calibration(self, calibration: Calibration, note: str = "") -> None:
         self.run.metrics.transport_rtt_ms = calibration.rtt_ms
         self.run.metrics.transport_rtt_jitter_ms = calibration.jitter_ms
-        self.event("calibrated", f"transport round trip {calibration.rtt_ms:.1f} ms")
+        suffix = f" ({note})" if note else ""
+        self.event("calibrated", f"transport round trip {calibration.rtt_ms:.1f} ms{suffix}")
 
     async def _converse(self, call: Call, brain: Brain) -> TerminationReason:
         case = self.run.case
-        self.bot = PersonaBot(case, call, brain, on_event=self.event)
+        if self.options.caller == "lean":
+            self.bot = LeanBot(case, call, brain, on_event=self.event)
+        else:
+            self.bot = PersonaBot(case, call, brain, on_event=self.event)
         await self.bot.start()
         _reraise_swallowed_cancel()
         finished = self.bot.finished
@@ -242,7 +262,7 @@ class _Execution:
             return "agent_ended"
         # Duration limit: say goodbye (briefly) and hang up.
         self.event("timeout", f"max_duration_s={case.max_duration_s:g}")
-        await self.bot.turns.say_goodbye("persona_goodbye")
+        await self.bot.say_goodbye("persona_goodbye")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(finished), 8.0)
         return "timeout"

@@ -269,6 +269,10 @@ class PersonaBot:
     def said(self) -> list[Utterance]:
         return self.turns.said
 
+    async def say_goodbye(self, reason: FinishReason) -> None:
+        """Say the goodbye line now (used at the duration limit)."""
+        await self.turns.say_goodbye(reason)
+
     async def start(self) -> None:
         await self._runner.add_workers(self._worker)
         self._task = asyncio.create_task(self._runner.run())

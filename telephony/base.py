@@ -1,8 +1,10 @@
 """The call interface every channel implements, target parsing, and the error tree.
 
 Stage: between the orchestrator and the agent under test.  A ``Call`` carries
-16-bit mono PCM at ``sample_rate`` both ways: the persona bot writes what it says
-with ``send_audio`` and reads what the agent says from ``recv_audio``.  Every chunk
+16-bit mono PCM at ``sample_rate`` both ways (16 kHz; phone channels also offer
+their line's own 8 kHz, which spares resampling when many calls run at once): the
+persona bot writes what it says with ``send_audio`` and reads what the agent says
+from ``recv_audio`` (or, cheaper, gets each chunk inline through ``listen``).  Every chunk
 that crosses the harness's side of the wire is also handed, with the monotonic
 time it crossed, to the call's taps (the recorder), so measurements come from the
 wire and not from the bot.  ``open_call`` in ``telephony/__init__`` is the only
@@ -332,7 +334,15 @@ class Call(ABC):
     sample_rate: int = 16_000
     frame_ms: int = 20
 
-    def __init__(self, target: Target, *, media_timeout_s: float | None = 10.0) -> None:
+    def __init__(
+        self,
+        target: Target,
+        *,
+        media_timeout_s: float | None = 10.0,
+        sample_rate: int | None = None,
+    ) -> None:
+        if sample_rate is not None:
+            self.sample_rate = sample_rate
         self.target = target
         self.media_timeout_s = media_timeout_s
         self.state: Literal["new", "connecting", "connected", "ended"] = "new"
@@ -345,6 +355,7 @@ class Call(ABC):
         # Told about what happens on the line (carrier statuses, SIDs): (kind, detail).
         self.on_event: Callable[[str, str], None] | None = None
         self._incoming: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._on_chunk: Callable[[bytes, float], None] | None = None
         self._outgoing = OutgoingAudio(frame_bytes=self.frame_samples * 2)
 
     @property
@@ -376,6 +387,19 @@ class Call(ABC):
         if self.state == "ended" and self._incoming.empty():
             return None
         return await self._incoming.get()
+
+    def listen(self, callback: Callable[[bytes, float], None]) -> None:
+        """Hand every chunk of agent audio to ``callback(pcm, arrival)`` as it arrives.
+
+        Instead of queueing it for ``recv_audio``: no task wakes per chunk, which
+        matters when hundreds of calls share one process.  The callback runs inside
+        the transport's receive path, so it must be quick and must not raise.
+        """
+        self._on_chunk = callback
+        while not self._incoming.empty():
+            pcm = self._incoming.get_nowait()
+            if pcm is not None:
+                callback(pcm, time.monotonic())
 
     async def send_audio(self, pcm: bytes) -> None:
         """Queue persona audio and wait until the line has room (real-time pacing)."""
@@ -430,7 +454,10 @@ class Call(ABC):
         self.last_media_at = now
         for tap in self._taps:
             tap.on_received(now, pcm)
-        self._incoming.put_nowait(pcm)
+        if self._on_chunk is not None:
+            self._on_chunk(pcm, now)
+        else:
+            self._incoming.put_nowait(pcm)
 
     def _mark_connected(self) -> None:
         self.state = "connected"

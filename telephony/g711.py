@@ -52,12 +52,12 @@ _ALAW_DECODE = _alaw_table()
 
 def ulaw_decode(data: bytes) -> bytes:
     """mu-law bytes -> int16 PCM bytes (same sample rate)."""
-    return _ULAW_DECODE[np.frombuffer(data, dtype=np.uint8)].tobytes()
+    return _ULAW_DECODE.take(np.frombuffer(data, dtype=np.uint8)).tobytes()
 
 
 def alaw_decode(data: bytes) -> bytes:
     """A-law bytes -> int16 PCM bytes (same sample rate)."""
-    return _ALAW_DECODE[np.frombuffer(data, dtype=np.uint8)].tobytes()
+    return _ALAW_DECODE.take(np.frombuffer(data, dtype=np.uint8)).tobytes()
 
 
 def _segments(magnitude: np.ndarray, shift: int) -> np.ndarray:
@@ -101,12 +101,12 @@ _ALAW_ENCODE = _alaw_formula(_ALL_SAMPLES)
 
 def ulaw_encode(pcm: bytes) -> bytes:
     """int16 PCM bytes -> mu-law bytes (as G.711 and audioop)."""
-    return _ULAW_ENCODE[np.frombuffer(pcm, dtype=np.uint16)].tobytes()
+    return _ULAW_ENCODE.take(np.frombuffer(pcm, dtype=np.uint16)).tobytes()
 
 
 def alaw_encode(pcm: bytes) -> bytes:
     """int16 PCM bytes -> A-law bytes (as G.711 and audioop)."""
-    return _ALAW_ENCODE[np.frombuffer(pcm, dtype=np.uint16)].tobytes()
+    return _ALAW_ENCODE.take(np.frombuffer(pcm, dtype=np.uint16)).tobytes()
 
 
 def _halfband(taps: int = 31) -> np.ndarray:

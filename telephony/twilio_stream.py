@@ -272,7 +272,8 @@ class Playout:
 class MediaStreamLeg:
     """One Twilio media stream, carrier side: a websocket client toward the agent.
 
-    ``next_frame()`` is called on the leg's 20 ms clock for the 16 kHz PCM to send
+    ``next_frame()`` is called on the leg's 20 ms clock for the PCM to send (16 kHz,
+    or the line's own 8 kHz with ``sample_rate=8000``)
     (or, without ``next_frame``, the leg sends what it is ``feed``-ed as it comes:
     a bridge whose other side's playout already runs in real time);
     ``on_audio(pcm, t)`` receives the agent's audio as it plays; ``on_end(detail,
@@ -290,7 +291,13 @@ class MediaStreamLeg:
         on_sent: Callable[[bytes, float], None] | None = None,
         custom_parameters: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        sample_rate: int = 16_000,
     ) -> None:
+        if sample_rate not in (8000, 16_000):
+            raise ValueError(f"a media stream leg carries 8000 or 16000 Hz, not {sample_rate}")
+        # At 8 kHz the PCM is the line's own: nothing to resample either way.
+        self._narrowband = sample_rate == 8000
+        self.sample_rate = sample_rate
         self.url = url
         self.ids = ids
         self._next_frame = next_frame
@@ -310,7 +317,7 @@ class MediaStreamLeg:
         self._ended = False
         self.marks_echoed: list[str] = []
         self.clears = 0
-        self.playout = Playout(16_000, on_audio, self._echo_mark)
+        self.playout = Playout(sample_rate, on_audio, self._echo_mark)
 
     # ------------------------------------------------------------------ messages
 
@@ -408,7 +415,7 @@ class MediaStreamLeg:
 
     async def _feed_loop(self) -> None:
         """Send fed audio as soon as a whole frame of it is there."""
-        step = 2 * 16_000 * FRAME_MS // 1000
+        step = 2 * self.sample_rate * FRAME_MS // 1000
         while True:
             await self._fed_ready.wait()
             self._fed_ready.clear()
@@ -421,10 +428,13 @@ class MediaStreamLeg:
     async def _send_frame(self, pcm16: bytes) -> bool:
         if self._ws is None:
             return False
-        ulaw = ulaw_encode(self._down.process(pcm16))
+        ulaw = ulaw_encode(pcm16 if self._narrowband else self._down.process(pcm16))
         if self._on_sent is not None:
             # What the line carries: band-limited to 4 kHz and mu-law quantized.
-            self._on_sent(self._wire_up.process(ulaw_decode(ulaw)), time.monotonic())
+            line = ulaw_decode(ulaw)
+            self._on_sent(
+                line if self._narrowband else self._wire_up.process(line), time.monotonic()
+            )
         media = {
             "track": "inbound",
             "chunk": str(self._chunk + 1),
@@ -474,7 +484,8 @@ class MediaStreamLeg:
                 logger.warning("twilio stream: media message without a base64 payload")
                 return
             if ulaw:
-                self.playout.push(self._up.process(ulaw_decode(ulaw)))
+                pcm = ulaw_decode(ulaw)
+                self.playout.push(pcm if self._narrowband else self._up.process(pcm))
         elif event == "mark":
             name = str((message.get("mark") or {}).get("name", ""))
             self.playout.mark(name)
@@ -511,11 +522,12 @@ class TwilioStreamCall(Call):
         headers: Mapping[str, str] | None = None,
         media_timeout_s: float | None = None,
         account_sid: str | None = None,
+        sample_rate: int = 16_000,
     ) -> None:
         # A media stream carries silence only from the carrier: an agent is quiet
         # between utterances, so silence from it says nothing. The websocket's own
         # keepalive (ping/pong) detects a dead peer instead of a media timeout.
-        super().__init__(target, media_timeout_s=None)
+        super().__init__(target, media_timeout_s=None, sample_rate=sample_rate)
         self._closing: asyncio.Task[None] | None = None  # the close a REST hang-up starts
         self.ids = StreamIds(account_sid=account_sid) if account_sid else StreamIds()
         custom = {
@@ -530,6 +542,7 @@ class TwilioStreamCall(Call):
             on_sent=lambda pcm, t: self._tap_sent(pcm, t),
             custom_parameters=custom,
             headers=headers,
+            sample_rate=sample_rate,
         )
 
     @property

@@ -84,6 +84,12 @@ class Tape:
         self.end = max(self.end, clip.end)
         return clip
 
+    def advance(self, position: int) -> None:
+        """Nothing plays before ``position``: move the read position there, forget past clips."""
+        if self._clips and any(c.end <= position for c in self._clips):
+            self._clips = [c for c in self._clips if c.end > position]
+        self.read_position = position
+
     def is_silent(self, first: int, last: int) -> bool:
         return not any(c.start < last and c.end > first for c in self._clips)
 
@@ -121,12 +127,13 @@ class TapeReader:
         self.clock = clock
         self.frame = frame_samples
         self._position: int | None = None
+        self._silence = np.zeros(frame_samples, dtype=np.int16)
+        self._silence.setflags(write=False)
 
     def read(self, due: float) -> tuple[np.ndarray, bool]:
-        """The frame leaving at ``due``, and whether any clip overlaps it."""
-        samples = np.zeros(self.frame, dtype=np.int16)
+        """The frame leaving at ``due``, and whether any clip overlaps it (read-only when not)."""
         if not self.clock.ready:
-            return samples, False
+            return self._silence, False
         target = self.clock.sample_at(due)
         if self._position is None:
             self._position = target
@@ -136,10 +143,11 @@ class TapeReader:
             # The stream clock's estimate moved: catch up while nothing is playing.
             self._position = target
         first = self._position
-        voiced = not self.tape.is_silent(first, first + self.frame)
-        samples = self.tape.read(first, self.frame, due, self.clock.sample_rate)
         self._position += self.frame
-        return samples, voiced
+        if self.tape.is_silent(first, first + self.frame):
+            self.tape.advance(first + self.frame)
+            return self._silence, False
+        return self.tape.read(first, self.frame, due, self.clock.sample_rate), True
 
 
 class TapeTrack(MediaStreamTrack):

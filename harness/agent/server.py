@@ -31,10 +31,11 @@ from pipecat.transports.smallwebrtc.request_handler import (
 from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 from pipecat.workers.runner import WorkerRunner
 
+from harness.agent.light import LightWebRTC, serve_light_media_stream
 from harness.agent.media_stream import serve_media_stream
 from harness.agent.playout import TapeTrack
 from harness.agent.script import DENTAL_SCRIPT, AgentScript
-from harness.agent.turn_taker import TimingLog, TurnTaker, TurnTakerConfig
+from harness.agent.turn_taker import TimingLog, TurnLogic, TurnTaker, TurnTakerConfig
 from personas.speech import (
     Transcriber,
     Voice,
@@ -55,6 +56,8 @@ class AgentOptions:
     voice: str | None = None  # None: piper "joe" if installed, else flite "rms"
     stt: bool = True
     echo: bool = False
+    # No pipeline and no STT; phone lines at 8 kHz (``light.py``): for load tests.
+    light: bool = False
     script: AgentScript = DENTAL_SCRIPT
 
 
@@ -65,6 +68,7 @@ class _Agent:
         self.transcriber: Transcriber | None = None
         self.timing_log = TimingLog(options.timing_log) if options.timing_log else None
         self.handler = SmallWebRTCRequestHandler()
+        self.light_webrtc = LightWebRTC(self)
         self.calls: set[asyncio.Task[None]] = set()
 
     def warm_up(self) -> None:
@@ -73,7 +77,9 @@ class _Agent:
             return
         for line in self.options.script.lines:
             self.voice.synthesize(line)
-        if self.options.stt:
+            if self.options.light:
+                self.voice.synthesize(line, 8000)
+        if self.options.stt and not self.options.light:
             # One thread: the agent's STT only feeds its log, and must leave a core to
             # the event loop that times the replies (two threads cost the oracle ms).
             self.transcriber = Transcriber(cpu_threads=1)
@@ -83,20 +89,28 @@ class _Agent:
         self.calls.add(task)
         task.add_done_callback(self.calls.discard)
 
-    def turn_taker(self, *, phone_line: bool = False) -> TurnTaker:
-        """A fresh turn taker for one call (``phone_line``: the caller is on 8 kHz mu-law)."""
-        return TurnTaker(
-            script=self.options.script,
-            voice=self.voice,
-            config=TurnTakerConfig(
+    def _turn_args(self, sample_rate: int, phone_line: bool) -> dict[str, Any]:
+        return {
+            "script": self.options.script,
+            "voice": self.voice,
+            "config": TurnTakerConfig(
+                sample_rate=sample_rate,
                 reply_delay_ms=self.options.reply_delay_ms,
                 hangover_ms=self.options.hangover_ms,
                 echo=self.options.echo,
                 phone_line=phone_line,
             ),
-            transcriber=self.transcriber,
-            timing_log=self.timing_log,
-        )
+            "transcriber": self.transcriber,
+            "timing_log": self.timing_log,
+        }
+
+    def turn_taker(self, *, phone_line: bool = False) -> TurnTaker:
+        """A fresh turn taker for one call (``phone_line``: the caller is on 8 kHz mu-law)."""
+        return TurnTaker(**self._turn_args(16_000, phone_line))
+
+    def turn_logic(self, *, sample_rate: int, phone_line: bool = False) -> TurnLogic:
+        """The turns of one call without a pipeline (the light agent)."""
+        return TurnLogic(**self._turn_args(sample_rate, phone_line))
 
     async def _run_call(self, connection: SmallWebRTCConnection) -> None:
         transport = SmallWebRTCTransport(
@@ -138,6 +152,7 @@ def create_agent_app(options: AgentOptions) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         await agent.handler.close()
+        await agent.light_webrtc.close()
         for task in list(agent.calls):
             task.cancel()
 
@@ -146,7 +161,14 @@ def create_agent_app(options: AgentOptions) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "calls": len(agent.calls), "echo": options.echo}
+        calls = len(agent.calls) + len(agent.light_webrtc.calls)
+        return {
+            "status": "ok",
+            "calls": calls,
+            "echo": options.echo,
+            "light": options.light,
+            "reply_delay_ms": options.reply_delay_ms,
+        }
 
     @app.post("/api/offer")
     async def offer(request: Request) -> dict[str, Any]:
@@ -157,6 +179,8 @@ def create_agent_app(options: AgentOptions) -> FastAPI:
             raise HTTPException(400, f"expected {{sdp, type: 'offer'}}: {exc}") from exc
         if offer.type != "offer" or not offer.sdp:
             raise HTTPException(400, "expected an SDP offer")
+        if options.light:
+            return await agent.light_webrtc.answer(offer.sdp)
         answer = await agent.handler.handle_web_request(offer, agent.start_call)
         if answer is None:
             raise HTTPException(500, "no SDP answer was produced")
@@ -169,7 +193,10 @@ def create_agent_app(options: AgentOptions) -> FastAPI:
         assert task is not None
         agent.calls.add(task)
         try:
-            await serve_media_stream(agent, websocket)
+            if options.light:
+                await serve_light_media_stream(agent, websocket)
+            else:
+                await serve_media_stream(agent, websocket)
         finally:
             agent.calls.discard(task)
 

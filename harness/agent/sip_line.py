@@ -26,6 +26,7 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineWorker
 from pipecat.workers.runner import WorkerRunner
 
+from harness.agent.light import serve_light_sip
 from harness.agent.playout import TapeReader
 from telephony.g711 import Downsampler, Upsampler
 from telephony.sip.dialing import answer
@@ -137,6 +138,9 @@ class SipLine:
 
     async def _serve(self, invite: SipMessage, peer: Peer) -> None:
         """One call: answer, run the turn taker on the caller's audio, hang up at the end."""
+        if self.agent.options.light:
+            await serve_light_sip(self.agent, self.phone, invite, peer)
+            return
         turn_taker = self.agent.turn_taker(phone_line=True)
         worker = PipelineWorker(Pipeline([turn_taker]), enable_rtvi=False, idle_timeout_secs=None)
         up = Upsampler()

@@ -1,7 +1,9 @@
-"""The reference agent's turn-taking processor: endpointing and reply scheduling.
+"""The reference agent's turn-taking: endpointing and reply scheduling.
 
-Stage: the middle of the agent's pipeline (``transport.input() -> TurnTaker``).
-In: the caller's ``InputAudioRawFrame``s (16 kHz mono).  Out: clips laid on the
+Stage: the middle of the agent (``transport.input() -> TurnTaker`` in its pipecat
+pipeline; the light agent feeds ``TurnLogic`` straight from its transport).
+In: the caller's audio (16 kHz mono, or 8 kHz on the light agent's phone lines).
+Out: clips laid on the
 agent's output ``Tape``, which ``TapeTrack`` plays on the caller's stream clock:
 tape sample ``s`` leaves when the caller's sample ``s`` arrives.
 
@@ -33,9 +35,9 @@ from harness.agent.playout import Clip, StreamClock, Tape
 from harness.agent.script import AgentScript, ScriptCursor
 from harness.metrics import DEFAULT_THRESHOLD_DBFS, StreamingEndpointer, threshold_amplitude
 from personas.speech import Transcriber, Voice
-from telephony.g711 import phone_band
+from telephony.g711 import phone_band, ulaw_decode, ulaw_encode
 
-__all__ = ["ECHO_HOLD_MS", "TimingLog", "TurnTaker", "TurnTakerConfig"]
+__all__ = ["ECHO_HOLD_MS", "TimingLog", "TurnLogic", "TurnTaker", "TurnTakerConfig"]
 
 ECHO_HOLD_MS = 100.0
 ECHO_FLOOR = 100  # about -50 dBFS: codec and filter residue below it is not echoed
@@ -76,8 +78,14 @@ class _Reply:
     caller_audio: np.ndarray | None = None
 
 
-class TurnTaker(FrameProcessor):
-    """Greets, waits for the caller to finish, replies on an exact schedule, hangs up."""
+class TurnLogic:
+    """The agent's turns without a pipeline: greet, endpoint the caller, lay replies, hang up.
+
+    ``feed(samples, now)`` takes each chunk of the caller's audio with its arrival
+    time and returns True once, when the goodbye has played out and the call
+    should end.  The pipecat ``TurnTaker`` wraps it; the light agent (no pipeline)
+    calls it straight from the transport.
+    """
 
     def __init__(
         self,
@@ -88,7 +96,6 @@ class TurnTaker(FrameProcessor):
         transcriber: Transcriber | None = None,
         timing_log: TimingLog | None = None,
     ) -> None:
-        super().__init__()
         self._config = config
         self._sr = config.sample_rate
         self._script = script
@@ -112,23 +119,16 @@ class TurnTaker(FrameProcessor):
         self._tasks: set[asyncio.Task[None]] = set()
         self._epoch_offset = time.time() - time.monotonic()
 
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        if isinstance(frame, InputAudioRawFrame):
-            await self._on_audio(frame)
-        else:
-            await self.push_frame(frame, direction)
+    @property
+    def sample_rate(self) -> int:
+        return self._sr
 
-    async def cleanup(self) -> None:
+    def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await super().cleanup()
 
-    async def _on_audio(self, frame: InputAudioRawFrame) -> None:
-        now = time.monotonic()
-        if frame.num_channels != 1 or frame.sample_rate != self._sr:
-            raise ValueError(f"TurnTaker wants {self._sr} Hz mono, got {frame.sample_rate} Hz")
-        samples = np.frombuffer(frame.audio, dtype=np.int16)
+    def feed(self, samples: np.ndarray, now: float) -> bool:
+        """The caller's next chunk, arrived at ``now``; True once the call should end."""
         start = self._received
         self._received += samples.size
         self.clock.observe(now, start)
@@ -136,8 +136,9 @@ class TurnTaker(FrameProcessor):
             # Only sound is echoed: between bursts the line is quiet, as after an utterance.
             if samples.size and int(np.abs(samples.astype(np.int32)).max()) > ECHO_FLOOR:
                 self.tape.lay(Clip(start + self._ms(ECHO_HOLD_MS), samples))
-            return
-        self._history.append((start, samples))
+            return False
+        if self._transcriber is not None:
+            self._history.append((start, samples))
         if not self._greeted and self.tape.read_position > 0:
             # Greet once our audio is actually flowing, so no word is lost to call setup.
             self._greeted = True
@@ -150,7 +151,8 @@ class TurnTaker(FrameProcessor):
         if self._hanging_up and not self._ended and self.tape.read_position >= self.tape.end + tail:
             self._ended = True
             logger.info("reference agent: script finished, hanging up")
-            await self.push_frame(EndWorkerFrame(reason="agent hung up after goodbye"))
+            return True
+        return False
 
     def _on_caller_done(self, onset: int, offset: int) -> None:
         text = self._cursor.next_reply()
@@ -172,7 +174,8 @@ class TurnTaker(FrameProcessor):
         """Lay ``text`` so that its first voiced sample sits at ``due`` (or as soon after)."""
         audio = self._voice.synthesize(text, self._sr)
         # The voice's leading silence is not part of the delay.
-        lead = _first_voiced(_on_phone_line(audio) if self._config.phone_line else audio)
+        line = _on_phone_line(audio, self._sr) if self._config.phone_line else audio
+        lead = _first_voiced(line)
         earliest = max(self.tape.end, self.tape.read_position + self._ms(20))
         start = due - lead
         if start < earliest:
@@ -234,8 +237,44 @@ class TurnTaker(FrameProcessor):
         task.add_done_callback(self._tasks.discard)
 
 
-def _on_phone_line(audio: np.ndarray) -> np.ndarray:
-    return np.frombuffer(phone_band(audio.astype(np.int16).tobytes()), dtype=np.int16)
+class TurnTaker(FrameProcessor):
+    """``TurnLogic`` as a pipecat processor: caller audio in, ``EndWorkerFrame`` at the end."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()
+        self.logic = TurnLogic(**kwargs)
+        self._sr = self.logic.sample_rate
+
+    @property
+    def tape(self) -> Tape:
+        return self.logic.tape
+
+    @property
+    def clock(self) -> StreamClock:
+        return self.logic.clock
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputAudioRawFrame):
+            now = time.monotonic()
+            if frame.num_channels != 1 or frame.sample_rate != self._sr:
+                raise ValueError(f"TurnTaker wants {self._sr} Hz mono, got {frame.sample_rate} Hz")
+            if self.logic.feed(np.frombuffer(frame.audio, dtype=np.int16), now):
+                await self.push_frame(EndWorkerFrame(reason="agent hung up after goodbye"))
+        else:
+            await self.push_frame(frame, direction)
+
+    async def cleanup(self) -> None:
+        self.logic.close()
+        await super().cleanup()
+
+
+def _on_phone_line(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``audio`` as the caller hears it: band-limited at 16 kHz, mu-law quantized at 8 kHz."""
+    pcm = audio.astype(np.int16).tobytes()
+    if sample_rate == 8000:
+        return np.frombuffer(ulaw_decode(ulaw_encode(pcm)), dtype=np.int16)
+    return np.frombuffer(phone_band(pcm), dtype=np.int16)
 
 
 def _first_voiced(audio: np.ndarray) -> int:

@@ -5,8 +5,10 @@ Outbound, loopcall's own phone (an ephemeral port on the interface that reaches
 the agent) dials the URI; inbound (a case that waits for the agent to call),
 loopcall listens on the target's HOST:PORT and answers an INVITE for USER.
 
-Media: the persona's 16 kHz PCM leaves on a 20 ms clock, band-limited to 8 kHz
-and G.711-coded into one RTP packet per tick (silence included, as phones send);
+Media: the persona's 16 kHz PCM (or, with ``sample_rate=8000``, the line's own
+8 kHz, with no resampling either way) leaves on the process's 20 ms media clock
+(``telephony/pump.py``), band-limited to 8 kHz and G.711-coded into one RTP
+packet per tick (silence included, as phones send);
 the recorder taps it as the line carries it.  The agent's packets come through
 the RTP jitter buffer, are decoded, upsampled and played at real-time pace
 (``Playout``), stamped with their arrival.  No RTP for ``media_timeout_s`` means
@@ -34,14 +36,15 @@ from telephony.g711 import (
     ulaw_decode,
     ulaw_encode,
 )
+from telephony.pump import media_pump
 from telephony.sip.dialing import DialRequest, answer, dial
 from telephony.sip.message import SipMessage
 from telephony.sip.phone import SipPhone
-from telephony.sip.rtp import PCMA, RtpSession
+from telephony.sip.rtp import PCMA, SILENT_FRAME, SILENT_LINE, RtpSession
 from telephony.sip.session import SipCallError, SipSession
 from telephony.sip.transaction import TransactionFailed, TransactionTimeout
 from telephony.sip.transport import Peer, local_address_for
-from telephony.twilio_stream import CATCH_UP_S, DTMF_DIGITS, FrameClock, Playout
+from telephony.twilio_stream import DTMF_DIGITS, Playout
 
 __all__ = ["SipCall"]
 
@@ -122,8 +125,13 @@ class SipCall(Call):
         inbound: bool = False,
         answer_timeout_s: float = 60.0,
         credentials: Mapping[str, str] | None = None,
+        sample_rate: int = 16_000,
     ) -> None:
-        super().__init__(target, media_timeout_s=media_timeout_s)
+        if sample_rate not in (8000, 16_000):
+            raise ValueError(f"a SIP call carries 8000 or 16000 Hz audio, not {sample_rate}")
+        super().__init__(target, media_timeout_s=media_timeout_s, sample_rate=sample_rate)
+        # At 8 kHz the persona's audio is the line's own: nothing to resample.
+        self._narrowband = sample_rate == 8000
         self.inbound = inbound
         self.answer_timeout_s = answer_timeout_s
         self.run_id = str((request_data or {}).get("loopcall_run_id", ""))
@@ -139,6 +147,7 @@ class SipCall(Call):
         # RTP peers send in real time: a burst after a stall is stale, and dropped.
         self.playout = Playout(self.sample_rate, self._deliver, drop_stale=True)
         self.early_packets = 0
+        self._pump_handle: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ set-up
@@ -168,8 +177,7 @@ class SipCall(Call):
             await self._fail_connect("cancelled")
             raise
         self._mark_connected()
-        self._spawn(self._send_loop())
-        self._spawn(self.playout.run())
+        self._pump_handle = media_pump().add(self._on_tick)
         self._spawn(self._watch_rtp())
 
     async def _dial(self, ring_timeout_s: float) -> None:
@@ -239,27 +247,36 @@ class SipCall(Call):
         if self.state != "connected":
             self.early_packets += 1  # early media (183) or packets racing the 200
             return
-        self.playout.push(self._up.process(pcm8k), arrived)
+        self.playout.push(pcm8k if self._narrowband else self._up.process(pcm8k), arrived)
 
     def _on_dtmf(self, digit: str) -> None:
         self._event("dtmf_received", digit)
 
-    async def _send_loop(self) -> None:
+    def _on_tick(self, _due: float) -> None:
+        """Each tick of the media pump: play what is due, send one frame."""
         rtp = self.rtp
-        assert rtp is not None
-        clock = FrameClock(max_late_s=CATCH_UP_S)
-        while self.state == "connected":
-            due = await clock.tick()
-            if self.state != "connected":
-                return
-            narrow = self._down.process(self._take_outgoing_frame())
+        if self.state != "connected" or rtp is None:
+            return
+        now = time.monotonic()
+        self.playout.step(now)
+        frame = self._take_outgoing_frame()
+        if self._narrowband:
             # What the line carries, for the recorder: the codec's round trip.
-            if rtp.codec_pt == PCMA:
-                line = alaw_decode(alaw_encode(narrow))
-            else:
-                line = ulaw_decode(ulaw_encode(narrow))
-            self._tap_sent(self._wire_up.process(line), due)
-            rtp.send_frame(narrow)
+            silent = frame == SILENT_FRAME
+            line = SILENT_LINE[rtp.codec_pt] if silent else self._line(rtp.codec_pt, frame)
+            self._tap_sent(line, now)
+            rtp.send_frame(frame)
+            return
+        narrow = self._down.process(frame)
+        self._tap_sent(self._wire_up.process(self._line(rtp.codec_pt, narrow)), now)
+        rtp.send_frame(narrow)
+
+    @staticmethod
+    def _line(codec_pt: int, pcm8k: bytes) -> bytes:
+        """``pcm8k`` after the codec's round trip: what the agent receives."""
+        if codec_pt == PCMA:
+            return alaw_decode(alaw_encode(pcm8k))
+        return ulaw_decode(ulaw_encode(pcm8k))
 
     async def _watch_rtp(self) -> None:
         """End the call when the agent's RTP stops for ``media_timeout_s`` (no BYE came)."""
@@ -325,6 +342,9 @@ class SipCall(Call):
         )
 
     async def _release(self) -> None:
+        if self._pump_handle is not None:
+            media_pump().remove(self._pump_handle)
+            self._pump_handle = None
         if self.rtp is not None and self.state == "ended" and self.connected_at is not None:
             self._event("sip_media", self.media_summary())
         current = asyncio.current_task()

@@ -34,6 +34,8 @@ from telephony.sip.jitter import JitterBuffer, RtpPacket, RtpStats, parse_rtp
 
 __all__ = [
     "FRAME_BYTES",
+    "SILENT_FRAME",
+    "SILENT_LINE",
     "FRAME_SAMPLES",
     "PCMA",
     "PCMU",
@@ -55,6 +57,11 @@ DTMF_GAP_FRAMES = 2  # at least 40 ms of audio between two key presses
 MAX_DTMF_MS = 0xFFFF // FRAME_SAMPLES * 20  # the 16-bit duration field, without segments
 _ENCODERS = {PCMU: ulaw_encode, PCMA: alaw_encode}
 _DECODERS = {PCMU: ulaw_decode, PCMA: alaw_decode}
+# Silence is most of a call on each side: its frame, payloads and decoded line are
+# constants, compared (a memcmp) instead of coded.
+SILENT_FRAME = bytes(FRAME_BYTES)
+SILENT_PAYLOAD = {pt: encode(SILENT_FRAME) for pt, encode in _ENCODERS.items()}
+SILENT_LINE = {pt: _DECODERS[pt](payload) for pt, payload in SILENT_PAYLOAD.items()}
 _SO_TIMESTAMPNS = 35  # Linux: receive timestamps as a struct timespec
 _RTCP_TYPES = range(72, 77)  # RTCP packet types 200-204 seen as an RTP payload type (RFC 5761)
 
@@ -260,7 +267,9 @@ class RtpSession:
         if self._event is not None:
             self._send_event(self._event)
         else:
-            self._send(self._codec_pt, _ENCODERS[self._codec_pt](pcm8k), self._timestamp)
+            pt = self._codec_pt
+            payload = SILENT_PAYLOAD[pt] if pcm8k == SILENT_FRAME else _ENCODERS[pt](pcm8k)
+            self._send(pt, payload, self._timestamp)
             self._gap_frames = max(0, self._gap_frames - 1)
         self._timestamp = (self._timestamp + FRAME_SAMPLES) % 2**32
 
@@ -356,9 +365,12 @@ class RtpSession:
             logger.exception("rtp: error while playing held packets")
 
     def _play(self, packet: RtpPacket, arrival: float) -> None:
-        decode = _DECODERS.get(packet.payload_type)
+        pt = packet.payload_type
+        decode = _DECODERS.get(pt)
         if decode is not None:
-            self._on_audio(decode(packet.payload), arrival)
+            payload = packet.payload
+            silent = payload == SILENT_PAYLOAD[pt]
+            self._on_audio(SILENT_LINE[pt] if silent else decode(payload), arrival)
         elif packet.payload_type == self._dtmf_pt and len(packet.payload) >= 4:
             if packet.timestamp == self._last_event_timestamp:
                 return  # an update or end packet of the key press already reported
