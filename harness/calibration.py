@@ -54,15 +54,19 @@ def _burst(sample_rate: int) -> np.ndarray:
 class EchoCalibrator:
     """An in-process echo endpoint and the calls that measure round trips through it."""
 
-    def __init__(self, *, bursts: int = 5) -> None:
+    def __init__(self, *, bursts: int = 5, light: bool = False) -> None:
         self._bursts = bursts
+        # light: the echo end is built like the light agent (no pipeline; phone lines
+        # at 8 kHz), to calibrate the lean caller's calls.
+        self._light = light
         self._server: EmbeddedServer | None = None
         self._sip: SipLine | None = None
         self.port: int | None = None
 
     async def start(self) -> None:
         if self._server is None:
-            self._server = EmbeddedServer(create_agent_app(AgentOptions(echo=True)), lifespan="on")
+            app = create_agent_app(AgentOptions(echo=True, light=self._light))
+            self._server = EmbeddedServer(app, lifespan="on")
         self.port = await self._server.start()
 
     async def close(self) -> None:
@@ -88,12 +92,13 @@ class EchoCalibrator:
             await self._sip.start()
         return self._sip.uri
 
-    async def measure(self, channel: str = "webrtc") -> Calibration:
+    async def measure(self, channel: str = "webrtc", *, sample_rate: int = 16_000) -> Calibration:
         """Echo ``bursts`` tones through the endpoint over ``channel``; return the round trip.
 
         ``webrtc``, ``twilio-ws`` and ``sip`` are measured over their own stacks; a phone
         call (``tel``) is measured over ``twilio-ws``, the part of its path that
-        is on this machine.
+        is on this machine.  ``sample_rate=8000`` measures a phone channel's call at
+        the line's own rate, as the lean caller places it.
         """
         await self.start()
         if channel == "webrtc":
@@ -104,7 +109,8 @@ class EchoCalibrator:
             target = await self._sip_target()
         else:
             raise ConnectError(f"no echo calibration for channel {channel!r}")
-        call = open_call(parse_target(target))
+        extra = {"sample_rate": sample_rate} if sample_rate != 16_000 else {}
+        call = open_call(parse_target(target), **extra)
         recorder = Recorder(call.sample_rate)
         call.add_tap(recorder)
         rate = call.sample_rate

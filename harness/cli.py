@@ -131,6 +131,10 @@ def _parser() -> argparse.ArgumentParser:
         "--paused", action="store_true", help="accept and store runs, but do not start them"
     )
 
+    from harness.bench.cli import add_bench_parser
+
+    add_bench_parser(sub)
+
     keys = sub.add_parser("keys", help="API keys for the controller")
     keys.add_argument("action", choices=["create", "list", "revoke"])
     keys.add_argument("name", nargs="?", help="the key's name (create, revoke)")
@@ -201,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "show": _cmd_show,
         "runs": _cmd_runs,
         "twilio-emulator": _cmd_twilio_emulator,
+        "bench": _cmd_bench,
     }
     try:
         return handlers[args.command](args)
@@ -439,6 +444,12 @@ def _summary(runs: list[Run], where: str) -> None:
     for run in runs:
         if run.error:
             console.print(f"[red]{run.id[:8]}[/red] {run.case.name}: {run.error}")
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from harness.bench.cli import cmd_bench
+
+    return cmd_bench(args, console, err)
 
 
 # ---------------------------------------------------------------------- demo

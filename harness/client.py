@@ -1,8 +1,8 @@
 """A small client for the controller: submit cases, follow their events, read the runs.
 
-Stage: the CLI's ``loopcall run --server URL`` path (the same flow as a local run,
-executed by the controller).  Errors are ``ControllerError`` with the server's
-message, never a raw HTTP exception.
+Stage: the CLI's ``loopcall run --server URL`` and ``loopcall bench --server URL``
+paths (the same flows as local ones, executed by the controller).  Errors are
+``ControllerError`` with the server's message, never a raw HTTP exception.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from harness.bench.models import BenchReport
 from harness.errors import LoopcallError
 from harness.models import Case, Run
 
@@ -36,6 +37,10 @@ class ControllerClient:
         await self._session.close()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        text = await self._text(method, path, **kwargs)
+        return json.loads(text) if text else None
+
+    async def _text(self, method: str, path: str, **kwargs: Any) -> str:
         try:
             async with self._session.request(method, self._url + path, **kwargs) as response:
                 text = await response.text()
@@ -45,7 +50,7 @@ class ControllerClient:
                     except (json.JSONDecodeError, AttributeError):
                         detail = text
                     raise ControllerError(f"{method} {path}: HTTP {response.status}: {detail}")
-                return json.loads(text) if text else None
+                return text
         except aiohttp.ClientError as exc:
             raise ControllerError(f"cannot reach the controller at {self._url}: {exc}") from exc
 
@@ -71,6 +76,19 @@ class ControllerClient:
             body["target"] = target
         created = await self._request("POST", "/runs", json=body)
         return list(created["run_ids"])
+
+    async def start_bench(self, body: dict[str, Any]) -> BenchReport:
+        """``POST /benches``: the bench's first report (status running)."""
+        return BenchReport.model_validate(await self._request("POST", "/benches", json=body))
+
+    async def bench(self, bench_id: str) -> BenchReport:
+        return BenchReport.model_validate(await self._request("GET", f"/benches/{bench_id}"))
+
+    async def bench_html(self, bench_id: str) -> str:
+        return await self._text("GET", f"/benches/{bench_id}/report.html")
+
+    async def cancel_bench(self, bench_id: str) -> None:
+        await self._request("POST", f"/benches/{bench_id}/cancel")
 
     async def get(self, run_id: str) -> Run:
         return Run.model_validate(await self._request("GET", f"/runs/{run_id}"))

@@ -30,6 +30,7 @@ __all__ = [
     "Criterion",
     "CriterionResult",
     "Evaluation",
+    "HarnessHealth",
     "LatencyCheck",
     "LatencySummary",
     "Metrics",
@@ -279,6 +280,11 @@ class Turn(BaseModel):
         default=None,
         description="Agent turns: onset of this turn minus the end of the persona turn before it.",
     )
+    degraded: bool = Field(
+        default=False,
+        description="The harness's event loop ran later than its bound while this turn's "
+        "latency was measured: the figure is kept but not counted as the agent's latency.",
+    )
 
 
 class LatencySummary(BaseModel):
@@ -294,10 +300,35 @@ class LatencySummary(BaseModel):
     mean: float | None = None
 
 
+class HarnessHealth(BaseModel):
+    """How well the harness itself kept time while it measured one call."""
+
+    cpu_percent: float | None = Field(
+        default=None, description="The harness process's CPU during the call (% of one core)."
+    )
+    loop_lag_ms_p50: float | None = None
+    loop_lag_ms_p99: float | None = Field(
+        default=None, description="The event loop's scheduling delay, 99th percentile."
+    )
+    loop_lag_ms_max: float | None = None
+    lag_bound_ms: float = Field(
+        default=20.0, description="Delay beyond which a measurement is marked degraded."
+    )
+    audio_dropped_ms: float = Field(
+        default=0, description="Agent audio the playout dropped as stale (a late burst)."
+    )
+    degraded_turns: int = 0
+    degraded: bool = False
+    degraded_reason: str | None = None
+
+
 class Metrics(BaseModel):
     """What was measured from the audio of one call."""
 
-    latency_ms: LatencySummary = Field(default_factory=LatencySummary)
+    latency_ms: LatencySummary = Field(
+        default_factory=LatencySummary,
+        description="Over the agent turns that are not degraded.",
+    )
     time_to_first_audio_ms: float | None = Field(
         default=None, description="Call connected -> first agent speech on the recording."
     )
@@ -313,6 +344,9 @@ class Metrics(BaseModel):
     overlap_ms: float = Field(default=0, description="Time both sides spoke at once.")
     agent_turns: int = 0
     persona_turns: int = 0
+    harness: HarnessHealth | None = Field(
+        default=None, description="The harness's own timing health during the call."
+    )
 
 
 class CriterionResult(BaseModel):

@@ -22,6 +22,8 @@ from loguru import logger
 
 from harness import __version__
 from harness.calibration import Calibration, EchoCalibrator
+from harness.health import DEFAULT_LAG_BOUND_MS, assess, loop_monitor, process_cpu_s
+from harness.metrics import latency_summary
 from harness.models import CallEvent, Case, Run, TerminationReason, utcnow
 from harness.recorder import Recorder
 from harness.scoring import evaluate
@@ -71,6 +73,8 @@ class RunOptions:
     gateway: TwilioGateway | None = None
     # SIP calls: default digest credentials and caller user (a stored agent's win).
     sip: Mapping[str, str] = field(default_factory=dict)
+    # A turn measured while the event loop ran later than this is marked degraded.
+    lag_bound_ms: float = DEFAULT_LAG_BOUND_MS
 
 
 ProgressFn = Callable[[Run, str], None]
@@ -143,6 +147,8 @@ class _Execution:
         self.recorder: Recorder | None = None
         self.bot: PersonaBot | LeanBot | None = None
         self.connected_at: float | None = None
+        self.connected_cpu_s = 0.0
+        self.call: Call | None = None
         self.started_mono = time.monotonic()
 
     def event(self, kind: str, detail: str = "") -> None:
@@ -151,6 +157,14 @@ class _Execution:
         self.progress(self.run, f"{kind}{': ' + detail if detail else ''}")
 
     async def execute(self) -> Run:
+        monitor = loop_monitor()
+        monitor.acquire()
+        try:
+            return await self._execute()
+        finally:
+            await monitor.release()
+
+    async def _execute(self) -> Run:
         run = self.run
         run.status = "running"
         run.started_at = utcnow()
@@ -197,12 +211,14 @@ class _Execution:
                 **phone,
             )
             call.on_event = self.event
+            self.call = call
             self.recorder = Recorder(call.sample_rate)
             call.add_tap(self.recorder)
             self.event("dialling", target.url)
             await call.connect(self.options.connect_timeout_s)
             _reraise_swallowed_cancel()
             self.connected_at = call.connected_at
+            self.connected_cpu_s = process_cpu_s()
             self.event("connected")
             reason = await self._converse(call, brain)
             self._finish("completed", reason)
@@ -288,8 +304,9 @@ class _Execution:
         if call is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(call.hangup(), HANGUP_GRACE_S)
+        ended_mono, ended_cpu_s = time.monotonic(), process_cpu_s()
         try:
-            await self._analyse()
+            await self._analyse(ended_mono, ended_cpu_s)
         except Exception as exc:  # analysis trouble must not lose the run
             logger.exception(f"run {run.id}: analysis failed")
             run.error = (run.error + "; " if run.error else "") + f"analysis failed: {exc}"
@@ -297,7 +314,7 @@ class _Execution:
         await self.store.put(run)
         self.progress(run, "stored")
 
-    async def _analyse(self) -> None:
+    async def _analyse(self, ended_mono: float, ended_cpu_s: float) -> None:
         run = self.run
         if self.recorder is None or self.connected_at is None:
             return
@@ -316,3 +333,26 @@ class _Execution:
         jitter = run.metrics.transport_rtt_jitter_ms
         run.turns, run.metrics = await analyse(recording, said, transcriber, transport_rtt_ms=rtt)
         run.metrics.transport_rtt_jitter_ms = jitter
+        self._assess_health(ended_mono, ended_cpu_s)
+
+    def _assess_health(self, ended_mono: float, ended_cpu_s: float) -> None:
+        """Mark the turns measured while the harness ran late; count only the rest."""
+        run, connected_at = self.run, self.connected_at
+        assert connected_at is not None
+        wall = ended_mono - connected_at
+        cpu = 100.0 * (ended_cpu_s - self.connected_cpu_s) / wall if wall > 0 else None
+        health = assess(
+            run.turns,
+            loop_monitor().window(connected_at, ended_mono),
+            connected_at=connected_at,
+            cpu_percent=cpu,
+            bound_ms=self.options.lag_bound_ms,
+        )
+        if self.call is not None:
+            health.audio_dropped_ms = round(self.call.audio_dropped_s * 1000.0, 1)
+        run.metrics.harness = health
+        if health.degraded_turns:
+            run.metrics.latency_ms = latency_summary(
+                [t.latency_ms for t in run.turns if t.latency_ms is not None and not t.degraded]
+            )
+            self.event("degraded", health.degraded_reason or "")

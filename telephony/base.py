@@ -365,6 +365,11 @@ class Call(ABC):
     def add_tap(self, tap: CallTap) -> None:
         self._taps.append(tap)
 
+    @property
+    def audio_dropped_s(self) -> float:
+        """Agent audio the channel's playout dropped as stale (a late burst), in seconds."""
+        return 0.0
+
     # ----------------------------------------------------------------- lifecycle
 
     @abstractmethod

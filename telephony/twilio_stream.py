@@ -549,6 +549,10 @@ class TwilioStreamCall(Call):
     def call_sid(self) -> str:
         return self.ids.call_sid
 
+    @property
+    def audio_dropped_s(self) -> float:
+        return self.leg.playout.dropped_s
+
     async def connect(self, timeout: float = 15.0) -> None:
         if self.state != "new":
             raise CallStateError(f'Cannot connect in call state "{self.state}"')

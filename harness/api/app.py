@@ -3,8 +3,8 @@
 Startup: connect, migrate, end the runs a previous controller left ``running``
 (it died under them: failed, or re-queued when the case allows retries), then
 start the workers and resume the ``queued`` runs with their requests' limits.
-Shutdown: stop the workers (runs in progress hang up and are stored as
-cancelled) and close the database.
+Shutdown: cancel the benches, stop the workers (runs in progress hang up and are
+stored as cancelled) and close the database.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI
 from loguru import logger
 
 from harness import __version__
-from harness.api import agents, cases, peers, personas, runs, suite_runs, suites
+from harness.api import agents, benches, cases, peers, personas, runs, suite_runs, suites
 from harness.api.deps import require_api_key
 from harness.api.dispatcher import Dispatcher
 from harness.api.webhooks import WebhookSender
@@ -76,12 +76,17 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
         app.state.catalogue = catalogue
         app.state.secret_box = secret_box
         app.state.dispatcher = dispatcher
+        app.state.benches = benches.BenchManager(settings.data_dir / "benches", sink, options)
+        interrupted = app.state.benches.recover()
+        if interrupted:
+            logger.warning(f"controller: interrupted bench(es) failed: {interrupted}")
         if not paused:
             await dispatcher.start()
             await dispatcher.resume(await repository.queued())
         try:
             yield
         finally:
+            await app.state.benches.close()
             await dispatcher.stop()
             await engine.dispose()
 
@@ -100,4 +105,5 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
     app.include_router(runs.router, dependencies=secured)
     app.include_router(peers.router, dependencies=secured)
     app.include_router(suite_runs.router, dependencies=secured)
+    app.include_router(benches.router, dependencies=secured)
     return app

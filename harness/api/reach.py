@@ -18,7 +18,7 @@ from harness.errors import LoopcallError, ResourceNotFound
 from harness.models import Run
 from telephony import DialOptions
 
-__all__ = ["AgentUnavailable", "Reach", "reach"]
+__all__ = ["AgentUnavailable", "Reach", "reach", "reach_agent"]
 
 
 class AgentUnavailable(LoopcallError):
@@ -35,11 +35,18 @@ async def reach(run: Run, catalogue: Catalogue, box: SecretBox) -> Reach:
     """The dial options and secrets for ``run`` (none when it names no stored agent)."""
     if run.agent_id is None:
         return Reach()
+    return await reach_agent(run.agent_id, catalogue, box, "run")
+
+
+async def reach_agent(
+    agent_id: str, catalogue: Catalogue, box: SecretBox, what: str = "run"
+) -> Reach:
+    """The dial options and secrets of the stored agent ``agent_id``."""
     try:
-        agent = await catalogue.agents.get(run.agent_id)
+        agent = await catalogue.agents.get(agent_id)
     except ResourceNotFound as exc:
         raise AgentUnavailable(
-            f"agent {run.agent_id!r} was deleted before this run started"
+            f"agent {agent_id!r} was deleted before this {what} started"
         ) from exc
     options = agent.data.get("options", {})
     headers = dict(options.get("headers", {}))

@@ -252,6 +252,10 @@ class SipCall(Call):
     def _on_dtmf(self, digit: str) -> None:
         self._event("dtmf_received", digit)
 
+    @property
+    def audio_dropped_s(self) -> float:
+        return self.playout.dropped_s
+
     def _on_tick(self, _due: float) -> None:
         """Each tick of the media pump: play what is due, send one frame."""
         rtp = self.rtp

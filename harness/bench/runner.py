@@ -1,0 +1,331 @@
+"""Run a bench: for each concurrency level, N calls with up to C at once, then the figures.
+
+Stage: ``loopcall bench`` and ``POST /benches`` call ``run_bench``; every call goes
+through the orchestrator like any run (so each is a stored ``Run``), with the
+lean caller, the level's calibration measured once beforehand at rest, and no
+transcription while calls are live.  Per level the runner samples the harness
+itself: process CPU, resident memory, the event loop's delay (``health.py``),
+and the agent's CPU when the bench started the agent.  After the level, the
+agent's turns are transcribed in one batch and the runs re-scored and stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from loguru import logger
+
+from harness.bench.models import BenchConfig, BenchLevel, BenchReport
+from harness.bench.stats import CallSpan, LevelSamples, bench_call, summarize_level
+from harness.calibration import Calibration, EchoCalibrator
+from harness.health import loop_monitor, process_cpu_s, rss_mb
+from harness.models import Run, utcnow
+from harness.orchestrator import NARROWBAND_CHANNELS, RunOptions, run_case
+from harness.recorder import Recording
+from harness.scoring import evaluate
+from harness.store import RunSink
+from personas.speech import get_transcriber, get_voice
+from telephony import DialOptions, TelephonyError, parse_target
+
+__all__ = ["BenchState", "machine", "run_bench"]
+
+RSS_EVERY_S = 0.5
+
+
+@dataclass
+class BenchState:
+    """Live counts for a progress display (updated as calls start, connect and end)."""
+
+    level: int = 0
+    concurrency: int = 0
+    calls: int = 0
+    started: int = 0
+    connected: int = 0
+    ended: int = 0
+    failed: int = 0
+    ended_connected: int = 0  # ended calls that had connected
+    phase: str = "starting"
+    latencies: list[float] = field(default_factory=list)
+    done_levels: list[BenchLevel] = field(default_factory=list)
+
+    @property
+    def live(self) -> int:
+        """Calls connected now."""
+        return self.connected - self.ended_connected
+
+
+ProgressFn = Callable[[BenchState], None]
+
+
+def _cpu_of(pid: int) -> float | None:
+    """CPU seconds of another process (Linux /proc), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            parts = fh.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def machine() -> dict[str, str]:
+    return {
+        "cpus": str(os.cpu_count()),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+
+
+async def run_bench(
+    config: BenchConfig,
+    store: RunSink,
+    *,
+    bench_id: str,
+    options: RunOptions | None = None,
+    agent_pid: int | None = None,
+    progress: ProgressFn | None = None,
+    calibrator: EchoCalibrator | None = None,
+    dial: DialOptions | None = None,
+    agent_id: str | None = None,
+    on_level: Callable[[BenchReport], object] | None = None,
+) -> BenchReport:
+    """Run every level of ``config``; returns the report (its status says how it ended).
+
+    ``dial``/``agent_id``: a stored agent's dial options (the controller's benches);
+    ``on_level`` sees the report after each level (a controller keeps it readable).
+    """
+    target = parse_target(config.target)
+    report = BenchReport(
+        id=bench_id,
+        target=config.target,
+        channel=target.channel,
+        case_name=config.case.name,
+        concurrency=config.concurrency,
+        oracle_delay_ms=config.oracle_delay_ms,
+        lag_bound_ms=config.lag_bound_ms,
+        caller=config.caller,
+        machine=machine(),
+    )
+    state = BenchState()
+    notify = progress or (lambda _state: None)
+    narrowband = config.caller == "lean" and target.channel in NARROWBAND_CHANNELS
+    rate = 8000 if narrowband else 16_000
+    base = replace(
+        options or RunOptions(),
+        caller=config.caller,
+        calibrate=False,
+        transcribe=False,
+        connect_timeout_s=config.connect_timeout_s,
+        media_timeout_s=config.media_timeout_s or None,
+        lag_bound_ms=config.lag_bound_ms,
+    )
+    monitor = loop_monitor()
+    monitor.acquire()
+    async with contextlib.AsyncExitStack() as stack:
+        if calibrator is None:
+            calibrator = await stack.enter_async_context(
+                EchoCalibrator(light=config.caller == "lean")
+            )
+        try:
+            await _warm_voice(config, rate)
+            for index, concurrency in enumerate(config.concurrency, start=1):
+                state.level, state.concurrency = index, concurrency
+                calibration = await _calibrate(calibrator, target.channel, rate, state, notify)
+                level = await _run_level(
+                    config,
+                    concurrency,
+                    store,
+                    replace(base, calibration=calibration),
+                    _Context(report, state, notify, agent_pid, dial, agent_id),
+                    None if calibration is None else calibration.rtt_ms,
+                )
+                report.levels.append(level)
+                state.done_levels.append(level)
+                notify(state)
+                if on_level is not None:
+                    on_level(report)
+            report.status = "completed"
+        except asyncio.CancelledError:
+            report.status = "cancelled"
+            report.error = "cancelled by the user"
+            raise
+        except (TelephonyError, ValueError) as exc:
+            report.status = "failed"
+            report.error = str(exc)
+        except Exception as exc:  # the bench ends as a report with a reason, never a trace
+            logger.exception(f"bench {bench_id} failed unexpectedly")
+            report.status = "failed"
+            report.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            report.ended_at = utcnow()
+            await monitor.release()
+    return report
+
+
+async def _warm_voice(config: BenchConfig, rate: int) -> None:
+    """Synthesize the persona's lines once, before any call (the calls share the cache)."""
+    voice = get_voice(config.case.persona.voice)
+    lines = [line.say for line in config.case.script if line.say] + [config.case.goodbye]
+    for text in lines:
+        await voice.synthesize_async(text, rate, config.case.persona.speaking_rate)
+
+
+async def _calibrate(
+    calibrator: EchoCalibrator,
+    channel: str,
+    rate: int,
+    state: BenchState,
+    notify: ProgressFn,
+) -> Calibration | None:
+    state.phase = "calibrating"
+    notify(state)
+    try:
+        return await calibrator.measure(channel, sample_rate=rate)
+    except TelephonyError as exc:
+        logger.warning(f"bench: calibration failed, latencies keep the transport: {exc}")
+        return None
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every level of one bench shares."""
+
+    report: BenchReport
+    state: BenchState
+    notify: ProgressFn
+    agent_pid: int | None
+    dial: DialOptions | None
+    agent_id: str | None
+
+
+async def _run_level(
+    config: BenchConfig,
+    concurrency: int,
+    store: RunSink,
+    options: RunOptions,
+    ctx: _Context,
+    rtt_ms: float | None,
+) -> BenchLevel:
+    report, state, notify, agent_pid = ctx.report, ctx.state, ctx.notify, ctx.agent_pid
+    calls = config.calls_at(concurrency)
+    ramp = config.ramp_at(concurrency) if calls > 1 else 0.0
+    first_wave = min(calls, concurrency)
+    state.phase, state.calls = "calling", calls
+    state.started = state.connected = state.ended = state.failed = state.ended_connected = 0
+    state.latencies = []
+    notify(state)
+    slots = asyncio.Semaphore(concurrency)
+    spans: list[CallSpan] = []
+    monitor = loop_monitor()
+    started = time.monotonic()
+    cpu0, rss0 = process_cpu_s(), rss_mb()
+    agent0 = _cpu_of(agent_pid) if agent_pid else None
+    peak_rss = rss0
+
+    async def sample_rss() -> None:
+        nonlocal peak_rss
+        while True:
+            await asyncio.sleep(RSS_EVERY_S)
+            peak_rss = max(peak_rss, rss_mb())
+
+    def on_progress(run: Run, message: str) -> None:
+        if message == "connected":
+            state.connected += 1
+            notify(state)
+
+    async def one(i: int) -> None:
+        if i < first_wave and first_wave > 1:
+            await asyncio.sleep(max(0.0, started + i * ramp / (first_wave - 1) - time.monotonic()))
+        async with slots:
+            state.started += 1
+            t0 = time.monotonic()
+            run = await run_case(
+                config.case,
+                config.target,
+                store,
+                options=options,
+                progress=on_progress,
+                dial=ctx.dial,
+                run=Run(
+                    case=config.case,
+                    channel=report.channel,
+                    target=config.target,
+                    suite_name=f"bench {report.id[:8]} C={concurrency}",
+                    suite_run_id=report.id,
+                    agent_id=ctx.agent_id,
+                ),
+            )
+            spans.append(CallSpan(run, i, t0, time.monotonic()))
+            state.ended += 1
+            state.ended_connected += any(e.kind == "connected" for e in run.events)
+            state.failed += run.status == "failed"
+            state.latencies.extend(
+                t.latency_ms for t in run.turns if t.latency_ms is not None and not t.degraded
+            )
+            notify(state)
+
+    sampler = asyncio.ensure_future(sample_rss())
+    tasks = [asyncio.ensure_future(one(i)) for i in range(calls)]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+    ended = time.monotonic()
+    cpu = process_cpu_s() - cpu0
+    agent1 = _cpu_of(agent_pid) if agent_pid else None
+    samples = LevelSamples(
+        started=started,
+        ended=ended,
+        cpu_s=cpu,
+        lag_ms=monitor.window(started, ended).lags_ms,
+        rss_mb_start=rss0,
+        rss_mb_peak=max(peak_rss, rss_mb()),
+        agent_cpu_s=None if agent0 is None or agent1 is None else agent1 - agent0,
+        ramp_s=ramp,
+    )
+    spans.sort(key=lambda s: s.index)
+    if config.transcribe:
+        state.phase = "transcribing"
+        notify(state)
+        for span in spans:
+            await _transcribe(span.run, store)
+    level = summarize_level(
+        concurrency,
+        spans,
+        samples,
+        oracle_delay_ms=config.oracle_delay_ms,
+        lag_bound_ms=config.lag_bound_ms,
+        transport_rtt_ms=rtt_ms,
+    )
+    report.calls.extend(bench_call(span, concurrency, started) for span in spans)
+    return level
+
+
+async def _transcribe(run: Run, store: RunSink) -> None:
+    """The agent's turns from the stored recording, then score and store again."""
+    if not run.recording or not any(t.role == "agent" for t in run.turns):
+        return
+    try:
+        recording = await asyncio.to_thread(Recording.read_wav, Path(run.recording))
+    except (OSError, ValueError) as exc:
+        logger.warning(f"bench: run {run.id}: cannot read its recording: {exc}")
+        return
+    transcriber = get_transcriber()
+    rate = recording.sample_rate
+    for turn in run.turns:
+        if turn.role == "agent":
+            lo, hi = int(turn.start_ms * rate / 1000), int(turn.end_ms * rate / 1000)
+            turn.text = await transcriber.transcribe_async(recording.agent[lo:hi], rate)
+    run.evaluation = evaluate(run.case, run.turns, run.metrics, run.termination_reason)
+    await store.put(run)
