@@ -318,11 +318,13 @@ class _Execution:
         run = self.run
         if self.recorder is None or self.connected_at is None:
             return
-        recording = self.recorder.recording(self.connected_at)
+        # The heavy part of the wrap-up runs in a thread: other calls may be live on
+        # this event loop, and a stall there would blur their timing.
+        recording = await asyncio.to_thread(self.recorder.recording, self.connected_at)
         if recording.duration_ms <= 0:
             return
         path = self.store.recording_path(run.id)
-        recording.write_wav(path)
+        await asyncio.to_thread(recording.write_wav, path)
         run.recording = str(path.resolve())
         said = [
             SaidLine(t_ms=(u.t - self.connected_at) * 1000.0, text=u.text)

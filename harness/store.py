@@ -9,6 +9,7 @@ issue) implements the same small interface.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,8 +51,8 @@ class RunStore:
         return path
 
     async def put(self, run: Run) -> None:
-        """``save`` for the orchestrator (a ``RunSink``)."""
-        self.save(run)
+        """``save`` for the orchestrator (a ``RunSink``), off the event loop."""
+        await asyncio.to_thread(self.save, run)
 
     def load(self, run_id: str) -> Run:
         """The run with this id, or the only one whose id starts with it."""

@@ -9,6 +9,7 @@ transcribed from the agent channel, persona text from the bot's own lines) and
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,8 +49,10 @@ async def analyse(
 ) -> tuple[list[Turn], Metrics]:
     """Turns with text, and the metrics of the call."""
     rate = recording.sample_rate
-    persona_segments = detect_speech(recording.persona, rate)
-    agent_segments = detect_speech(recording.agent, rate)
+    # Off the event loop: other calls may still be running on it.
+    persona_segments, agent_segments = await asyncio.to_thread(
+        lambda: (detect_speech(recording.persona, rate), detect_speech(recording.agent, rate))
+    )
     timed = build_turns(persona_segments, agent_segments, rate)
     turns: list[Turn] = []
     used: set[int] = set()

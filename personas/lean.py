@@ -46,9 +46,11 @@ END_OF_TURN_MS = 800.0
 HISTORY_S = 30.0
 
 
-def needs_live_stt(case: Case, brain: Brain) -> bool:
-    """Whether the brain must understand the agent during the call."""
-    if not isinstance(brain, ScriptedBrain):
+def needs_live_stt(case: Case, brain: Brain | None = None) -> bool:
+    """Whether the persona's brain must understand the agent during the call."""
+    if brain is not None and not isinstance(brain, ScriptedBrain):
+        return True
+    if case.brain != "scripted":
         return True
     return any(line.when is not None for line in case.script)
 
@@ -72,8 +74,8 @@ class LeanBot:
         self._voice = get_voice(case.persona.voice)
         self._speed = case.persona.speaking_rate
         self._rate = call.sample_rate
-        live = needs_live_stt(case, self._brain)
-        self._transcriber = (transcriber or get_transcriber()) if live else None
+        self._live_stt = needs_live_stt(case, self._brain)
+        self._transcriber = transcriber if self._live_stt else None
         self._endpointer = StreamingEndpointer(self._rate, hangover_ms=END_OF_TURN_MS)
         self._gap_s = case.response_gap_ms / 1000.0
         self._received = 0  # agent samples heard so far
@@ -95,6 +97,9 @@ class LeanBot:
         lines = [line.say for line in self.case.script if line.say] + [self.case.goodbye]
         for text in lines:
             await self._voice.synthesize_async(text, self._rate, self._speed)
+        if self._live_stt and self._transcriber is None:
+            # Loading Whisper takes half a second: not on the event loop.
+            self._transcriber = await asyncio.to_thread(get_transcriber)
         self.call.listen(self._on_audio)
         self._spawn(self._speak_first_if_silent())
 

@@ -18,6 +18,15 @@ def booking_case() -> Case:
     return load_cases(EXAMPLES / "dental_suite.yaml").cases[0]
 
 
+def short_case(*lines: str | dict[str, str]) -> Case:
+    """The booking case cut to the given persona lines (default: one), for quick calls."""
+    case = booking_case()
+    script = list(lines) or ["Hi, this is Alex Morgan."]
+    data = case.model_dump(mode="json", exclude_none=True)
+    data.update(script=script, goodbye="Thanks, goodbye.", success_criteria=[])
+    return Case.model_validate(data)
+
+
 def normalise(text: str) -> str:
     words = jiwer.RemovePunctuation()(text.lower())
     return " ".join(words.replace("10", "ten").split())

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -234,7 +234,15 @@ async def list_benches(benches: BenchesDep, page: PageDep) -> Page[BenchSummary]
 
 
 @router.get("/benches/{bench_id}", response_model=BenchReport)
-async def get_bench(bench_id: str, benches: BenchesDep) -> BenchReport:
+async def get_bench(
+    bench_id: str,
+    benches: BenchesDep,
+    wait_s: Annotated[float, Query(ge=0, le=3600, description="long-poll until it ends")] = 0,
+) -> BenchReport:
+    task = benches.tasks.get(bench_id)
+    if wait_s and task is not None:
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), wait_s)
     return benches.get(bench_id)
 
 

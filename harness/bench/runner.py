@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import platform
 import time
@@ -20,17 +21,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 from loguru import logger
 
 from harness.bench.models import BenchConfig, BenchLevel, BenchReport
 from harness.bench.stats import CallSpan, LevelSamples, bench_call, summarize_level
 from harness.calibration import Calibration, EchoCalibrator
 from harness.health import loop_monitor, process_cpu_s, rss_mb
+from harness.metrics import detect_speech, latency_summary
 from harness.models import Run, utcnow
 from harness.orchestrator import NARROWBAND_CHANNELS, RunOptions, run_case
 from harness.recorder import Recording
 from harness.scoring import evaluate
 from harness.store import RunSink
+from personas.lean import needs_live_stt
 from personas.speech import get_transcriber, get_voice
 from telephony import DialOptions, TelephonyError, parse_target
 
@@ -135,6 +139,7 @@ async def run_bench(
             )
         try:
             await _warm_voice(config, rate)
+            _warm_up(target.channel, rate)
             for index, concurrency in enumerate(config.concurrency, start=1):
                 state.level, state.concurrency = index, concurrency
                 calibration = await _calibrate(calibrator, target.channel, rate, state, notify)
@@ -169,12 +174,32 @@ async def run_bench(
     return report
 
 
+CHANNEL_MODULES = {
+    "webrtc": "telephony.webrtc",
+    "twilio-ws": "telephony.twilio_stream",
+    "tel": "telephony.twilio_phone",
+    "sip": "telephony.sip.call",
+}
+
+
+def _warm_up(channel: str, rate: int) -> None:
+    """What the first call would otherwise do on the event loop: imports on first use
+    (numpy's percentile pulls in a module of its own: 30 ms) and the analysis path."""
+    importlib.import_module(CHANNEL_MODULES[channel])
+    silence = np.zeros(rate, dtype=np.int16)
+    detect_speech(silence, rate)
+    latency_summary([1.0, 2.0])
+    np.percentile(np.arange(4.0), [50, 99])
+
+
 async def _warm_voice(config: BenchConfig, rate: int) -> None:
     """Synthesize the persona's lines once, before any call (the calls share the cache)."""
     voice = get_voice(config.case.persona.voice)
     lines = [line.say for line in config.case.script if line.say] + [config.case.goodbye]
     for text in lines:
         await voice.synthesize_async(text, rate, config.case.persona.speaking_rate)
+    if config.transcribe or (config.caller == "lean" and needs_live_stt(config.case)):
+        await asyncio.to_thread(get_transcriber)  # loaded once, before any call
 
 
 async def _calibrate(
