@@ -602,6 +602,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     mode = "" if args.reply_delay_ms is None else f" oracle D={args.reply_delay_ms:g} ms"
     mode += " light" if args.light else ""
+    if args.light and args.channel == "twilio-ws":
+        return _serve_light_streams(app.state.agent, sock, f"ws://{args.host}:{port}/ws{mode}")
     # One machine-readable line once the socket accepts connections (the demo and tests wait on it).
     url = (
         f"ws://{args.host}:{port}/ws"
@@ -612,6 +614,26 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     server.run(sockets=[sock])
     return 0
+
+
+def _serve_light_streams(agent: Any, sock: socket.socket, ready: str) -> int:
+    """The light agent's media streams, without a web framework, until SIGTERM or Ctrl-C."""
+    from harness.agent.light_ws import serve_light_streams
+
+    async def serve() -> int:
+        server = await serve_light_streams(agent, sock)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"READY {ready}", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            server.close()
+        return 0
+
+    return asyncio.run(serve())
 
 
 def _serve_sip_agent(agent: Any, args: argparse.Namespace) -> int:

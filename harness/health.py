@@ -10,9 +10,12 @@ process's CPU time.  ``assess`` then marks every agent turn whose edges crossed
 the wire while the delay exceeded the bound as *degraded*: it is kept, shown and
 stored, but reported apart from the agent's latency.
 
-SIP stamps arriving packets with the kernel's receive time, so its receive side
-does not depend on the loop; the rule is applied to every channel alike (a
-degraded SIP turn is a conservative call).
+SIP stamps arriving packets with the kernel's receive time and every channel
+stamps what it sends just before sending it, so on SIP the loop's delay does not
+move a timestamp; there a turn is degraded only when the playout had to drop
+late agent audio (which the recording then misses).  On the other channels
+(media streams, WebRTC) an arrival is stamped when the loop reads it, so both
+rules apply.
 """
 
 from __future__ import annotations
@@ -178,32 +181,47 @@ def assess(
     cpu_percent: float | None,
     bound_ms: float = DEFAULT_LAG_BOUND_MS,
     margin_ms: float = EDGE_MARGIN_MS,
+    kernel_stamped: bool = False,
+    drops: Sequence[tuple[float, float]] = (),
 ) -> HarnessHealth:
-    """Mark the agent turns measured while the loop ran later than ``bound_ms``.
+    """Mark the agent turns whose measurement the harness cannot vouch for.
 
     An agent turn's latency joins the end of the persona turn before it to its
-    own onset: it is degraded when any delay sample from ``margin_ms`` before that
-    end to ``margin_ms`` after that onset exceeds the bound.  Sets ``turn.degraded``
-    and returns the run's health summary.
+    own onset; its window runs from ``margin_ms`` before that end to ``margin_ms``
+    after that onset.  The turn is degraded when, within that window,
+
+    - the event loop ran later than ``bound_ms`` and the channel's arrival times
+      are stamped by the loop (not ``kernel_stamped``): an arrival may be stamped
+      that much late; or
+    - the playout dropped agent audio as stale (``drops``: (when, seconds)): the
+      recording misses audio there, so an edge may be misplaced.
+
+    Sets ``turn.degraded`` and returns the run's health summary.
     """
-    degraded = 0
+    degraded = late_turns = dropped_turns = 0
     previous: Turn | None = None
     for turn in turns:
         if turn.role == "agent" and turn.latency_ms is not None and previous is not None:
             t0 = connected_at + (previous.end_ms - margin_ms) / 1000.0
             t1 = connected_at + (turn.start_ms + margin_ms) / 1000.0
             worst = lag.between(t0, t1).max
-            turn.degraded = worst is not None and worst > bound_ms
+            late = not kernel_stamped and worst is not None and worst > bound_ms
+            dropped = any(t0 <= when <= t1 for when, _ in drops)
+            turn.degraded = late or dropped
             degraded += turn.degraded
+            late_turns += late
+            dropped_turns += dropped
         previous = turn
     p99 = lag.percentile(99)
     reasons = []
-    if degraded:
+    if late_turns:
         reasons.append(
-            f"{degraded} turn(s) measured while the harness's event loop ran more than "
+            f"{late_turns} turn(s) measured while the harness's event loop ran more than "
             f"{bound_ms:g} ms late"
         )
-    if p99 is not None and p99 > bound_ms:
+    if dropped_turns:
+        reasons.append(f"{dropped_turns} turn(s) with agent audio dropped as stale")
+    if not kernel_stamped and p99 is not None and p99 > bound_ms:
         reasons.append(f"loop delay p99 {p99:.1f} ms over the {bound_ms:g} ms bound")
     return HarnessHealth(
         cpu_percent=None if cpu_percent is None else round(cpu_percent, 1),
@@ -211,6 +229,8 @@ def assess(
         loop_lag_ms_p99=_round(p99),
         loop_lag_ms_max=_round(lag.max),
         lag_bound_ms=bound_ms,
+        audio_dropped_ms=round(sum(seconds for _, seconds in drops) * 1000.0, 1),
+        kernel_stamped=kernel_stamped,
         degraded_turns=degraded,
         degraded=bool(reasons),
         degraded_reason="; ".join(reasons) or None,

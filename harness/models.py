@@ -317,6 +317,11 @@ class HarnessHealth(BaseModel):
     audio_dropped_ms: float = Field(
         default=0, description="Agent audio the playout dropped as stale (a late burst)."
     )
+    kernel_stamped: bool = Field(
+        default=False,
+        description="Arrivals are stamped by the kernel (SIP): the loop's delay moves no "
+        "timestamp, and only dropped audio degrades a turn.",
+    )
     degraded_turns: int = 0
     degraded: bool = False
     degraded_reason: str | None = None

@@ -25,6 +25,7 @@ from harness.calibration import Calibration, EchoCalibrator
 from harness.health import DEFAULT_LAG_BOUND_MS, assess, loop_monitor, process_cpu_s
 from harness.metrics import latency_summary
 from harness.models import CallEvent, Case, Run, TerminationReason, utcnow
+from harness.offload import off_loop
 from harness.recorder import Recorder
 from harness.scoring import evaluate
 from harness.store import RunSink
@@ -45,9 +46,11 @@ from telephony import (
 )
 from telephony.twilio_phone import TwilioAccount, TwilioGateway
 
-__all__ = ["ProgressFn", "RunOptions", "run_case"]
+__all__ = ["CALL_OVER", "ProgressFn", "RunOptions", "run_case"]
 
 HANGUP_GRACE_S = 2.0
+# The progress message once a run's call is over (hung up), before its analysis.
+CALL_OVER = "call over"
 # Phone channels whose calls can carry the line's own 8 kHz (the lean caller uses it).
 NARROWBAND_CHANNELS = ("sip", "twilio-ws")
 
@@ -64,6 +67,9 @@ class RunOptions:
     # used instead of an echo call before this run.
     calibration: Calibration | None = None
     transcribe: bool = True
+    # When set, a run's wrap-up waits for it between hanging up and analysing (a bench
+    # opens it once a level's calls have all hung up: no analysis beside live calls).
+    analysis_gate: asyncio.Event | None = None
     # Who calls: "pipecat" (the persona pipeline: Silero VAD, Whisper, TTS) or "lean"
     # (personas/lean.py: energy endpointing, cached lines, no live STT unless needed).
     caller: Literal["pipecat", "lean"] = "pipecat"
@@ -149,6 +155,7 @@ class _Execution:
         self.connected_at: float | None = None
         self.connected_cpu_s = 0.0
         self.call: Call | None = None
+        self._pending_cancel = False
         self.started_mono = time.monotonic()
 
     def event(self, kind: str, detail: str = "") -> None:
@@ -305,6 +312,8 @@ class _Execution:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(call.hangup(), HANGUP_GRACE_S)
         ended_mono, ended_cpu_s = time.monotonic(), process_cpu_s()
+        self.progress(run, CALL_OVER)
+        await self._wait_for_gate()
         try:
             await self._analyse(ended_mono, ended_cpu_s)
         except Exception as exc:  # analysis trouble must not lose the run
@@ -313,6 +322,23 @@ class _Execution:
         run.evaluation = evaluate(run.case, run.turns, run.metrics, run.termination_reason)
         await self.store.put(run)
         self.progress(run, "stored")
+        if self._pending_cancel:
+            raise asyncio.CancelledError
+
+    async def _wait_for_gate(self) -> None:
+        """Hold the analysis until the options' gate opens (a bench's level is over).
+
+        A cancellation while waiting still analyses and stores the run (nothing is
+        lost); the cancellation goes on once the run is stored.
+        """
+        gate = self.options.analysis_gate
+        task = asyncio.current_task()
+        if gate is None or gate.is_set() or (task is not None and task.cancelling()):
+            return
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            self._pending_cancel = True
 
     async def _analyse(self, ended_mono: float, ended_cpu_s: float) -> None:
         run = self.run
@@ -320,11 +346,11 @@ class _Execution:
             return
         # The heavy part of the wrap-up runs in a thread: other calls may be live on
         # this event loop, and a stall there would blur their timing.
-        recording = await asyncio.to_thread(self.recorder.recording, self.connected_at)
+        recording = await off_loop(self.recorder.recording, self.connected_at)
         if recording.duration_ms <= 0:
             return
         path = self.store.recording_path(run.id)
-        await asyncio.to_thread(recording.write_wav, path)
+        await off_loop(recording.write_wav, path)
         run.recording = str(path.resolve())
         said = [
             SaidLine(t_ms=(u.t - self.connected_at) * 1000.0, text=u.text)
@@ -343,15 +369,16 @@ class _Execution:
         assert connected_at is not None
         wall = ended_mono - connected_at
         cpu = 100.0 * (ended_cpu_s - self.connected_cpu_s) / wall if wall > 0 else None
+        call = self.call
         health = assess(
             run.turns,
             loop_monitor().window(connected_at, ended_mono),
             connected_at=connected_at,
             cpu_percent=cpu,
             bound_ms=self.options.lag_bound_ms,
+            kernel_stamped=call is not None and call.kernel_stamped,
+            drops=call.audio_drops if call is not None else (),
         )
-        if self.call is not None:
-            health.audio_dropped_ms = round(self.call.audio_dropped_s * 1000.0, 1)
         run.metrics.harness = health
         if health.degraded_turns:
             run.metrics.latency_ms = latency_summary(

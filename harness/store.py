@@ -9,7 +9,6 @@ issue) implements the same small interface.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Protocol
 
 from harness.errors import RunNotFound
 from harness.models import Run
+from harness.offload import off_loop
 
 __all__ = ["RunNotFound", "RunSink", "RunStore"]
 
@@ -52,7 +52,7 @@ class RunStore:
 
     async def put(self, run: Run) -> None:
         """``save`` for the orchestrator (a ``RunSink``), off the event loop."""
-        await asyncio.to_thread(self.save, run)
+        await off_loop(self.save, run)
 
     def load(self, run_id: str) -> Run:
         """The run with this id, or the only one whose id starts with it."""

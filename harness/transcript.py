@@ -9,12 +9,12 @@ transcribed from the agent channel, persona text from the bot's own lines) and
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.metrics import Segment, TimedTurn, build_turns, detect_speech, latency_summary
 from harness.models import Metrics, Turn
+from harness.offload import off_loop
 from harness.recorder import Recording
 from personas.speech import Transcriber
 
@@ -50,7 +50,7 @@ async def analyse(
     """Turns with text, and the metrics of the call."""
     rate = recording.sample_rate
     # Off the event loop: other calls may still be running on it.
-    persona_segments, agent_segments = await asyncio.to_thread(
+    persona_segments, agent_segments = await off_loop(
         lambda: (detect_speech(recording.persona, rate), detect_speech(recording.agent, rate))
     )
     timed = build_turns(persona_segments, agent_segments, rate)

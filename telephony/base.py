@@ -365,10 +365,15 @@ class Call(ABC):
     def add_tap(self, tap: CallTap) -> None:
         self._taps.append(tap)
 
+    # Whether the agent's audio is stamped with its arrival by the kernel (so a busy
+    # event loop does not move it) or when the event loop reads it.
+    kernel_stamped: bool = False
+
     @property
-    def audio_dropped_s(self) -> float:
-        """Agent audio the channel's playout dropped as stale (a late burst), in seconds."""
-        return 0.0
+    def audio_drops(self) -> list[tuple[float, float]]:
+        """(when, seconds) of agent audio the playout dropped as stale: missing from the
+        recording there."""
+        return []
 
     # ----------------------------------------------------------------- lifecycle
 

@@ -33,13 +33,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import websockets
 from loguru import logger
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from telephony.base import Call, CallStateError, ConnectError, Target
 from telephony.g711 import Downsampler, Upsampler, ulaw_decode, ulaw_encode
+from telephony.pump import media_pump
+from telephony.ws_client import WsClient, WsHandshakeError, connect_ws
 
 __all__ = [
     "LIVE_CALLS",
@@ -53,6 +52,9 @@ __all__ = [
 
 FRAME_MS = 20
 ULAW_FRAME_BYTES = 8000 * FRAME_MS // 1000  # 160 bytes of 8 kHz mu-law
+SILENT_8K = bytes(2 * ULAW_FRAME_BYTES)
+ULAW_SILENCE = ulaw_encode(SILENT_8K)
+ULAW_SILENCE_B64 = base64.b64encode(ULAW_SILENCE).decode("ascii")
 DTMF_DIGITS = set("0123456789*#ABCD")
 # A chunk arriving at most this much before the previous one has played is on time
 # (sender jitter), not a burst ahead of real time.
@@ -149,6 +151,8 @@ class Playout:
         self._last_voice: float | None = None  # end of the sender's latest audio
         self._late_debt = 0.0  # silence played in the sender's stead, mid-stream
         self.dropped_s = 0.0
+        # (when, seconds) of every drop: a recording misses that audio there.
+        self.drops: list[tuple[float, float]] = []
         self._wake = asyncio.Event()
         self._frame_s = FRAME_MS / 1000.0
 
@@ -191,7 +195,10 @@ class Playout:
         early = cursor is not None and now < cursor - ON_TIME_S
         if early and self._drop_stale:
             # What waits is older than this frame: drop it and play from now on.
-            self.dropped_s += sum(self._seconds(queued) for _, queued in self._queue)
+            stale = sum(self._seconds(queued) for _, queued in self._queue)
+            if stale:
+                self.dropped_s += stale
+                self.drops.append((now, stale))
             self._queue.clear()
             cursor = self._cursor = max(now, self._played_until or now)
             early = now < cursor - ON_TIME_S
@@ -202,6 +209,8 @@ class Playout:
             cut = min(len(pcm) // 2, int(round(self._late_debt * self._rate)))
             self._late_debt = max(0.0, self._late_debt - cut / self._rate)
             self.dropped_s += cut / self._rate
+            if cut:
+                self.drops.append((now, cut / self._rate))
             pcm = pcm[2 * cut :]
             if not pcm:
                 return
@@ -308,7 +317,8 @@ class MediaStreamLeg:
         self._on_end = on_end
         self._custom = {k: str(v) for k, v in (custom_parameters or {}).items()}
         self._headers = dict(headers or {})
-        self._ws: ClientConnection | None = None
+        self._ws: WsClient | None = None
+        self._pump_handle: int | None = None
         self._sequence = 0
         self._chunk = 0
         self._down = Downsampler()
@@ -347,31 +357,32 @@ class MediaStreamLeg:
     async def open(self) -> None:
         """Connect and send ``connected`` and ``start``; raises ``ConnectError``."""
         try:
-            self._ws = await websockets.connect(
-                self.url,
-                additional_headers=self._headers,
-                open_timeout=None,  # the caller's connect timeout bounds it
-                max_size=2**22,
-            )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            raise ConnectError(
-                f"agent at {self.url} refused the media stream: HTTP {status}"
-            ) from exc
-        except (OSError, InvalidHandshake) as exc:
+            self._ws = await connect_ws(self.url, self._handle, headers=self._headers)
+        except WsHandshakeError as exc:
+            if exc.status is not None:
+                raise ConnectError(
+                    f"agent at {self.url} refused the media stream: HTTP {exc.status}"
+                ) from exc
             raise ConnectError(f"could not reach agent at {self.url}: {exc}") from exc
+        except (OSError, ValueError) as exc:
+            raise ConnectError(f"could not reach agent at {self.url}: {exc}") from exc
+        self._ws.closed.add_done_callback(self._on_closed)
         connected = {"event": "connected", "protocol": "Call", "version": "1.0.0"}
         self._sequence = 0
-        await self._ws.send(json.dumps(connected))
-        await self._ws.send(self._start_message())
+        self._ws.send_text(json.dumps(connected))
+        self._ws.send_text(self._start_message())
         self.playout.begin()
-        self._spawn(self._send_loop() if self._next_frame is not None else self._feed_loop())
-        self._spawn(self._receive_loop())
-        self._spawn(self.playout.run())
+        if self._next_frame is None:
+            self._spawn(self._feed_loop())
+        # As the carrier, loopcall's own hiccups are caught up at once (the pump runs
+        # missed ticks back to back, up to a real gap): the agent's stream clock then
+        # stays true, and the taps record when each frame really left.
+        self._pump_handle = media_pump().add(self._on_tick)
 
     async def close(self, *, send_stop: bool = True) -> None:
         """Send ``stop`` (the caller hung up) and close the websocket."""
         self._ended = True
+        self._stop_pump()
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:
@@ -381,17 +392,15 @@ class MediaStreamLeg:
             return
         if send_stop:
             stop = {"accountSid": self.ids.account_sid, "callSid": self.ids.call_sid}
-            with contextlib.suppress(ConnectionClosed, OSError):
-                await ws.send(self._message("stop", stop=stop))
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(ws.close(), 2.0)
+            ws.send_text(self._message("stop", stop=stop))
+        await ws.close()
 
     async def send_dtmf(self, digit: str) -> None:
         if digit not in DTMF_DIGITS:
             raise ValueError(f"not a DTMF digit: {digit!r}")
         if self._ws is None:
             raise CallStateError("Cannot send DTMF: the media stream is closed")
-        await self._ws.send(self._message("dtmf", dtmf={"track": "inbound_track", "digit": digit}))
+        self._ws.send_text(self._message("dtmf", dtmf={"track": "inbound_track", "digit": digit}))
 
     # ---------------------------------------------------------------------- media
 
@@ -400,18 +409,16 @@ class MediaStreamLeg:
         self._fed.extend(pcm16)
         self._fed_ready.set()
 
-    async def _send_loop(self) -> None:
-        """Send one frame per tick of the leg's own 20 ms clock."""
-        next_frame = self._next_frame
-        assert next_frame is not None
-        # As the carrier, loopcall's own hiccups are caught up at once (up to a real
-        # gap): the agent's stream clock then stays true, and the taps record when
-        # each frame really left.
-        clock = FrameClock(max_late_s=CATCH_UP_S)
-        while True:
-            await clock.tick()
-            if not await self._send_frame(next_frame()):
-                return
+    def _on_tick(self, _due: float) -> None:
+        """Each tick of the media pump: play what is due, send one frame (with a clock)."""
+        self.playout.step(time.monotonic())
+        if self._next_frame is not None and not self._send_frame(self._next_frame()):
+            self._stop_pump()
+
+    def _stop_pump(self) -> None:
+        if self._pump_handle is not None:
+            media_pump().remove(self._pump_handle)
+            self._pump_handle = None
 
     async def _feed_loop(self) -> None:
         """Send fed audio as soon as a whole frame of it is there."""
@@ -422,50 +429,48 @@ class MediaStreamLeg:
             while len(self._fed) >= step:
                 frame = bytes(self._fed[:step])
                 del self._fed[:step]
-                if not await self._send_frame(frame):
+                if not self._send_frame(frame):
                     return
 
-    async def _send_frame(self, pcm16: bytes) -> bool:
-        if self._ws is None:
+    def _send_frame(self, pcm16: bytes) -> bool:
+        ws = self._ws
+        if ws is None or not ws.open:
             return False
-        ulaw = ulaw_encode(pcm16 if self._narrowband else self._down.process(pcm16))
+        if self._narrowband and pcm16 == SILENT_8K:
+            # The persona is quiet most of the call: silence needs no coding.
+            ulaw, line, payload = ULAW_SILENCE, SILENT_8K, ULAW_SILENCE_B64
+        else:
+            ulaw = ulaw_encode(pcm16 if self._narrowband else self._down.process(pcm16))
+            line = ulaw_decode(ulaw)
+            payload = base64.b64encode(ulaw).decode("ascii")
         if self._on_sent is not None:
             # What the line carries: band-limited to 4 kHz and mu-law quantized.
-            line = ulaw_decode(ulaw)
-            self._on_sent(
-                line if self._narrowband else self._wire_up.process(line), time.monotonic()
-            )
-        media = {
-            "track": "inbound",
-            "chunk": str(self._chunk + 1),
-            "timestamp": str(self._chunk * FRAME_MS),
-            "payload": base64.b64encode(ulaw).decode("ascii"),
-        }
-        self._chunk += 1
-        try:
-            await self._ws.send(self._message("media", media=media))
-        except ConnectionClosed:
-            return False  # the receive loop reports the close
-        return True
+            line = line if self._narrowband else self._wire_up.process(line)
+            self._on_sent(line, time.monotonic())
+        self._sequence += 1
+        chunk, self._chunk = self._chunk, self._chunk + 1
+        # Twilio's media message, written out (json.dumps per frame is a cost at load);
+        # every value is a decimal number, a SID or base64, none needs escaping.
+        text = (
+            f'{{"event":"media","sequenceNumber":"{self._sequence}",'
+            f'"streamSid":"{self.ids.stream_sid}","media":{{"track":"inbound",'
+            f'"chunk":"{chunk + 1}","timestamp":"{chunk * FRAME_MS}","payload":"{payload}"}}}}'
+        )
+        return ws.send_text(text)
 
-    async def _receive_loop(self) -> None:
-        assert self._ws is not None
-        ws = self._ws
-        try:
-            async for raw in ws:
-                self._handle(raw)
-        except ConnectionClosed:
-            pass
-        if self._ended:
+    def _on_closed(self, closed: asyncio.Future[tuple[int | None, str]]) -> None:
+        """The websocket is gone: report it once, unless we closed it ourselves."""
+        self._stop_pump()
+        if self._ended or closed.cancelled():
             return
         self._ended = True
-        close = ws.close_code
-        abnormal = close is None or close not in (1000, 1001)
-        reason = f" ({ws.close_reason})" if ws.close_reason else ""
-        if close is None or close == 1006:  # 1006: no close frame came (RFC 6455)
+        code, reason = closed.result()
+        abnormal = code is None or code not in (1000, 1001)
+        why = f" ({reason})" if reason else ""
+        if code is None or code == 1006:  # 1006: no close frame came (RFC 6455)
             detail = "the agent dropped the media stream without a websocket close"
         else:
-            detail = f"the agent closed the media stream (websocket close {close}{reason})"
+            detail = f"the agent closed the media stream (websocket close {code}{why})"
         self._on_end(detail, abnormal)
 
     def _handle(self, raw: str | bytes) -> None:
@@ -498,12 +503,7 @@ class MediaStreamLeg:
     def _echo_mark(self, name: str) -> None:
         self.marks_echoed.append(name)
         if self._ws is not None:
-            self._spawn(self._send_quietly(self._message("mark", mark={"name": name})))
-
-    async def _send_quietly(self, text: str) -> None:
-        if self._ws is not None:
-            with contextlib.suppress(ConnectionClosed):
-                await self._ws.send(text)
+            self._ws.send_text(self._message("mark", mark={"name": name}))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -550,8 +550,8 @@ class TwilioStreamCall(Call):
         return self.ids.call_sid
 
     @property
-    def audio_dropped_s(self) -> float:
-        return self.leg.playout.dropped_s
+    def audio_drops(self) -> list[tuple[float, float]]:
+        return self.leg.playout.drops
 
     async def connect(self, timeout: float = 15.0) -> None:
         if self.state != "new":

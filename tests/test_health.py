@@ -84,3 +84,22 @@ def test_a_quiet_loop_degrades_nothing() -> None:
     assert health.degraded_reason is None
     assert not any(t.degraded for t in turns)
     assert health.loop_lag_ms_p99 == 1.0
+
+
+def test_on_sip_the_loop_delay_moves_no_timestamp_but_dropped_audio_does() -> None:
+    # The same 45 ms stall as above: SIP stamps arrivals in the kernel, so no turn is
+    # degraded by it; audio the playout dropped inside a turn's window degrades that turn.
+    turns = _turns()
+    health = assess(turns, _lags(6.2), connected_at=100.0, cpu_percent=None, kernel_stamped=True)
+    assert not health.degraded and health.kernel_stamped
+    dropped = assess(
+        turns,
+        _lags(6.2),
+        connected_at=100.0,
+        cpu_percent=None,
+        kernel_stamped=True,
+        drops=[(103.2, 0.06)],  # inside the first exchange (2.75-3.65 s)
+    )
+    assert [t.degraded for t in turns] == [False, False, True, False, False]
+    assert dropped.audio_dropped_ms == 60.0
+    assert "dropped as stale" in (dropped.degraded_reason or "")

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import os
 import platform
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from harness.calibration import Calibration, EchoCalibrator
 from harness.health import loop_monitor, process_cpu_s, rss_mb
 from harness.metrics import detect_speech, latency_summary
 from harness.models import Run, utcnow
-from harness.orchestrator import NARROWBAND_CHANNELS, RunOptions, run_case
+from harness.orchestrator import CALL_OVER, NARROWBAND_CHANNELS, RunOptions, run_case
 from harness.recorder import Recording
 from harness.scoring import evaluate
 from harness.store import RunSink
@@ -133,6 +135,7 @@ async def run_bench(
     monitor = loop_monitor()
     monitor.acquire()
     async with contextlib.AsyncExitStack() as stack:
+        stack.enter_context(_quiet_runtime())
         if calibrator is None:
             calibrator = await stack.enter_async_context(
                 EchoCalibrator(light=config.caller == "lean")
@@ -190,6 +193,30 @@ def _warm_up(channel: str, rate: int) -> None:
     detect_speech(silence, rate)
     latency_summary([1.0, 2.0])
     np.percentile(np.arange(4.0), [50, 99])
+
+
+@contextlib.contextmanager
+def _quiet_runtime() -> Iterator[None]:
+    """Keep the interpreter from stalling the event loop while calls run.
+
+    A full garbage collection walks every object (a hundred calls' recordings
+    hold hundreds of thousands) and stalls the loop for a quarter of a second:
+    full collections wait until the bench ends (young ones still run; what calls
+    leave behind is mostly freed by reference counting).  A thread holding the
+    GIL keeps it up to the switch interval: 1 ms instead of 5.
+    """
+    thresholds, interval = gc.get_threshold(), sys.getswitchinterval()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(thresholds[0], thresholds[1], 1_000_000_000)
+    pass  # sys.setswitchinterval(0.001)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+        gc.collect()
 
 
 async def _warm_voice(config: BenchConfig, rate: int) -> None:
@@ -260,55 +287,87 @@ async def _run_level(
             await asyncio.sleep(RSS_EVERY_S)
             peak_rss = max(peak_rss, rss_mb())
 
+    # Every call's analysis waits until the level's last call has hung up: nothing
+    # is analysed or stored beside live calls (it would blur their timing).
+    gate = asyncio.Event()
+    options = replace(options, analysis_gate=gate)
+    over: dict[str, asyncio.Event] = {}
+    media_ended, cpu_at_end, agent_at_end = started, cpu0, agent0
+
     def on_progress(run: Run, message: str) -> None:
+        nonlocal media_ended, cpu_at_end, agent_at_end
         if message == "connected":
             state.connected += 1
+            notify(state)
+        elif message == CALL_OVER:
+            state.ended += 1
+            state.ended_connected += any(e.kind == "connected" for e in run.events)
+            over.setdefault(run.id, asyncio.Event()).set()
+            if state.ended == calls:
+                media_ended, cpu_at_end = time.monotonic(), process_cpu_s()
+                agent_at_end = _cpu_of(agent_pid) if agent_pid else None
+                gate.set()
             notify(state)
 
     async def one(i: int) -> None:
         if i < first_wave and first_wave > 1:
             await asyncio.sleep(max(0.0, started + i * ramp / (first_wave - 1) - time.monotonic()))
-        async with slots:
+        run = Run(
+            case=config.case,
+            channel=report.channel,
+            target=config.target,
+            suite_name=f"bench {report.id[:8]} C={concurrency}",
+            suite_run_id=report.id,
+            agent_id=ctx.agent_id,
+        )
+        call_over = over.setdefault(run.id, asyncio.Event())
+        async with slots:  # held while the call is live, not while it waits for analysis
             state.started += 1
             t0 = time.monotonic()
-            run = await run_case(
-                config.case,
-                config.target,
-                store,
-                options=options,
-                progress=on_progress,
-                dial=ctx.dial,
-                run=Run(
-                    case=config.case,
-                    channel=report.channel,
-                    target=config.target,
-                    suite_name=f"bench {report.id[:8]} C={concurrency}",
-                    suite_run_id=report.id,
-                    agent_id=ctx.agent_id,
-                ),
+            task = asyncio.ensure_future(
+                run_case(
+                    config.case,
+                    config.target,
+                    store,
+                    options=options,
+                    progress=on_progress,
+                    dial=ctx.dial,
+                    run=run,
+                )
             )
-            spans.append(CallSpan(run, i, t0, time.monotonic()))
-            state.ended += 1
-            state.ended_connected += any(e.kind == "connected" for e in run.events)
-            state.failed += run.status == "failed"
-            state.latencies.extend(
-                t.latency_ms for t in run.turns if t.latency_ms is not None and not t.degraded
-            )
-            notify(state)
+            waiter = asyncio.ensure_future(call_over.wait())
+            try:
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+            t1 = time.monotonic()
+        try:
+            run = await task
+        finally:
+            task.cancel()
+        spans.append(CallSpan(run, i, t0, t1))
+        state.failed += run.status == "failed"
+        state.latencies.extend(
+            t.latency_ms for t in run.turns if t.latency_ms is not None and not t.degraded
+        )
 
     sampler = asyncio.ensure_future(sample_rss())
     tasks = [asyncio.ensure_future(one(i)) for i in range(calls)]
     try:
         await asyncio.gather(*tasks)
     finally:
+        gate.set()
         for task in tasks:
             task.cancel()
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
-    ended = time.monotonic()
-    cpu = process_cpu_s() - cpu0
-    agent1 = _cpu_of(agent_pid) if agent_pid else None
+    # The level's window ends when its last call hung up (before the analyses).
+    if media_ended == started:  # cancelled before the last call was over
+        media_ended, cpu_at_end = time.monotonic(), process_cpu_s()
+    ended = media_ended
+    cpu = cpu_at_end - cpu0
+    agent1 = agent_at_end
     samples = LevelSamples(
         started=started,
         ended=ended,

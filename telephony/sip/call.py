@@ -252,15 +252,21 @@ class SipCall(Call):
     def _on_dtmf(self, digit: str) -> None:
         self._event("dtmf_received", digit)
 
+    # Arrival times are the kernel's (SO_TIMESTAMPNS): a busy event loop does not move them.
+    kernel_stamped = True
+
     @property
-    def audio_dropped_s(self) -> float:
-        return self.playout.dropped_s
+    def audio_drops(self) -> list[tuple[float, float]]:
+        return self.playout.drops
 
     def _on_tick(self, _due: float) -> None:
         """Each tick of the media pump: play what is due, send one frame."""
         rtp = self.rtp
         if self.state != "connected" or rtp is None:
             return
+        # Packets that arrived while the loop was busy come first: the playout must
+        # not play silence in their place and then drop them as stale.
+        rtp.poll()
         now = time.monotonic()
         self.playout.step(now)
         frame = self._take_outgoing_frame()

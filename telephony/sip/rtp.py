@@ -208,6 +208,11 @@ class RtpSession:
                 sock.close()
         raise OSError(f"no free even UDP port on {self._local_host}")
 
+    def poll(self) -> None:
+        """Handle the packets already waiting on the socket, now (before deciding what is late)."""
+        if self._transport is not None:
+            self._transport._read_ready()
+
     @property
     def local_port(self) -> int:
         if self._transport is None:
