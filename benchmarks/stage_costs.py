@@ -1,5 +1,7 @@
 """What each stage of a call costs in CPU: codec, resampling, RTP, VAD, STT, TTS.
 
+(``benchmarks/capacity.py`` measures whole calls at rising concurrency.)
+
 The first measurement for issue 6 (how many calls one machine drives): every
 stage a call runs is timed in CPU seconds (``time.process_time``, all threads of
 this process) over enough work to be stable, and reported as the share of one
@@ -178,6 +180,37 @@ def vad_rows(seconds: float) -> list[tuple[str, float, str]]:
     ]
 
 
+def endpointer_rows(seconds: float) -> list[tuple[str, float, str]]:
+    """The lean caller's turn-taking: the harness's energy endpointer on every frame."""
+    from harness.metrics import StreamingEndpointer
+
+    rows = []
+    for rate in (8000, RATE):
+        speech = _speechlike(seconds, rate)
+        step = rate * 20 // 1000
+        frames = [speech[i : i + step] for i in range(0, speech.size - step, step)]
+        endpointer = StreamingEndpointer(rate, hangover_ms=800)
+        state = {"i": 0}
+
+        def run(
+            e: StreamingEndpointer = endpointer,
+            f: list[np.ndarray] = frames,
+            at: dict[str, int] = state,
+        ) -> None:
+            e.push(f[at["i"] % len(f)])
+            at["i"] += 1
+
+        per_frame = _cpu(run, len(frames))
+        rows.append(
+            (
+                f"energy endpointer (lean caller's VAD), {rate // 1000} kHz",
+                per_frame / FRAME_S,
+                f"{per_frame * 1e6:.1f} us per 20 ms frame (half speech, half silence)",
+            )
+        )
+    return rows
+
+
 def stt_rows() -> list[tuple[str, float, str]]:
     from personas.speech import Transcriber, get_voice
 
@@ -237,6 +270,7 @@ def main() -> None:
         f"Python {platform.python_version()}"
     )
     rows = codec_rows(args.seconds) + rtp_rows(args.seconds) + vad_rows(args.seconds)
+    rows += endpointer_rows(args.seconds)
     rows += stt_rows() + tts_rows()
     width = max(len(name) for name, _, _ in rows)
     print(f"\n{'stage':<{width}}  {'share of a core per call':>24}  detail")

@@ -89,9 +89,9 @@ class MediaPump:
     async def _run(self) -> None:
         due = time.monotonic()
         while self._handlers:
-            wait = due - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            # Always yield, even when late: a tick that takes as long as the period
+            # would otherwise run tick after tick and starve every other task.
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
             now = time.monotonic()
             late = now - due
             if late > MAX_LATE_S:

@@ -1,0 +1,219 @@
+"""How many calls does one machine drive? The harness's capacity against a light agent.
+
+For each channel, starts the light reference agent as a latency oracle in its own
+process (``loopcall agent --light --reply-delay-ms 400``) and runs ``loopcall
+bench`` levels of rising concurrency against it (lean caller, no transcription).
+Per level it prints the agent's latency, the oracle error (|latency - 400 ms -
+transport|, over the turns the harness vouches for and over every turn), the
+degraded turns, the harness's and the agent's CPU, the harness's CPU per call
+and memory per call, its event loop's delay and the stale audio it dropped.
+
+The capacity is the largest level at which every call completed and the oracle
+held within 20 ms p95 over every turn.  A channel stops climbing once a level
+breaks that.  ``--profile`` samples this process with py-spy during the last
+level of each channel and prints where its time went.
+
+    .venv/bin/python benchmarks/capacity.py [--channels sip twilio-ws webrtc]
+        [--levels 1 10 50 100 150] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from loguru import logger
+
+from harness.bench.models import BenchConfig, BenchLevel
+from harness.bench.runner import BenchState, run_bench
+from harness.cases import load_cases
+from harness.cli import start_agent_process
+from harness.store import RunStore
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"
+DELAY_MS = 400.0
+BOUND_MS = 20.0
+# py-spy from the same environment (the dev extra), else from PATH.
+PY_SPY = (
+    str(Path(sys.executable).with_name("py-spy"))
+    if Path(sys.executable).with_name("py-spy").exists()
+    else (shutil.which("py-spy") or "py-spy")
+)
+
+
+def _holds(level: BenchLevel) -> bool:
+    oracle = level.oracle_error_ms
+    return (
+        level.completed == level.calls
+        and oracle is not None
+        and oracle.all_p95 is not None
+        and oracle.all_p95 <= BOUND_MS
+    )
+
+
+class _Profiler:
+    """py-spy on this process while a level's calls are live (started once they all are)."""
+
+    def __init__(self, out: Path, seconds: float) -> None:
+        self.out = out
+        self.seconds = seconds
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def on_progress(self, state: BenchState) -> None:
+        if self.proc is None and state.calls and state.connected >= state.calls:
+            self.proc = subprocess.Popen(
+                [PY_SPY, "record", "-p", str(os.getpid()), "-d", str(int(self.seconds)),
+                 "-r", "100", "--nonblocking", "-f", "raw", "-o", str(self.out)],
+                stdout=subprocess.DEVNULL, stderr=self.out.with_suffix(".log").open("wb"),
+            )  # fmt: skip
+
+    def top(self, n: int = 12) -> list[tuple[float, str]]:
+        if self.proc is None:
+            return []
+        if self.proc.wait() != 0 or not self.out.exists():
+            log = self.out.with_suffix(".log")
+            print(f"py-spy failed (see {log}): {log.read_text(errors='replace')[-300:]}")
+            return []
+        own: collections.Counter[str] = collections.Counter()
+        total = 0
+        for line in self.out.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            frames = stack.split(";")
+            if not count.isdigit() or "_worker (concurrent" in frames[-1]:
+                continue  # idle pool threads
+            total += int(count)
+            # The innermost frame's function and file (lines merged); waiting in epoll is idle.
+            name, _, where = frames[-1].partition(" (")
+            path = where.rsplit("/", 1)[-1].split(":")[0]
+            own["(idle: waiting for I/O)" if "select" in name else f"{name} ({path})"] += int(count)
+        return [(100.0 * c / total, name) for name, c in own.most_common(n)] if total else []
+
+
+def _row(channel: str, lv: BenchLevel) -> str:
+    o = lv.oracle_error_ms
+    assert o is not None
+
+    def f(value: float | None, digits: int = 1) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    return (
+        f"{channel:<9} {lv.concurrency:>5} {lv.completed:>4}/{lv.calls:<4} "
+        f"{f(lv.latency_ms.p50):>7} {f(o.p95):>6} {f(o.max):>6} {f(o.all_p95):>6} "
+        f"{f(o.all_max):>6} {lv.degraded_turns:>4}/{lv.turns:<4} {f(lv.cpu_percent, 0):>5} "
+        f"{f(lv.agent_cpu_percent, 0):>5} {f(lv.cpu_ms_per_call_s, 1):>7} "
+        f"{f(lv.rss_mb_per_call, 2):>7} {f(lv.loop_lag_ms_p99):>7} "
+        f"{lv.audio_dropped_ms / 1000:>7.1f}"
+    )
+
+
+HEADER = (
+    f"{'channel':<9} {'C':>5} {'ok':>9} {'lat p50':>7} {'err95':>6} {'errmax':>6} "
+    f"{'all95':>6} {'allmax':>6} {'degraded':>9} {'CPU%':>5} {'agt%':>5} "
+    f"{'ms/call·s':>9} {'MB/call':>7} {'lag p99':>7} {'drop s':>7}"
+)
+
+
+async def _channel(
+    channel: str, levels: list[int], out: Path, profile: bool
+) -> tuple[list[BenchLevel], list[tuple[float, str]]]:
+    case = load_cases(EXAMPLES / "dental_suite.yaml").cases[0]
+    proc, target = start_agent_process(
+        "--light", "--no-stt", "--reply-delay-ms", str(DELAY_MS),
+        log_path=out / f"agent-{channel}.log", channel=channel,
+    )  # fmt: skip
+    done: list[BenchLevel] = []
+    hot: list[tuple[float, str]] = []
+
+    async def bench(concurrency: int, profiler: _Profiler | None) -> BenchLevel | None:
+        config = BenchConfig(
+            target=target,
+            case=case,
+            concurrency=[concurrency],
+            oracle_delay_ms=DELAY_MS,
+            transcribe=False,
+        )
+        report = await run_bench(
+            config,
+            RunStore(out / "runs"),
+            bench_id=f"capacity-{channel}-{concurrency}",
+            agent_pid=proc.pid,
+            progress=profiler.on_progress if profiler else None,
+        )
+        if report.status != "completed" or not report.levels:
+            print(f"{channel} C={concurrency}: bench {report.status}: {report.error}")
+            return None
+        return report.levels[0]
+
+    try:
+        for concurrency in levels:
+            level = await bench(concurrency, None)
+            if level is None:
+                break
+            done.append(level)
+            print(_row(channel, level), flush=True)
+            if not _holds(level):
+                break
+        if profile and done:
+            # A pass of its own, so the sampling does not weigh on the measured levels.
+            knee = done[-1].concurrency
+            profiler = _Profiler(out / f"profile-{channel}-{knee}.txt", 10.0)
+            await bench(knee, profiler)
+            hot = profiler.top()
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+    return done, hot
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--channels", nargs="+", default=["sip", "twilio-ws", "webrtc"])
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 10, 50, 100, 150])
+    parser.add_argument("--profile", action="store_true", help="py-spy the last level")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    if args.profile and not Path(PY_SPY).exists():
+        parser.error("--profile needs py-spy on PATH (pip install py-spy; it is in the dev extra)")
+    logger.remove()
+    logger.add(sys.stderr, level="ERROR")
+    out = args.out or Path(tempfile.mkdtemp(prefix="loopcall-capacity-"))
+    out.mkdir(parents=True, exist_ok=True)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; oracle D = {DELAY_MS:g} ms; runs under {out}\n"
+    )
+    print(HEADER)
+    summary = []
+    for channel in args.channels:
+        levels, hot = asyncio.run(_channel(channel, args.levels, out, args.profile))
+        held = max((lv.concurrency for lv in levels if _holds(lv)), default=0)
+        clean = max((lv.concurrency for lv in levels if _holds(lv) and not lv.degraded), default=0)
+        summary.append((channel, held, clean, levels, hot))
+    print(
+        "\nerr95/errmax: oracle error over the turns the harness vouches for; all95/allmax: "
+        "over every turn; degraded: turns the harness marked; CPU%/agt%: harness/agent "
+        "process (% of one core); ms/call·s: harness CPU per second of a connected call."
+    )
+    for channel, held, clean, levels, hot in summary:
+        print(
+            f"\n{channel}: capacity {held} calls (oracle within {BOUND_MS:g} ms p95 over every "
+            f"turn, every call completed); {clean} with no level degraded"
+        )
+        if hot:
+            print(f"  where the harness's time went at C={levels[-1].concurrency} (py-spy, self):")
+            for share, name in hot:
+                print(f"    {share:5.1f}%  {name}")
+
+
+if __name__ == "__main__":
+    main()
