@@ -100,25 +100,28 @@ class _Profiler:
 
 def _row(channel: str, lv: BenchLevel) -> str:
     o = lv.oracle_error_ms
+    a = lv.agent_account
     assert o is not None
 
     def f(value: float | None, digits: int = 1) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
     return (
-        f"{channel:<9} {lv.concurrency:>5} {lv.completed:>4}/{lv.calls:<4} "
-        f"{f(lv.latency_ms.p50):>7} {f(o.p95):>6} {f(o.max):>6} {f(o.all_p95):>6} "
-        f"{f(o.all_max):>6} {lv.degraded_turns:>4}/{lv.turns:<4} {f(lv.cpu_percent, 0):>5} "
-        f"{f(lv.agent_cpu_percent, 0):>5} {f(lv.cpu_ms_per_call_s, 1):>7} "
-        f"{f(lv.rss_mb_per_call, 2):>7} {f(lv.loop_lag_ms_p99):>7} "
-        f"{lv.audio_dropped_ms / 1000:>7.1f}"
+        f"{channel:<9} {lv.concurrency:>4} {lv.completed:>4}/{lv.calls:<4} "
+        f"{f(lv.latency_ms.p50):>7} {f(o.all_p95):>6} {f(o.all_max):>6} "
+        f"{f(a.late_ms_p95 if a else None):>6} {f(a.harness_error_ms_p95 if a else None):>6} "
+        f"{f(a.harness_error_ms_max if a else None):>6} {f(o.p95):>6} {f(o.max):>6} "
+        f"{lv.degraded_turns:>4}/{lv.turns:<4} {f(lv.cpu_percent, 0):>4} "
+        f"{f(lv.agent_cpu_percent, 0):>4} {f(lv.cpu_ms_per_call_s, 1):>6} "
+        f"{f(lv.rss_mb_per_call, 2):>6} {f(lv.loop_lag_ms_p99):>6} "
+        f"{lv.audio_dropped_ms / 1000:>6.1f}"
     )
 
 
 HEADER = (
-    f"{'channel':<9} {'C':>5} {'ok':>9} {'lat p50':>7} {'err95':>6} {'errmax':>6} "
-    f"{'all95':>6} {'allmax':>6} {'degraded':>9} {'CPU%':>5} {'agt%':>5} "
-    f"{'ms/call·s':>9} {'MB/call':>7} {'lag p99':>7} {'drop s':>7}"
+    f"{'channel':<9} {'C':>4} {'ok':>9} {'lat p50':>7} {'orc95':>6} {'orcmax':>6} "
+    f"{'late95':>6} {'err95':>6} {'errmax':>6} {'tru95':>6} {'trumax':>6} {'degraded':>9} "
+    f"{'CPU%':>4} {'agt%':>4} {'ms/c·s':>6} {'MB/c':>6} {'lag99':>6} {'drop s':>6}"
 )
 
 
@@ -126,8 +129,9 @@ async def _channel(
     channel: str, levels: list[int], out: Path, profile: bool
 ) -> tuple[list[BenchLevel], list[tuple[float, str]]]:
     case = load_cases(EXAMPLES / "dental_suite.yaml").cases[0]
+    timing_log = out / f"agent-{channel}-timing.jsonl"
     proc, target = start_agent_process(
-        "--light", "--no-stt", "--reply-delay-ms", str(DELAY_MS),
+        "--light", "--no-stt", "--reply-delay-ms", str(DELAY_MS), "--timing-log", str(timing_log),
         log_path=out / f"agent-{channel}.log", channel=channel,
     )  # fmt: skip
     done: list[BenchLevel] = []
@@ -147,6 +151,7 @@ async def _channel(
             bench_id=f"capacity-{channel}-{concurrency}",
             agent_pid=proc.pid,
             progress=profiler.on_progress if profiler else None,
+            agent_timing_log=timing_log,
         )
         if report.status != "completed" or not report.levels:
             print(f"{channel} C={concurrency}: bench {report.status}: {report.error}")
@@ -200,9 +205,13 @@ def main() -> None:
         clean = max((lv.concurrency for lv in levels if _holds(lv) and not lv.degraded), default=0)
         summary.append((channel, held, clean, levels, hot))
     print(
-        "\nerr95/errmax: oracle error over the turns the harness vouches for; all95/allmax: "
-        "over every turn; degraded: turns the harness marked; CPU%/agt%: harness/agent "
-        "process (% of one core); ms/call·s: harness CPU per second of a connected call."
+        "\norc95/orcmax: oracle error |latency - D - transport| over every turn; late95: how "
+        "late the oracle agent really sent its replies (its own timing log); err95/errmax: "
+        "the harness's error against the agent's own account, every turn; tru95/trumax: "
+        "the oracle error over the turns the harness vouches for (not degraded); CPU%/agt%: "
+        "harness/agent process, % of one core; ms/c·s: harness CPU ms per second of a "
+        "connected call; MB/c: resident memory per call; lag99: event-loop delay p99 (ms); "
+        "drop s: agent audio the playout dropped as stale."
     )
     for channel, held, clean, levels, hot in summary:
         print(

@@ -98,7 +98,7 @@ async def test_a_starved_harness_marks_its_measurements_degraded(
     agent = start_agent("--light", "--no-stt", "--reply-delay-ms", str(DELAY_MS), channel=channel)
     config = BenchConfig(
         target=agent.target,
-        case=short_case("Hi, this is Alex Morgan.", "Yes, Tuesday works."),
+        case=short_case(),
         concurrency=[1, 1],
         oracle_delay_ms=DELAY_MS,
         transcribe=False,
@@ -133,7 +133,7 @@ async def test_a_starved_harness_marks_its_measurements_degraded(
     assert starved.loop_lag_ms_p99 is not None
     assert starved.loop_lag_ms_p99 > config.lag_bound_ms
     run = RunStore(tmp_path).load(report.calls[-1].run_id)
-    assert run.metrics.harness is not None and starved.turns >= 2
+    assert run.metrics.harness is not None and starved.turns >= 1
     if channel == "sip":
         assert run.metrics.harness.kernel_stamped
         assert not starved.degraded, starved.degraded_reason

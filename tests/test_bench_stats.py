@@ -14,6 +14,7 @@ from harness.bench.report import render_html
 from harness.bench.stats import (
     CallSpan,
     LevelSamples,
+    agent_account,
     bench_call,
     failure_reason,
     oracle_errors,
@@ -191,3 +192,33 @@ def test_the_html_report_is_self_contained_and_escaped() -> None:
     assert "Book &amp; pay" in page
     assert page.count("<svg") == 4  # latency, oracle error, health, one timeline
     assert "http" not in page.replace("http://www.w3.org/2000/svg", "")  # nothing fetched
+
+
+def test_the_agents_own_account_separates_its_lateness_from_the_harness_error() -> None:
+    run = _run([400.0, 430.0], degraded={1})
+    assert run.started_at is None
+    from datetime import UTC, datetime
+
+    run.started_at = datetime.fromtimestamp(1000.0, UTC)
+    zero = 1000.0 * 1000.0 + 50.0  # the connected event, 50 ms in
+    agent_turns = [t for t in run.turns if t.latency_ms is not None]
+    entries: list[dict[str, object]] = [
+        # The greeting: no caller offset, never matched.
+        {"run_id": run.id, "caller_offset_epoch_ms": None, "reply_onset_epoch_ms": zero + 300},
+        # Reply 1 left 399 ms after the caller stopped (1 ms before the turn the
+        # harness heard, still matched): error = 400 - 399 - 2 (transport) = -1.
+        {"run_id": run.id, "caller_offset_epoch_ms": zero + agent_turns[0].start_ms - 400.0,
+         "reply_onset_epoch_ms": zero + agent_turns[0].start_ms - 1.0},
+        # Reply 2 left 30 ms late (the oracle was loaded): the harness saw 430 -> its
+        # own error is 430 - 430 - 2 = -2, not 28.
+        {"run_id": run.id, "caller_offset_epoch_ms": zero + agent_turns[1].start_ms - 430.0,
+         "reply_onset_epoch_ms": zero + agent_turns[1].start_ms},
+        # Another run's entry is ignored.
+        {"run_id": "other", "caller_offset_epoch_ms": 0.0, "reply_onset_epoch_ms": zero},
+    ]  # fmt: skip
+    account = agent_account([run], entries, 400.0)
+    assert account.n == 2
+    assert account.late_ms_max == 30.0
+    assert account.harness_error_ms_max == 2.0 and account.harness_error_ms_mean == -1.5
+    assert account.trusted_error_ms_max == 1.0  # the degraded second turn is left out
+    assert agent_account([run], [], 400.0).n == 0

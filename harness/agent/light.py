@@ -77,6 +77,8 @@ async def serve_light_media_stream(agent: _Agent, websocket: WebSocket) -> None:
                     done.set()
             elif event == "start":
                 stream_sid = message["start"]["streamSid"]
+                params = message["start"].get("customParameters") or {}
+                logic.run_id = params.get("loopcall_run_id")
                 reader = TapeReader(logic.tape, logic.clock, PHONE_FRAME)
                 sender = asyncio.create_task(_send_media(websocket, stream_sid, reader))
             elif event == "stop":
@@ -103,7 +105,7 @@ async def _send_media(websocket: WebSocket, stream_sid: str, reader: TapeReader)
         wait = due - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        samples, voiced = reader.read(due)
+        samples, voiced = reader.read(due, sent_at=time.monotonic())
         if not voiced:
             continue
         payload = base64.b64encode(ulaw_encode(samples.tobytes())).decode("ascii")
@@ -125,11 +127,13 @@ class LightWebRTC:
         self.calls: dict[str, asyncio.Task[None]] = {}
         self._pcs: set[RTCPeerConnection] = set()
 
-    async def answer(self, sdp: str) -> dict[str, str]:
+    async def answer(self, sdp: str, request_data: Any = None) -> dict[str, str]:
         pc = RTCPeerConnection()
         self._pcs.add(pc)
         pc_id = "light-" + secrets.token_hex(8)
         logic = self.agent.turn_logic(sample_rate=16_000)
+        if isinstance(request_data, dict):
+            logic.run_id = request_data.get("loopcall_run_id")
         pc.addTrack(TapeTrack(logic.tape, logic.clock))
         channels: list[Any] = []
 
@@ -183,6 +187,7 @@ class LightWebRTC:
 async def serve_light_sip(agent: _Agent, phone: SipPhone, invite: SipMessage, peer: Peer) -> None:
     """Answer one INVITE and run the turns on the caller's 8 kHz RTP until either side hangs up."""
     logic = agent.turn_logic(sample_rate=PHONE_RATE, phone_line=True)
+    logic.run_id = invite.get("X-Loopcall-Run-Id") or None
     done = asyncio.Event()
 
     def on_audio(pcm8k: bytes, arrived: float) -> None:
@@ -221,8 +226,9 @@ def _rtp_sender(rtp: RtpSession, reader: TapeReader) -> Callable[[float], None]:
 
     def tick(due: float) -> None:
         # Read at the tick's due time, not its (jittery) wake-up: a late tick sends
-        # its frame late, as a loaded agent would, and never moves the tape.
-        samples, _voiced = reader.read(due)
+        # its frame late, as a loaded agent would, and never moves the tape; the
+        # timing log gets the time the frame really leaves.
+        samples, _voiced = reader.read(due, sent_at=time.monotonic())
         rtp.send_frame(samples.tobytes())
 
     return tick

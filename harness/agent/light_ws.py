@@ -85,6 +85,8 @@ class LightStreamServer(asyncio.Protocol):
         elif event == "start" and self._logic is None:
             self._stream_sid = message["start"]["streamSid"]
             self._logic = self._agent.turn_logic(sample_rate=PHONE_RATE, phone_line=True)
+            params = message["start"].get("customParameters") or {}
+            self._logic.run_id = params.get("loopcall_run_id")
             self._reader = TapeReader(self._logic.tape, self._logic.clock, PHONE_FRAME)
             self._pump = media_pump().add(self._on_tick)
         elif event == "stop":
@@ -95,7 +97,7 @@ class LightStreamServer(asyncio.Protocol):
         """Each 20 ms: the tape's frame for "now", sent only while a reply plays."""
         if self._reader is None or self._ws.state is not State.OPEN:
             return
-        samples, voiced = self._reader.read(due)
+        samples, voiced = self._reader.read(due, sent_at=time.monotonic())
         if not voiced:
             return
         payload = base64.b64encode(ulaw_encode(samples.tobytes())).decode("ascii")

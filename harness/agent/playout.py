@@ -130,8 +130,12 @@ class TapeReader:
         self._silence = np.zeros(frame_samples, dtype=np.int16)
         self._silence.setflags(write=False)
 
-    def read(self, due: float) -> tuple[np.ndarray, bool]:
-        """The frame leaving at ``due``, and whether any clip overlaps it (read-only when not)."""
+    def read(self, due: float, sent_at: float | None = None) -> tuple[np.ndarray, bool]:
+        """The frame leaving at ``due``, and whether any clip overlaps it (read-only when not).
+
+        ``sent_at``: when the frame really leaves (a late sender's tick), for the clips'
+        onset times; the tape position is always the one due at ``due``.
+        """
         if not self.clock.ready:
             return self._silence, False
         target = self.clock.sample_at(due)
@@ -147,7 +151,8 @@ class TapeReader:
         if self.tape.is_silent(first, first + self.frame):
             self.tape.advance(first + self.frame)
             return self._silence, False
-        return self.tape.read(first, self.frame, due, self.clock.sample_rate), True
+        now = due if sent_at is None else sent_at
+        return self.tape.read(first, self.frame, now, self.clock.sample_rate), True
 
 
 class TapeTrack(MediaStreamTrack):

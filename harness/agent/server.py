@@ -180,7 +180,7 @@ def create_agent_app(options: AgentOptions) -> FastAPI:
         if offer.type != "offer" or not offer.sdp:
             raise HTTPException(400, "expected an SDP offer")
         if options.light:
-            return await agent.light_webrtc.answer(offer.sdp)
+            return await agent.light_webrtc.answer(offer.sdp, offer.request_data)
         answer = await agent.handler.handle_web_request(offer, agent.start_call)
         if answer is None:
             raise HTTPException(500, "no SDP answer was produced")

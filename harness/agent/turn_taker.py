@@ -118,6 +118,8 @@ class TurnLogic:
         self._ended = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._epoch_offset = time.time() - time.monotonic()
+        # The harness's run id, when the call carried it (timing log entries name it).
+        self.run_id: str | None = None
 
     @property
     def sample_rate(self) -> int:
@@ -209,6 +211,7 @@ class TurnLogic:
                     "turn": reply.turn,
                     "caller_offset_epoch_ms": reply.caller_offset_epoch_ms,
                     "reply_onset_epoch_ms": onset_epoch_ms,
+                    "run_id": self.run_id,
                     "text": reply.text,
                     "heard": heard,
                     "reply_delay_ms": self._config.reply_delay_ms,

@@ -215,6 +215,7 @@ async def _bench_locally(
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     options = RunOptions(llm=settings.llm_config(), sip=settings.sip_credentials())
     agent: subprocess.Popen[bytes] | None = None
+    timing_log = out / "agent-timing.jsonl"
     async with contextlib.AsyncExitStack() as stack:
         if args.target is None:
             console.print(
@@ -226,6 +227,8 @@ async def _bench_locally(
                     "--light",
                     "--reply-delay-ms",
                     str(config.oracle_delay_ms),
+                    "--timing-log",
+                    str(timing_log),
                     log_path=out / "agent.log",
                     channel=args.channel,
                 )
@@ -252,6 +255,7 @@ async def _bench_locally(
                     options=options,
                     agent_pid=agent.pid if agent is not None else None,
                     progress=display.update,
+                    agent_timing_log=timing_log if agent is not None else None,
                 )
             )
             refresher = asyncio.ensure_future(display.refresh_every(1.0))

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from harness.models import Case, utcnow
 
 __all__ = [
+    "AgentAccount",
     "BenchCall",
     "BenchConfig",
     "BenchLevel",
@@ -105,6 +106,25 @@ class OracleError(BaseModel):
     all_max: float | None = None
 
 
+class AgentAccount(BaseModel):
+    """The oracle agent's own account of its replies (its timing log), matched to the turns.
+
+    ``late_ms``: how much later than D the agent really sent each reply (a loaded
+    oracle stops being one); ``harness_error_ms``: the harness's error against
+    what the agent really did, |latency - agent's gap - transport round trip|, over
+    every matched turn (degraded ones included) and over the trusted ones.
+    """
+
+    n: int = 0
+    late_ms_p95: float | None = None
+    late_ms_max: float | None = None
+    harness_error_ms_p95: float | None = None
+    harness_error_ms_max: float | None = None
+    harness_error_ms_mean: float | None = Field(default=None, description="Signed: the bias")
+    trusted_error_ms_p95: float | None = None
+    trusted_error_ms_max: float | None = None
+
+
 class BenchTurn(BaseModel):
     role: Literal["persona", "agent"]
     start_s: float
@@ -149,6 +169,9 @@ class BenchLevel(BaseModel):
     )
     time_to_first_audio_ms: Percentiles = Field(default_factory=Percentiles)
     oracle_error_ms: OracleError | None = None
+    agent_account: AgentAccount | None = Field(
+        default=None, description="When the bench started the oracle agent: its own timing"
+    )
     transport_rtt_ms: float | None = None
     degraded: bool = False
     degraded_reason: str | None = None

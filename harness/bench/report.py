@@ -182,7 +182,8 @@ def _timeline(level: BenchLevel, calls: Sequence[BenchCall]) -> str:
 def _level_rows(report: BenchReport) -> str:
     head = (
         "C", "calls", "ok", "failed", "peak live", "latency p50", "p90", "p95", "p99",
-        "TTFA p50", "oracle err p95", "oracle err max", "degraded turns", "CPU %",
+        "TTFA p50", "oracle err p95", "oracle err max", "agent late p95",
+        "harness err p95 (vs agent)", "degraded turns", "CPU %",
         "CPU ms per call·s", "loop lag p99", "RSS MB/call", "agent CPU %", "verdict",
     )  # fmt: skip
     rows = ["<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
@@ -199,6 +200,8 @@ def _level_rows(report: BenchReport) -> str:
             _fmt(lv.latency_ms.p95), _fmt(lv.latency_ms.p99),
             _fmt(lv.time_to_first_audio_ms.p50),
             _fmt(oracle.p95 if oracle else None, 2), _fmt(oracle.max if oracle else None, 2),
+            _fmt(lv.agent_account.late_ms_p95 if lv.agent_account else None, 2),
+            _fmt(lv.agent_account.harness_error_ms_p95 if lv.agent_account else None, 2),
             f"{lv.degraded_turns}/{lv.turns}", _fmt(lv.cpu_percent),
             _fmt(lv.cpu_ms_per_call_s, 2), _fmt(lv.loop_lag_ms_p99, 2),
             _fmt(lv.rss_mb_per_call, 2), _fmt(lv.agent_cpu_percent), verdict,

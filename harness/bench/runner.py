@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import importlib
+import json
 import os
 import platform
 import sys
@@ -27,7 +28,13 @@ import numpy as np
 from loguru import logger
 
 from harness.bench.models import BenchConfig, BenchLevel, BenchReport
-from harness.bench.stats import CallSpan, LevelSamples, bench_call, summarize_level
+from harness.bench.stats import (
+    CallSpan,
+    LevelSamples,
+    agent_account,
+    bench_call,
+    summarize_level,
+)
 from harness.calibration import Calibration, EchoCalibrator
 from harness.health import loop_monitor, process_cpu_s, rss_mb
 from harness.metrics import detect_speech, latency_summary
@@ -101,11 +108,14 @@ async def run_bench(
     dial: DialOptions | None = None,
     agent_id: str | None = None,
     on_level: Callable[[BenchReport], object] | None = None,
+    agent_timing_log: Path | None = None,
 ) -> BenchReport:
     """Run every level of ``config``; returns the report (its status says how it ended).
 
     ``dial``/``agent_id``: a stored agent's dial options (the controller's benches);
-    ``on_level`` sees the report after each level (a controller keeps it readable).
+    ``on_level`` sees the report after each level (a controller keeps it readable);
+    ``agent_timing_log``: the oracle agent's ``--timing-log``, to check its replies
+    against its own account (``BenchLevel.agent_account``).
     """
     target = parse_target(config.target)
     report = BenchReport(
@@ -151,7 +161,7 @@ async def run_bench(
                     concurrency,
                     store,
                     replace(base, calibration=calibration),
-                    _Context(report, state, notify, agent_pid, dial, agent_id),
+                    _Context(report, state, notify, agent_pid, dial, agent_id, agent_timing_log),
                     None if calibration is None else calibration.rtt_ms,
                 )
                 report.levels.append(level)
@@ -255,6 +265,7 @@ class _Context:
     agent_pid: int | None
     dial: DialOptions | None
     agent_id: str | None
+    agent_timing_log: Path | None
 
 
 async def _run_level(
@@ -392,8 +403,21 @@ async def _run_level(
         lag_bound_ms=config.lag_bound_ms,
         transport_rtt_ms=rtt_ms,
     )
+    if ctx.agent_timing_log is not None and config.oracle_delay_ms is not None:
+        entries = await asyncio.to_thread(_read_jsonl, ctx.agent_timing_log)
+        level.agent_account = agent_account([s.run for s in spans], entries, config.oracle_delay_ms)
     report.calls.extend(bench_call(span, concurrency, started) for span in spans)
     return level
+
+
+def _read_jsonl(path: Path) -> list[dict[str, object]]:
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(ValueError):
+            entries.append(json.loads(line))
+    return entries
 
 
 async def _transcribe(run: Run, store: RunSink) -> None:

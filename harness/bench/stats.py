@@ -16,11 +16,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.bench.models import BenchCall, BenchLevel, BenchTurn, OracleError, Percentiles
+from harness.bench.models import (
+    AgentAccount,
+    BenchCall,
+    BenchLevel,
+    BenchTurn,
+    OracleError,
+    Percentiles,
+)
 from harness.models import Run
 
 __all__ = [
     "DEGRADED_TURN_SHARE",
+    "agent_account",
     "CallSpan",
     "LevelSamples",
     "bench_call",
@@ -32,6 +40,8 @@ __all__ = [
 ]
 
 DEGRADED_TURN_SHARE = 0.01
+# An agent's reply and the turn the harness heard are the same when this close.
+MATCH_MS = 150.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,65 @@ def oracle_errors(runs: Sequence[Run], delay_ms: float) -> OracleError:
         mean=round(float(np.mean(trusted)), 2) if trusted else None,
         all_p95=p95(every),
         all_max=worst(every),
+    )
+
+
+def agent_account(
+    runs: Sequence[Run], entries: Sequence[dict[str, object]], delay_ms: float
+) -> AgentAccount:
+    """Match the agent's timing log (its replies' real gaps) to the runs' agent turns.
+
+    An entry names its run (``run_id``) and gives, in wall-clock ms, when the caller's
+    last sample reached the agent and when the reply's first voiced sample left it;
+    it is matched to the run's agent turn whose onset is nearest (within
+    ``MATCH_MS``) on the same wall clock.
+    """
+    by_run: dict[str, list[dict[str, object]]] = {}
+    for entry in entries:
+        if entry.get("run_id") and entry.get("caller_offset_epoch_ms") is not None:
+            by_run.setdefault(str(entry["run_id"]), []).append(entry)
+    late: list[float] = []
+    errors: list[float] = []
+    trusted: list[float] = []
+    for run in runs:
+        connected = next((e for e in run.events if e.kind == "connected"), None)
+        if run.started_at is None or connected is None or run.id not in by_run:
+            continue
+        zero = run.started_at.timestamp() * 1000.0 + connected.t_ms
+        rtt = run.metrics.transport_rtt_ms or 0.0
+        for turn in run.turns:
+            if turn.role != "agent" or turn.latency_ms is None:
+                continue
+            onset = zero + turn.start_ms
+            entry = min(
+                by_run[run.id],
+                key=lambda e: abs(float(e["reply_onset_epoch_ms"]) - onset),  # type: ignore[arg-type]
+            )
+            if abs(float(entry["reply_onset_epoch_ms"]) - onset) > MATCH_MS:  # type: ignore[arg-type]
+                continue
+            gap = float(entry["reply_onset_epoch_ms"]) - float(entry["caller_offset_epoch_ms"])  # type: ignore[arg-type]
+            late.append(gap - delay_ms)
+            error = turn.latency_ms - gap - rtt
+            errors.append(error)
+            if not turn.degraded:
+                trusted.append(error)
+
+    def q(values: list[float], fn: str) -> float | None:
+        if not values:
+            return None
+        arr = np.abs(values) if fn != "mean" else np.asarray(values)
+        value = {"p95": np.percentile(arr, 95), "max": arr.max(), "mean": arr.mean()}[fn]
+        return round(float(value), 2)
+
+    return AgentAccount(
+        n=len(errors),
+        late_ms_p95=q(late, "p95"),
+        late_ms_max=q(late, "max"),
+        harness_error_ms_p95=q(errors, "p95"),
+        harness_error_ms_max=q(errors, "max"),
+        harness_error_ms_mean=q(errors, "mean"),
+        trusted_error_ms_p95=q(trusted, "p95"),
+        trusted_error_ms_max=q(trusted, "max"),
     )
 
 
