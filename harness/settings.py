@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     concurrency: int = Field(
         default=2, ge=1, le=500, description="calls the controller runs at once"
     )
+    bench_max_concurrency: int = Field(
+        default=200, ge=1, le=5000, description="the highest level a POST /benches may ask for"
+    )
 
     allowed_hosts: str | None = Field(
         default=None,

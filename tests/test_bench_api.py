@@ -30,6 +30,8 @@ async def test_a_bench_runs_on_the_controller(
             ),
             ({"target": agent.target, "concurrency": [1]}, "case"),
             ({"case": case, "target": agent.target, "concurrency": []}, "concurrency"),
+            # Over the controller's ceiling (LOOPCALL_BENCH_MAX_CONCURRENCY, 200).
+            ({"case": case, "target": agent.target, "concurrency": [1, 201]}, "concurrency"),
         ):  # fmt: skip
             async with http.post("/benches", json=body) as response:
                 assert response.status == 422, body
@@ -66,6 +68,9 @@ async def test_a_bench_runs_on_the_controller(
         # A bench cancelled while it runs ends as cancelled, and so do its calls.
         async with http.post("/benches", json={**body, "concurrency": [1]}) as response:
             second = (await _json(response))["id"]
+        # One bench at a time: two would each measure the other's load.
+        async with http.post("/benches", json=body) as response:
+            assert response.status == 409 and second in (await _json(response))["detail"]
         async with http.post(f"/benches/{second}/cancel") as response:
             assert response.status == 200
             assert (await _json(response))["status"] == "cancelled"

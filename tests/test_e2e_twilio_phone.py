@@ -332,3 +332,28 @@ async def test_the_controller_places_phone_calls_for_a_stored_agent(
     assert placed.endswith(f"from {LOOPCALL}")
     assert statuses(run) == ["initiated", "ringing", "in-progress", "completed"]
     assert any(e.kind == "twilio_price" for e in run.events), run.events
+
+
+async def test_a_bench_places_phone_calls_through_the_carrier(phone: Phone, tmp_path: Path) -> None:
+    """``loopcall bench`` on ``tel:``: calls placed with the twilio SDK, bridged by the carrier."""
+    from dental import short_case
+
+    from harness.bench.models import BenchConfig
+    from harness.bench.runner import run_bench
+
+    config = BenchConfig(
+        target=f"tel:{AGENT}",
+        case=short_case(),
+        concurrency=[2],
+        oracle_delay_ms=DELAY_MS,
+        transcribe=False,
+    )
+    report = await run_bench(config, RunStore(tmp_path), bench_id="tel", options=phone.options())
+    assert report.status == "completed", report.error
+    assert report.channel == "tel"
+    (level,) = report.levels
+    assert level.completed == 2 and level.peak_concurrency == 2, level.failures
+    assert level.turns >= 2 and level.oracle_error_ms is not None
+    # The carrier's own share (re-framing, a second mu-law hop) is inside the latency
+    # on a phone call; the oracle still places every reply within a tenth of a second.
+    assert level.oracle_error_ms.all_max is not None and level.oracle_error_ms.all_max < 100

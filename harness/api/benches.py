@@ -18,10 +18,19 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from loguru import logger
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
+from harness.api.bodies import body_error
 from harness.api.deps import CatalogueDep, SecretBoxDep, SettingsDep
 from harness.api.pages import Page, PageDep, page_of
 from harness.api.plan import RunCreate, plan_runs
@@ -33,7 +42,7 @@ from harness.bench.runner import run_bench
 from harness.models import Case, utcnow
 from harness.orchestrator import RunOptions
 from harness.store import RunSink
-from telephony import TARGET_PATTERN, DialOptions, parse_target
+from telephony import TARGET_PATTERN, DialOptions, TargetError, parse_target
 
 __all__ = ["BenchManager", "router"]
 
@@ -51,13 +60,23 @@ class BenchCreate(BaseModel):
     case: Case | None = Field(default=None, validate_default=True, description="a case inline")
     target: str | None = Field(default=None, pattern=TARGET_PATTERN, max_length=2048)
     agent_id: str | None = Field(default=None, max_length=64, validate_default=True)
-    calls: int | None = Field(default=None, ge=1, le=10_000, description="calls per level")
-    concurrency: list[int] = Field(min_length=1, max_length=20)
+    calls: int | None = Field(default=None, ge=1, le=1000, description="calls per level")
+    concurrency: list[Annotated[int, Field(ge=1, le=5000)]] = Field(min_length=1, max_length=20)
     ramp_s: float | None = Field(default=None, ge=0, le=600)
     oracle_delay_ms: float | None = Field(default=None, ge=0)
     lag_bound_ms: float = Field(default=20.0, gt=0, le=1000)
     transcribe: bool = True
     caller: Literal["lean", "pipecat"] = "lean"
+
+    @field_validator("target")
+    @classmethod
+    def _target_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_target(value)
+            except TargetError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
 
     @field_validator("case")
     @classmethod
@@ -189,10 +208,27 @@ async def create_bench(
     box: SecretBoxDep,
     settings: SettingsDep,
 ) -> BenchReport:
-    plan = await plan_runs(
-        RunCreate(case=body.case, case_id=body.case_id, target=body.target, agent_id=body.agent_id),
-        catalogue,
-    )
+    ceiling = settings.bench_max_concurrency
+    if max(body.concurrency) > ceiling:
+        raise body_error(
+            "concurrency",
+            f"this controller runs benches of at most {ceiling} calls at once "
+            "(LOOPCALL_BENCH_MAX_CONCURRENCY)",
+            body.concurrency,
+        )
+    running = next(iter(benches.tasks), None)
+    if running is not None:
+        # Two benches at once would each measure the other's load.
+        raise HTTPException(409, f"bench {running} is running; one bench at a time")
+    try:
+        request = RunCreate(
+            case=body.case, case_id=body.case_id, target=body.target, agent_id=body.agent_id
+        )
+    except ValidationError as exc:  # the body passed its own checks: name the field anyway
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        ) from exc
+    plan = await plan_runs(request, catalogue)
     item = plan.items[0]
     _check_hosts([item.target], None, settings)
     dial = None
