@@ -33,6 +33,7 @@ from harness.store import RunNotFound, RunStore
 if TYPE_CHECKING:
     from harness.orchestrator import RunOptions
     from harness.settings import Settings
+    from telephony.twilio_phone import TwilioAccount
 
 __all__ = ["main"]
 
@@ -263,13 +264,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.target.lower().startswith("tel:"):
         from telephony.twilio_phone import TwilioGateway
 
-        account = settings.twilio_account()
+        account = twilio_account_or_say(settings)
         if account is None:
-            err.print(
-                "[red]error:[/red] tel: targets place calls through Twilio: set "
-                "LOOPCALL_TWILIO_ACCOUNT_SID, LOOPCALL_TWILIO_AUTH_TOKEN, "
-                "LOOPCALL_TWILIO_FROM_NUMBER and LOOPCALL_PUBLIC_BASE_URL (see the README)"
-            )
             return 2
         options = replace(options, twilio=account, gateway=TwilioGateway())
         console.print(
@@ -311,6 +307,18 @@ def _run_on_server(loaded: LoadedCases, args: argparse.Namespace, settings: Sett
         return 1
     _summary(runs, f"on the controller at {server}")
     return 0 if runs and all(r.passed for r in runs) else 1
+
+
+def twilio_account_or_say(settings: Settings) -> TwilioAccount | None:
+    """The Twilio account for tel: targets, or None after saying what to set."""
+    account = settings.twilio_account()
+    if account is None:
+        err.print(
+            "[red]error:[/red] tel: targets place calls through Twilio: set "
+            "LOOPCALL_TWILIO_ACCOUNT_SID, LOOPCALL_TWILIO_AUTH_TOKEN, "
+            "LOOPCALL_TWILIO_FROM_NUMBER and LOOPCALL_PUBLIC_BASE_URL (see the README)"
+        )
+    return account
 
 
 def _settings() -> Settings | None:

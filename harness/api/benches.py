@@ -33,7 +33,7 @@ from pydantic import (
 from harness.api.bodies import body_error
 from harness.api.deps import CatalogueDep, SecretBoxDep, SettingsDep
 from harness.api.pages import Page, PageDep, page_of
-from harness.api.plan import RunCreate, plan_runs
+from harness.api.plan import RunCreate, check_target, plan_runs
 from harness.api.reach import AgentUnavailable, reach_agent
 from harness.api.runs import _check_hosts
 from harness.bench.models import BenchConfig, BenchReport
@@ -42,7 +42,7 @@ from harness.bench.runner import run_bench
 from harness.models import Case, utcnow
 from harness.orchestrator import RunOptions
 from harness.store import RunSink
-from telephony import TARGET_PATTERN, DialOptions, TargetError, parse_target
+from telephony import TARGET_PATTERN, DialOptions, parse_target
 
 __all__ = ["BenchManager", "router"]
 
@@ -71,12 +71,7 @@ class BenchCreate(BaseModel):
     @field_validator("target")
     @classmethod
     def _target_parses(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                parse_target(value)
-            except TargetError as exc:
-                raise ValueError(str(exc)) from exc
-        return value
+        return check_target(value)
 
     @field_validator("case")
     @classmethod

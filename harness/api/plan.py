@@ -35,6 +35,7 @@ from telephony import TARGET_PATTERN, TargetError, parse_target
 
 __all__ = [
     "MAX_RUNS_PER_REQUEST",
+    "check_target",
     "PersonaOverride",
     "PlannedRun",
     "RunCreate",
@@ -107,12 +108,7 @@ class RunCreate(BaseModel):
     @field_validator("target")
     @classmethod
     def _target_parses(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                parse_target(value)
-            except TargetError as exc:
-                raise ValueError(str(exc)) from exc
-        return value
+        return check_target(value)
 
     @field_validator("case")
     @classmethod
@@ -132,6 +128,16 @@ class RunCreate(BaseModel):
         if value is not None and info.data.get("target") is not None:
             raise ValueError("give 'target' or 'agent_id', not both")
         return value
+
+
+def check_target(value: str | None) -> str | None:
+    """A body's ``target`` as a validator: parsed, or a ValueError saying why not."""
+    if value is not None:
+        try:
+            parse_target(value)
+        except TargetError as exc:
+            raise ValueError(str(exc)) from exc
+    return value
 
 
 @dataclass(frozen=True)

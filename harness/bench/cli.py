@@ -149,6 +149,8 @@ def cmd_bench(args: argparse.Namespace, console: Console, err: Console) -> int:
         oracle = DEFAULT_ORACLE_DELAY_MS
     try:
         config = BenchConfig(
+            # Without --target the bundled agent's address is known once it runs: a
+            # stand-in until then (every other field is checked now, before it starts).
             target=args.target or "sip:pending@127.0.0.1",
             case=case,
             calls=args.calls,
@@ -238,7 +240,7 @@ async def _bench_locally(
             stack.callback(_stop, agent)
             config = config.model_copy(update={"target": target})
         elif config.target.lower().startswith("tel:"):
-            options = await _phone(options, settings, stack, console, err)
+            options = await _phone(options, settings, stack, console)
             if options is None:
                 return None
         console.print(
@@ -268,21 +270,17 @@ async def _bench_locally(
 
 
 async def _phone(
-    options: Any, settings: Any, stack: contextlib.AsyncExitStack, console: Console, err: Console
+    options: Any, settings: Any, stack: contextlib.AsyncExitStack, console: Console
 ) -> Any:
     """A Twilio gateway for tel: targets (as ``loopcall run`` serves it)."""
     from fastapi import FastAPI
 
+    from harness.cli import twilio_account_or_say
     from telephony.embedded import serve_embedded
     from telephony.twilio_phone import TwilioGateway
 
-    account = settings.twilio_account()
+    account = twilio_account_or_say(settings)
     if account is None:
-        err.print(
-            "[red]error:[/red] tel: targets place calls through Twilio: set "
-            "LOOPCALL_TWILIO_ACCOUNT_SID, LOOPCALL_TWILIO_AUTH_TOKEN, "
-            "LOOPCALL_TWILIO_FROM_NUMBER and LOOPCALL_PUBLIC_BASE_URL (see the README)"
-        )
         return None
     gateway = TwilioGateway()
     app = FastAPI()

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from harness.models import Case, utcnow
+from harness.models import Case, LatencySummary, utcnow
 
 __all__ = [
     "AgentAccount",
@@ -81,16 +81,8 @@ class BenchConfig(BaseModel):
         return self.ramp_s if self.ramp_s is not None else 0.05 * (concurrency - 1)
 
 
-class Percentiles(BaseModel):
-    """A distribution in ms (None when nothing was measured)."""
-
-    n: int = 0
-    p50: float | None = None
-    p90: float | None = None
-    p95: float | None = None
-    p99: float | None = None
-    max: float | None = None
-    mean: float | None = None
+# A distribution in ms: the run record's own summary (n, min, p50 ... p99, max, mean).
+Percentiles = LatencySummary
 
 
 class OracleError(BaseModel):

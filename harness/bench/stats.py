@@ -22,8 +22,8 @@ from harness.bench.models import (
     BenchLevel,
     BenchTurn,
     OracleError,
-    Percentiles,
 )
+from harness.metrics import latency_summary
 from harness.models import Run
 
 __all__ = [
@@ -35,7 +35,6 @@ __all__ = [
     "failure_reason",
     "oracle_errors",
     "peak_overlap",
-    "percentiles",
     "summarize_level",
 ]
 
@@ -66,22 +65,6 @@ class LevelSamples:
     rss_mb_peak: float
     agent_cpu_s: float | None = None
     ramp_s: float = 0.0
-
-
-def percentiles(values: Sequence[float]) -> Percentiles:
-    if not values:
-        return Percentiles()
-    arr = np.asarray(values, dtype=float)
-    p50, p90, p95, p99 = np.percentile(arr, [50, 90, 95, 99])
-    return Percentiles(
-        n=int(arr.size),
-        p50=round(float(p50), 1),
-        p90=round(float(p90), 1),
-        p95=round(float(p95), 1),
-        p99=round(float(p99), 1),
-        max=round(float(arr.max()), 1),
-        mean=round(float(arr.mean()), 1),
-    )
 
 
 def failure_reason(run: Run) -> str:
@@ -287,8 +270,8 @@ def summarize_level(
         wall_s=round(wall, 2),
         turns=len(agent_turns),
         degraded_turns=degraded_turns,
-        latency_ms=percentiles(trusted),
-        time_to_first_audio_ms=percentiles(ttfa),
+        latency_ms=latency_summary(trusted),
+        time_to_first_audio_ms=latency_summary(ttfa),
         oracle_error_ms=None if oracle_delay_ms is None else oracle_errors(runs, oracle_delay_ms),
         transport_rtt_ms=transport_rtt_ms,
         degraded=bool(reasons),
