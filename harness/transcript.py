@@ -16,7 +16,7 @@ from harness.metrics import Segment, TimedTurn, build_turns, detect_speech, late
 from harness.models import Metrics, Turn
 from harness.offload import off_loop
 from harness.recorder import Recording
-from personas.speech import Transcriber
+from personas.speech import Transcriber, lead_in
 
 __all__ = ["SaidLine", "analyse"]
 
@@ -56,11 +56,14 @@ async def analyse(
     timed = build_turns(persona_segments, agent_segments, rate)
     turns: list[Turn] = []
     used: set[int] = set()
+    agent_end = 0  # end of the previous agent turn: the lead-in must not reach into it
     for t in timed:
         if t.role == "agent":
             text = ""
             if transcriber is not None:
-                text = await transcriber.transcribe_async(recording.agent[t.start : t.end], rate)
+                lead = lead_in(t.start, agent_end, rate)
+                text = await transcriber.transcribe_async(recording.agent[lead : t.end], rate)
+            agent_end = t.end
         else:
             text = _persona_text(t, said, used, rate)
         turns.append(

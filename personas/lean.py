@@ -34,7 +34,7 @@ from harness.metrics import StreamingEndpointer
 from harness.models import Case
 from personas.bot import DTMF_GAP_S, HANGUP_TAIL_S, TRANSCRIPT_WAIT_S, FinishReason, Utterance
 from personas.brains import Brain, BrainError, Reply, ScriptedBrain
-from personas.speech import Transcriber, get_transcriber, get_voice
+from personas.speech import Transcriber, get_transcriber, get_voice, lead_in
 from telephony.base import Call, TelephonyError
 
 __all__ = ["LeanBot", "needs_live_stt"]
@@ -79,6 +79,7 @@ class LeanBot:
         self._endpointer = StreamingEndpointer(self._rate, hangover_ms=END_OF_TURN_MS)
         self._gap_s = case.response_gap_ms / 1000.0
         self._received = 0  # agent samples heard so far
+        self._heard_until = 0  # end of the agent's previous utterance (samples)
         self._history: deque[tuple[int, np.ndarray]] = deque(
             maxlen=int(HISTORY_S * 1000 / call.frame_ms)
         )
@@ -139,8 +140,10 @@ class LeanBot:
             # The endpointer decides after its hangover: the agent stopped that long ago.
             silent_s = (self._received - utterance.end) / self._rate
             self._cancel_reply()
+            start = lead_in(utterance.start, self._heard_until, self._rate)
+            self._heard_until = utterance.end
             self._reply = self._spawn(
-                self._answer(max(0.0, self._gap_s - silent_s), utterance.start, utterance.end)
+                self._answer(max(0.0, self._gap_s - silent_s), start, utterance.end)
             )
 
     async def _answer(self, wait_s: float, start: int, end: int) -> None:

@@ -36,6 +36,7 @@ __all__ = [
     "Voice",
     "get_transcriber",
     "get_voice",
+    "lead_in",
     "resample",
 ]
 
@@ -233,6 +234,21 @@ class Transcriber:
 
     async def transcribe_async(self, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
         return await asyncio.to_thread(self.transcribe, samples, sample_rate)
+
+
+# How much audio before an utterance's detected onset its transcription also hears.
+LEAD_IN_MS = 300
+
+
+def lead_in(start: int, floor: int, sample_rate: int) -> int:
+    """Where to start transcribing an utterance detected at sample ``start``.
+
+    Onset detectors fire on the first loud window; a soft onset (the "th" of
+    "thank") comes just before it, and Whisper given an abrupt start mishears the
+    first word ("can't you for calling").  The slice starts ``LEAD_IN_MS`` earlier,
+    but never before ``floor`` (the end of the speaker's previous utterance).
+    """
+    return max(floor, 0, start - LEAD_IN_MS * sample_rate // 1000)
 
 
 @lru_cache(maxsize=1)

@@ -44,7 +44,7 @@ from harness.recorder import Recording
 from harness.scoring import evaluate
 from harness.store import RunSink
 from personas.lean import needs_live_stt
-from personas.speech import get_transcriber, get_voice
+from personas.speech import get_transcriber, get_voice, lead_in
 from telephony import DialOptions, TelephonyError, parse_target
 
 __all__ = ["BenchState", "machine", "run_bench"]
@@ -431,9 +431,12 @@ async def _transcribe(run: Run, store: RunSink) -> None:
         return
     transcriber = get_transcriber()
     rate = recording.sample_rate
+    agent_end = 0
     for turn in run.turns:
         if turn.role == "agent":
             lo, hi = int(turn.start_ms * rate / 1000), int(turn.end_ms * rate / 1000)
-            turn.text = await transcriber.transcribe_async(recording.agent[lo:hi], rate)
+            audio = recording.agent[lead_in(lo, agent_end, rate) : hi]
+            turn.text = await transcriber.transcribe_async(audio, rate)
+            agent_end = hi
     run.evaluation = evaluate(run.case, run.turns, run.metrics, run.termination_reason)
     await store.put(run)
