@@ -13,7 +13,14 @@ held within 20 ms p95 over every turn.  A channel stops climbing once a level
 breaks that.  ``--profile`` samples this process with py-spy during the last
 level of each channel and prints where its time went.
 
-    .venv/bin/python benchmarks/capacity.py [--channels sip twilio-ws webrtc]
+The pseudo-channel ``sipp-echo`` calls SIPp's RTP echo (``sipp -rtp_echo``, C,
+a few % of a core at 100 calls) over SIP instead of the Python oracle agent, so
+that the harness has the machine nearly to itself: the "oracle" is then the echo,
+which must come back when it was sent (the transport's ~0.2 ms), and its error is
+each persona utterance's echo onset minus its own onset, from the recording.  It
+uses the SIP tests' SIPp launcher (``tests/sip_peer_procs.py``).
+
+    .venv/bin/python benchmarks/capacity.py [--channels sip twilio-ws webrtc sipp-echo]
         [--levels 1 10 50 100 150] [--profile]
 """
 
@@ -31,15 +38,19 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from loguru import logger
 
-from harness.bench.models import BenchConfig, BenchLevel
+from harness.bench.models import BenchConfig, BenchLevel, BenchReport, OracleError
 from harness.bench.runner import BenchState, run_bench
 from harness.cases import load_cases
 from harness.cli import start_agent_process
+from harness.metrics import detect_speech
+from harness.recorder import Recording
 from harness.store import RunStore
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "harness" / "examples"
 DELAY_MS = 400.0
 BOUND_MS = 20.0
 # py-spy from the same environment (the dev extra), else from PATH.
@@ -98,20 +109,111 @@ class _Profiler:
         return [(100.0 * c / total, name) for name, c in own.most_common(n)] if total else []
 
 
+def _echo_errors(report: BenchReport, store: RunStore) -> OracleError:
+    """Each persona utterance's echo onset minus its own onset, over a level's calls.
+
+    The echo of an utterance is the agent-channel segment starting within 200 ms
+    of it; an utterance with no echo there counts as 200 ms off, unless its echo
+    merged into the previous one's (a word gap the echo's segmentation bridged).
+    Only the every-turn figures are set: a turn's degraded flag judges a reply's
+    latency window, which an echo (overlapping what it repeats) does not have.
+    """
+    every: list[float] = []
+    for call in report.calls:
+        run = store.load(call.run_id)
+        if not run.recording:
+            continue
+        recording = Recording.read_wav(Path(run.recording))
+        rate = recording.sample_rate
+        sent = detect_speech(recording.persona, rate, hangover_ms=100)
+        back = detect_speech(recording.agent, rate, hangover_ms=100)
+        for seg in sent:
+            echo = min(back, key=lambda b: abs(b.start - seg.start), default=None)
+            if echo is None or abs(echo.start - seg.start) > 0.2 * rate:
+                if any(b.start <= seg.start < b.end for b in back):
+                    continue  # its echo merged with the previous word's: no onset of its own
+                every.append(200.0)  # no echo where one was due: counts as a miss
+                continue
+            every.append((echo.start - seg.start) * 1000.0 / rate)
+    return OracleError(
+        n=len(every),
+        mean=round(float(np.mean(every)), 2) if every else None,
+        all_p95=round(float(np.percentile(np.abs(every), 95)), 2) if every else None,
+        all_max=round(float(np.max(np.abs(every))), 2) if every else None,
+    )
+
+
+async def _sipp_echo(
+    levels: list[int], out: Path, profile: bool
+) -> tuple[list[BenchLevel], list[tuple[float, str]]]:
+    """The capacity levels against SIPp's RTP echo."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from sip_peer_procs import start_sipp_uas  # the SIP tests' launcher
+
+    case = load_cases(EXAMPLES / "dental_suite.yaml").cases[0]
+    # An echo never greets: the persona speaks after a second instead of the case's
+    # wait; and it answers at once, so the script runs twice to keep a call as long
+    # (about 25 s) as against the oracle agent, longer than a level's ramp.
+    case = case.model_copy(update={"wait_for_greeting_s": 1.0, "script": case.script * 2})
+    store = RunStore(out / "runs")
+    done: list[BenchLevel] = []
+    hot: list[tuple[float, str]] = []
+    total = sum(levels) + (levels[-1] if profile else 0)
+    sipp = await start_sipp_uas(
+        "uas_echo.xml", rtp_echo=True, calls=total, timeout=3600, workdir=out / "sipp"
+    )
+
+    async def bench(concurrency: int, profiler: _Profiler | None) -> BenchLevel | None:
+        config = BenchConfig(
+            target=sipp.uri, case=case, concurrency=[concurrency], transcribe=False
+        )
+        report = await run_bench(
+            config,
+            store,
+            bench_id=f"capacity-sipp-echo-{concurrency}",
+            agent_pid=sipp.process.pid,
+            progress=profiler.on_progress if profiler else None,
+        )
+        if report.status != "completed" or not report.levels:
+            print(f"sipp-echo C={concurrency}: bench {report.status}: {report.error}")
+            return None
+        echo = await asyncio.to_thread(_echo_errors, report, store)
+        return report.levels[0].model_copy(update={"oracle_error_ms": echo})
+
+    async with sipp:
+        for concurrency in levels:
+            level = await bench(concurrency, None)
+            if level is None:
+                break
+            done.append(level)
+            print(_row("sipp-echo", level), flush=True)
+            if not _holds(level):
+                break
+        if profile and done:
+            knee = done[-1].concurrency
+            profiler = _Profiler(out / f"profile-sipp-echo-{knee}.txt", 10.0)
+            await bench(knee, profiler)
+            hot = profiler.top()
+    return done, hot
+
+
 def _row(channel: str, lv: BenchLevel) -> str:
     o = lv.oracle_error_ms
     a = lv.agent_account
     assert o is not None
+    echo = channel == "sipp-echo"  # an echo's "latency" is not one
 
     def f(value: float | None, digits: int = 1) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
     return (
         f"{channel:<9} {lv.concurrency:>4} {lv.completed:>4}/{lv.calls:<4} "
-        f"{f(lv.latency_ms.p50):>7} {f(o.all_p95):>6} {f(o.all_max):>6} "
+        f"{lv.peak_concurrency:>4} "
+        f"{f(None if echo else lv.latency_ms.p50):>7} {f(o.all_p95):>6} {f(o.all_max):>6} "
         f"{f(a.late_ms_p95 if a else None):>6} {f(a.harness_error_ms_p95 if a else None):>6} "
         f"{f(a.harness_error_ms_max if a else None):>6} {f(o.p95):>6} {f(o.max):>6} "
-        f"{lv.degraded_turns:>4}/{lv.turns:<4} {f(lv.cpu_percent, 0):>4} "
+        f"{lv.degraded_turns:>4}/{lv.turns:<4}{'D' if lv.degraded else ' '} "
+        f"{f(lv.cpu_percent, 0):>4} "
         f"{f(lv.agent_cpu_percent, 0):>4} {f(lv.cpu_ms_per_call_s, 1):>6} "
         f"{f(lv.rss_mb_per_call, 2):>6} {f(lv.loop_lag_ms_p99):>6} "
         f"{lv.audio_dropped_ms / 1000:>6.1f}"
@@ -119,8 +221,8 @@ def _row(channel: str, lv: BenchLevel) -> str:
 
 
 HEADER = (
-    f"{'channel':<9} {'C':>4} {'ok':>9} {'lat p50':>7} {'orc95':>6} {'orcmax':>6} "
-    f"{'late95':>6} {'err95':>6} {'errmax':>6} {'tru95':>6} {'trumax':>6} {'degraded':>9} "
+    f"{'channel':<9} {'C':>4} {'ok':>9} {'peak':>4} {'lat p50':>7} {'orc95':>6} {'orcmax':>6} "
+    f"{'late95':>6} {'err95':>6} {'errmax':>6} {'tru95':>6} {'trumax':>6} {'degraded':>10} "
     f"{'CPU%':>4} {'agt%':>4} {'ms/c·s':>6} {'MB/c':>6} {'lag99':>6} {'drop s':>6}"
 )
 
@@ -200,15 +302,20 @@ def main() -> None:
     print(HEADER)
     summary = []
     for channel in args.channels:
-        levels, hot = asyncio.run(_channel(channel, args.levels, out, args.profile))
+        if channel == "sipp-echo":
+            levels, hot = asyncio.run(_sipp_echo(args.levels, out, args.profile))
+        else:
+            levels, hot = asyncio.run(_channel(channel, args.levels, out, args.profile))
         held = max((lv.concurrency for lv in levels if _holds(lv)), default=0)
         clean = max((lv.concurrency for lv in levels if _holds(lv) and not lv.degraded), default=0)
         summary.append((channel, held, clean, levels, hot))
     print(
-        "\norc95/orcmax: oracle error |latency - D - transport| over every turn; late95: how "
+        "\npeak: most calls connected at once; orc95/orcmax: oracle error "
+        "|latency - D - transport| over every turn; late95: how "
         "late the oracle agent really sent its replies (its own timing log); err95/errmax: "
         "the harness's error against the agent's own account, every turn; tru95/trumax: "
-        "the oracle error over the turns the harness vouches for (not degraded); CPU%/agt%: "
+        "the oracle error over the turns the harness vouches for (not degraded); degraded: "
+        "turns the harness set aside, D when it marked the level degraded; CPU%/agt%: "
         "harness/agent process, % of one core; ms/c·s: harness CPU ms per second of a "
         "connected call; MB/c: resident memory per call; lag99: event-loop delay p99 (ms); "
         "drop s: agent audio the playout dropped as stale."
