@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,31 @@ def _echo_errors(report: BenchReport, store: RunStore) -> OracleError:
     )
 
 
+Bench = Callable[[int, "_Profiler | None"], Awaitable[BenchLevel | None]]
+
+
+async def _climb(
+    channel: str, levels: list[int], out: Path, profile: bool, bench: Bench
+) -> tuple[list[BenchLevel], list[tuple[float, str]]]:
+    """Run the levels in order until one fails the oracle; then py-spy the last one."""
+    done: list[BenchLevel] = []
+    for concurrency in levels:
+        level = await bench(concurrency, None)
+        if level is None:
+            break
+        done.append(level)
+        print(_row(channel, level), flush=True)
+        if not _holds(level):
+            break
+    if not (profile and done):
+        return done, []
+    # A pass of its own, so the sampling does not weigh on the measured levels.
+    knee = done[-1].concurrency
+    profiler = _Profiler(out / f"profile-{channel}-{knee}.txt", 10.0)
+    await bench(knee, profiler)
+    return done, profiler.top()
+
+
 async def _sipp_echo(
     levels: list[int], out: Path, profile: bool
 ) -> tuple[list[BenchLevel], list[tuple[float, str]]]:
@@ -156,8 +182,6 @@ async def _sipp_echo(
     # (about 25 s) as against the oracle agent, longer than a level's ramp.
     case = case.model_copy(update={"wait_for_greeting_s": 1.0, "script": case.script * 2})
     store = RunStore(out / "runs")
-    done: list[BenchLevel] = []
-    hot: list[tuple[float, str]] = []
     total = sum(levels) + (levels[-1] if profile else 0)
     sipp = await start_sipp_uas(
         "uas_echo.xml", rtp_echo=True, calls=total, timeout=3600, workdir=out / "sipp"
@@ -181,20 +205,7 @@ async def _sipp_echo(
         return report.levels[0].model_copy(update={"oracle_error_ms": echo})
 
     async with sipp:
-        for concurrency in levels:
-            level = await bench(concurrency, None)
-            if level is None:
-                break
-            done.append(level)
-            print(_row("sipp-echo", level), flush=True)
-            if not _holds(level):
-                break
-        if profile and done:
-            knee = done[-1].concurrency
-            profiler = _Profiler(out / f"profile-sipp-echo-{knee}.txt", 10.0)
-            await bench(knee, profiler)
-            hot = profiler.top()
-    return done, hot
+        return await _climb("sipp-echo", levels, out, profile, bench)
 
 
 def _row(channel: str, lv: BenchLevel) -> str:
@@ -236,8 +247,6 @@ async def _channel(
         "--light", "--no-stt", "--reply-delay-ms", str(DELAY_MS), "--timing-log", str(timing_log),
         log_path=out / f"agent-{channel}.log", channel=channel,
     )  # fmt: skip
-    done: list[BenchLevel] = []
-    hot: list[tuple[float, str]] = []
 
     async def bench(concurrency: int, profiler: _Profiler | None) -> BenchLevel | None:
         config = BenchConfig(
@@ -261,25 +270,11 @@ async def _channel(
         return report.levels[0]
 
     try:
-        for concurrency in levels:
-            level = await bench(concurrency, None)
-            if level is None:
-                break
-            done.append(level)
-            print(_row(channel, level), flush=True)
-            if not _holds(level):
-                break
-        if profile and done:
-            # A pass of its own, so the sampling does not weigh on the measured levels.
-            knee = done[-1].concurrency
-            profiler = _Profiler(out / f"profile-{channel}-{knee}.txt", 10.0)
-            await bench(knee, profiler)
-            hot = profiler.top()
+        return await _climb(channel, levels, out, profile, bench)
     finally:
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(10)
-    return done, hot
 
 
 def main() -> None:
