@@ -10,12 +10,17 @@ process's CPU time.  ``assess`` then marks every agent turn whose edges crossed
 the wire while the delay exceeded the bound as *degraded*: it is kept, shown and
 stored, but reported apart from the agent's latency.
 
-SIP stamps arriving packets with the kernel's receive time and every channel
-stamps what it sends just before sending it, so on SIP the loop's delay does not
-move a timestamp; there a turn is degraded only when the playout had to drop
-late agent audio (which the recording then misses).  On the other channels
-(media streams, WebRTC) an arrival is stamped when the loop reads it, so both
-rules apply.
+SIP stamps arriving packets with the kernel's receive time, so there the loop's
+delay does not move the agent's onset.  It still moves the persona's end: the
+media pump sends a late tick's frame late and then catches up, while the
+recorder lays the sent stream on its least-delayed frames (the schedule), so
+the persona's last words are recorded up to the loop's delay earlier than they
+left, and the latency reads that much long (measured against SIPp's RTP echo:
+a 15 ms hog gave echoes up to 15 ms "late").  So on SIP a turn is degraded when
+the loop ran late around the persona's end, or when the playout dropped agent
+audio (which the recording then misses).  On the other channels (media
+streams, WebRTC) an arrival is also stamped when the loop reads it, so the whole
+turn's window counts.
 """
 
 from __future__ import annotations
@@ -188,13 +193,15 @@ def assess(
 
     An agent turn's latency joins the end of the persona turn before it to its
     own onset; its window runs from ``margin_ms`` before that end to ``margin_ms``
-    after that onset.  The turn is degraded when, within that window,
+    after that onset.  The turn is degraded when
 
-    - the event loop ran later than ``bound_ms`` and the channel's arrival times
-      are stamped by the loop (not ``kernel_stamped``): an arrival may be stamped
-      that much late; or
-    - the playout dropped agent audio as stale (``drops``: (when, seconds)): the
-      recording misses audio there, so an edge may be misplaced.
+    - the event loop ran later than ``bound_ms`` within ``margin_ms`` of the
+      persona's end (its last frames left late), or anywhere in the window when
+      the channel's arrival times are stamped by the loop (not
+      ``kernel_stamped``: an arrival may be stamped that much late); or
+    - the playout dropped agent audio as stale within the window (``drops``:
+      (when, seconds)): the recording misses audio there, so an edge may be
+      misplaced.
 
     Sets ``turn.degraded`` and returns the run's health summary.
     """
@@ -204,8 +211,10 @@ def assess(
         if turn.role == "agent" and turn.latency_ms is not None and previous is not None:
             t0 = connected_at + (previous.end_ms - margin_ms) / 1000.0
             t1 = connected_at + (turn.start_ms + margin_ms) / 1000.0
-            worst = lag.between(t0, t1).max
-            late = not kernel_stamped and worst is not None and worst > bound_ms
+            # With kernel-stamped arrivals only the persona's sending is on the loop's clock.
+            sent_by = connected_at + (previous.end_ms + margin_ms) / 1000.0
+            worst = lag.between(t0, min(t1, sent_by) if kernel_stamped else t1).max
+            late = worst is not None and worst > bound_ms
             dropped = any(t0 <= when <= t1 for when, _ in drops)
             turn.degraded = late or dropped
             degraded += turn.degraded
@@ -215,13 +224,14 @@ def assess(
     p99 = lag.percentile(99)
     reasons = []
     if late_turns:
+        what = "whose persona audio left" if kernel_stamped else "measured"
         reasons.append(
-            f"{late_turns} turn(s) measured while the harness's event loop ran more than "
+            f"{late_turns} turn(s) {what} while the harness's event loop ran more than "
             f"{bound_ms:g} ms late"
         )
     if dropped_turns:
         reasons.append(f"{dropped_turns} turn(s) with agent audio dropped as stale")
-    if not kernel_stamped and p99 is not None and p99 > bound_ms:
+    if p99 is not None and p99 > bound_ms:
         reasons.append(f"loop delay p99 {p99:.1f} ms over the {bound_ms:g} ms bound")
     return HarnessHealth(
         cpu_percent=None if cpu_percent is None else round(cpu_percent, 1),

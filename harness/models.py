@@ -319,8 +319,9 @@ class HarnessHealth(BaseModel):
     )
     kernel_stamped: bool = Field(
         default=False,
-        description="Arrivals are stamped by the kernel (SIP): the loop's delay moves no "
-        "timestamp, and only dropped audio degrades a turn.",
+        description="Arrivals are stamped by the kernel (SIP): the loop's delay moves only "
+        "what the harness sends, so only a late loop around the persona's end (or dropped "
+        "audio) degrades a turn.",
     )
     degraded_turns: int = 0
     degraded: bool = False

@@ -90,10 +90,11 @@ async def test_a_starved_harness_marks_its_measurements_degraded(
 ) -> None:
     """A CPU hog in the harness's own process during the second level.
 
-    On a media stream the event loop stamps arrivals, so the bench must mark the
-    starved level's turns degraded and keep them out of the latency figures.  On
-    SIP the kernel stamps them: the same hog must leave the measurements true (the
-    oracle holds) and the level trustworthy.
+    The bench must mark the starved level's turns degraded and keep them out of
+    the latency figures.  On a media stream the event loop stamps arrivals and
+    sends; on SIP the kernel stamps arrivals, but the persona's audio still leaves
+    on the loop's clock (late, then in a catch-up burst), so SIP's turns are
+    degraded too, for what the harness sent.
     """
     agent = start_agent("--light", "--no-stt", "--reply-delay-ms", str(DELAY_MS), channel=channel)
     config = BenchConfig(
@@ -134,11 +135,9 @@ async def test_a_starved_harness_marks_its_measurements_degraded(
     assert starved.loop_lag_ms_p99 > config.lag_bound_ms
     run = RunStore(tmp_path).load(report.calls[-1].run_id)
     assert run.metrics.harness is not None and starved.turns >= 1
+    assert run.metrics.harness.kernel_stamped == (channel == "sip")
     if channel == "sip":
-        assert run.metrics.harness.kernel_stamped
-        assert not starved.degraded, starved.degraded_reason
-        assert starved.oracle_error_ms is not None and (starved.oracle_error_ms.max or 99) < 20
-        return
+        assert "persona audio left" in (run.metrics.harness.degraded_reason or "")
     # Every measured turn is degraded, the level says why, and the turns' latencies
     # are kept apart (not reported as the agent's).
     assert starved.degraded and starved.degraded_turns == starved.turns

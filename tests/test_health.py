@@ -86,15 +86,29 @@ def test_a_quiet_loop_degrades_nothing() -> None:
     assert health.loop_lag_ms_p99 == 1.0
 
 
-def test_on_sip_the_loop_delay_moves_no_timestamp_but_dropped_audio_does() -> None:
-    # The same 45 ms stall as above: SIP stamps arrivals in the kernel, so no turn is
-    # degraded by it; audio the playout dropped inside a turn's window degrades that turn.
+def test_on_sip_only_a_stall_around_the_persona_end_or_dropped_audio_degrades() -> None:
+    # Second exchange: persona end 6.0 s, agent onset 6.4 s; margins 250 ms.  A 45 ms
+    # stall at 6.35 s delays only arrivals, which SIP stamps in the kernel: the
+    # loop-stamped channels degrade the turn, SIP does not.
     turns = _turns()
-    health = assess(turns, _lags(6.2), connected_at=100.0, cpu_percent=None, kernel_stamped=True)
+    media = assess(turns, _lags(6.35), connected_at=100.0, cpu_percent=None)
+    assert [t.degraded for t in turns] == [False, False, False, False, True]
+    assert media.degraded_turns == 1
+    turns = _turns()
+    health = assess(turns, _lags(6.35), connected_at=100.0, cpu_percent=None, kernel_stamped=True)
     assert not health.degraded and health.kernel_stamped
+    assert not any(t.degraded for t in turns)
+    # A stall at 6.2 s, as the persona's last frames leave: they left late, and the
+    # recording lays them on schedule, so SIP's measurement is off too.
+    turns = _turns()
+    sent_late = assess(turns, _lags(6.2), connected_at=100.0, cpu_percent=None, kernel_stamped=True)
+    assert [t.degraded for t in turns] == [False, False, False, False, True]
+    assert "persona audio left" in (sent_late.degraded_reason or "")
+    # Audio the playout dropped inside a turn's window degrades that turn.
+    turns = _turns()
     dropped = assess(
         turns,
-        _lags(6.2),
+        _lags(None),
         connected_at=100.0,
         cpu_percent=None,
         kernel_stamped=True,

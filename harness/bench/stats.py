@@ -245,10 +245,10 @@ def summarize_level(
         return round(float(np.percentile(lag, q)), 2) if lag.size else None
 
     lag_p99 = lag_q(99)
-    # On SIP the kernel stamps arrivals: the loop's delay moves no timestamp there.
-    kernel_stamped = any(r.metrics.harness and r.metrics.harness.kernel_stamped for r in runs)
+    # Every channel sends on the loop's clock (SIP stamps only its arrivals in the
+    # kernel): a loop late beyond the bound makes the level untrustworthy anywhere.
     reasons = []
-    if not kernel_stamped and lag_p99 is not None and lag_p99 > lag_bound_ms:
+    if lag_p99 is not None and lag_p99 > lag_bound_ms:
         reasons.append(f"loop delay p99 {lag_p99:.1f} ms over the {lag_bound_ms:g} ms bound")
     if agent_turns and degraded_turns > DEGRADED_TURN_SHARE * len(agent_turns):
         reasons.append(
