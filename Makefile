@@ -42,7 +42,7 @@ test: setup
 check: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy harness telephony personas
+	$(BIN)/mypy audio harness personas refagent telephony
 
 format: setup
 	$(BIN)/ruff format .

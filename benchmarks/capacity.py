@@ -42,12 +42,12 @@ from pathlib import Path
 import numpy as np
 from loguru import logger
 
+from audio.edges import detect_speech
 from harness.bench.models import BenchConfig, BenchLevel, BenchReport, OracleError
 from harness.bench.runner import BenchState, run_bench
 from harness.cases import load_cases
 from harness.cli import start_agent_process
-from harness.metrics import detect_speech
-from harness.recorder import Recording
+from harness.recording import Recording
 from harness.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]

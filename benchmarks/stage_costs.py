@@ -24,7 +24,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from telephony.g711 import Downsampler, Upsampler, ulaw_decode, ulaw_encode
+from audio.g711 import ulaw_decode, ulaw_encode
+from audio.resample import Downsampler, Upsampler
 from telephony.sip.jitter import JitterBuffer, RtpStats, parse_rtp
 from telephony.sip.rtp import RtpSession
 
@@ -182,7 +183,7 @@ def vad_rows(seconds: float) -> list[tuple[str, float, str]]:
 
 def endpointer_rows(seconds: float) -> list[tuple[str, float, str]]:
     """The lean caller's turn-taking: the harness's energy endpointer on every frame."""
-    from harness.metrics import StreamingEndpointer
+    from audio.endpointer import StreamingEndpointer
 
     rows = []
     for rate in (8000, RATE):
@@ -212,7 +213,7 @@ def endpointer_rows(seconds: float) -> list[tuple[str, float, str]]:
 
 
 def stt_rows() -> list[tuple[str, float, str]]:
-    from personas.speech import Transcriber, get_voice
+    from audio.speech import Transcriber, get_voice
 
     speech = get_voice("flite:slt").synthesize(
         "Hi, this is Alex Morgan. I would like to book a cleaning on Tuesday at ten, please."
@@ -236,7 +237,7 @@ def stt_rows() -> list[tuple[str, float, str]]:
 
 
 def tts_rows() -> list[tuple[str, float, str]]:
-    from personas.speech import Voice, default_agent_voice
+    from audio.speech import Voice, default_agent_voice
 
     text = "Perfect, you are all set for Tuesday at ten. Is there anything else I can help with?"
     counter = {"n": 0}

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.agent.server import AgentOptions, create_agent_app
-from harness.agent.sip_line import SipLine
-from harness.agent.turn_taker import ECHO_HOLD_MS
-from harness.metrics import detect_speech
-from harness.recorder import Recorder
+from audio.edges import detect_speech
+from harness.recording import Recorder
+from refagent.server import AgentOptions, create_agent_app
+from refagent.sip_line import SipLine
+from refagent.turn_taker import ECHO_HOLD_MS
 from telephony import Call, ConnectError, open_call, parse_target
 from telephony.embedded import EmbeddedServer
 

@@ -572,8 +572,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_agent(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from harness.agent.server import AgentOptions, create_agent_app
-    from personas.speech import SpeechError
+    from audio.speech import SpeechError
+    from refagent.server import AgentOptions, create_agent_app
     from telephony.base import Target
     from telephony.loopback import restrict_ice_to_loopback
 
@@ -626,7 +626,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 def _serve_light_streams(agent: Any, sock: socket.socket, ready: str) -> int:
     """The light agent's media streams, without a web framework, until SIGTERM or Ctrl-C."""
-    from harness.agent.light_ws import serve_light_streams
+    from refagent.light_ws import serve_light_streams
 
     async def serve() -> int:
         server = await serve_light_streams(agent, sock)
@@ -646,7 +646,7 @@ def _serve_light_streams(agent: Any, sock: socket.socket, ready: str) -> int:
 
 def _serve_sip_agent(agent: Any, args: argparse.Namespace) -> int:
     """Run the reference agent as a SIP phone until SIGTERM or Ctrl-C."""
-    from harness.agent.sip_line import SipLine
+    from refagent.sip_line import SipLine
 
     credentials = None
     if args.sip_auth:

@@ -20,21 +20,22 @@ from typing import Any, Literal
 
 from loguru import logger
 
+from audio.speech import get_transcriber
 from harness import __version__
+from harness.analysis.health import DEFAULT_LAG_BOUND_MS, assess
+from harness.analysis.transcript import SaidLine, analyse
+from harness.analysis.turns import latency_summary
 from harness.calibration import Calibration, EchoCalibrator
-from harness.health import DEFAULT_LAG_BOUND_MS, assess, loop_monitor, process_cpu_s
-from harness.metrics import latency_summary
 from harness.models import CallEvent, Case, Run, TerminationReason, utcnow
+from harness.monitor import loop_monitor, process_cpu_s
 from harness.offload import off_loop
-from harness.recorder import Recorder
+from harness.recording import Recorder
 from harness.scoring import evaluate
 from harness.store import RunSink
-from harness.transcript import SaidLine, analyse
 from personas.bot import PersonaBot
 from personas.brains import Brain, BrainError, make_brain
 from personas.lean import LeanBot
 from personas.llm_brain import LLMConfig
-from personas.speech import get_transcriber
 from telephony import (
     Call,
     ConnectionLost,

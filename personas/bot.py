@@ -41,10 +41,10 @@ from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
+from audio.speech import get_transcriber, get_voice
 from harness.models import Case
 from personas.brains import Brain, BrainError, Reply, ScriptedBrain
 from personas.services import OfflineSTTService, OfflineTTSService
-from personas.speech import get_transcriber, get_voice
 from personas.transport import CallTransport
 from telephony.base import Call, TelephonyError
 

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 from loguru import logger
 
-from harness.metrics import StreamingEndpointer
+from audio.endpointer import StreamingEndpointer
+from audio.speech import Transcriber, get_transcriber, get_voice, lead_in
 from harness.models import Case
 from personas.bot import DTMF_GAP_S, HANGUP_TAIL_S, TRANSCRIPT_WAIT_S, FinishReason, Utterance
 from personas.brains import Brain, BrainError, Reply, ScriptedBrain
-from personas.speech import Transcriber, get_transcriber, get_voice, lead_in
 from telephony.base import Call, TelephonyError
 
 __all__ = ["LeanBot", "needs_live_stt"]

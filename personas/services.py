@@ -18,7 +18,7 @@ from pipecat.services.stt_service import SegmentedSTTService
 from pipecat.services.tts_service import TTSService
 from pipecat.utils.time import time_now_iso8601
 
-from personas.speech import Transcriber, Voice
+from audio.speech import Transcriber, Voice
 
 __all__ = ["OfflineSTTService", "OfflineTTSService"]
 

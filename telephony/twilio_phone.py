@@ -36,8 +36,9 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from audio.g711 import ulaw_decode, ulaw_encode
+from audio.resample import Downsampler, Upsampler
 from telephony.base import Call, CallStateError, ConnectError, Target
-from telephony.g711 import Downsampler, Upsampler, ulaw_decode, ulaw_encode
 from telephony.twilio_stream import LIVE_CALLS, FrameClock
 
 __all__ = ["TwilioAccount", "TwilioGateway", "TwilioPhoneCall"]

@@ -35,8 +35,9 @@ from typing import Any
 
 from loguru import logger
 
+from audio.g711 import ulaw_decode, ulaw_encode
+from audio.resample import Downsampler, Upsampler
 from telephony.base import Call, CallStateError, ConnectError, Target
-from telephony.g711 import Downsampler, Upsampler, ulaw_decode, ulaw_encode
 from telephony.pump import media_pump
 from telephony.ws_client import WsClient, WsHandshakeError, connect_ws
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import jiwer
 
-from harness.agent.script import DENTAL_SCRIPT
 from harness.cases import load_cases
 from harness.models import Case, Run
+from refagent.script import DENTAL_SCRIPT
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"
 

@@ -46,7 +46,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from telephony.g711 import Downsampler, ulaw_encode
+from audio.g711 import ulaw_encode
+from audio.resample import Downsampler
 
 __all__ = [
     "BARESIP_DIR",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from telephony.g711 import (
+from audio.g711 import (
     _alaw_formula,
     _ulaw_formula,
     alaw_decode,

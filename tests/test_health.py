@@ -6,8 +6,9 @@ import time
 
 import numpy as np
 
-from harness.health import LagWindow, LoopMonitor, assess
+from harness.analysis.health import assess
 from harness.models import Turn
+from harness.monitor import LagWindow, LoopMonitor
 
 
 def _busy(seconds: float) -> None:

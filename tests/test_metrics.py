@@ -15,15 +15,9 @@ import math
 import numpy as np
 import pytest
 
-from harness.metrics import (
-    DEFAULT_THRESHOLD_DBFS,
-    Segment,
-    StreamingEndpointer,
-    build_turns,
-    detect_speech,
-    latency_summary,
-    threshold_amplitude,
-)
+from audio.edges import DEFAULT_THRESHOLD_DBFS, Segment, detect_speech, threshold_amplitude
+from audio.endpointer import StreamingEndpointer
+from harness.analysis.turns import build_turns, latency_summary
 from harness.models import LatencySummary
 
 RATES = [16000, 8000]

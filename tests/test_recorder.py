@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.recorder import Recorder, Recording, place_stream
+from harness.recording import Recorder, Recording, place_stream
 
 SR = 16000
 CHUNK = 320  # 20 ms at 16 kHz

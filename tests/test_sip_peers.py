@@ -24,10 +24,10 @@ from sip_peer_procs import (
     tts_wav,
 )
 
-from harness.metrics import detect_speech
+from audio.edges import detect_speech
 from harness.models import Case, Run
 from harness.orchestrator import RunOptions, run_case
-from harness.recorder import Recorder
+from harness.recording import Recorder
 from harness.store import RunStore
 from telephony import Call, ConnectError, open_call, parse_target
 

@@ -16,8 +16,8 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
+from audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from telephony.base import CallStateError
-from telephony.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from telephony.sip.jitter import JitterBuffer, RtpStats
 from telephony.sip.rtp import FRAME_BYTES, PCMA, PCMU, RtpSession
 

@@ -33,12 +33,12 @@ from pipecat.transports.smallwebrtc.request_handler import (
 from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 from pipecat.workers.runner import WorkerRunner
 
+from audio.speech import get_transcriber, get_voice
 from harness.calibration import EchoCalibrator
 from harness.models import Case, Criterion, Persona
 from harness.orchestrator import RunOptions, run_case
 from harness.store import RunStore
 from personas.services import OfflineSTTService, OfflineTTSService
-from personas.speech import get_transcriber, get_voice
 from telephony.loopback import loopback_ice
 
 pytestmark = pytest.mark.e2e

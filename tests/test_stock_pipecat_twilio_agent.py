@@ -30,12 +30,12 @@ from pipecat.transports.websocket.fastapi import (
 )
 from pipecat.workers.runner import WorkerRunner
 
+from audio.speech import get_transcriber, get_voice
 from harness.calibration import EchoCalibrator
 from harness.models import Case, Criterion, Persona
 from harness.orchestrator import RunOptions, run_case
 from harness.store import RunStore
 from personas.services import OfflineSTTService, OfflineTTSService
-from personas.speech import get_transcriber, get_voice
 from telephony.embedded import serve_embedded
 from telephony.twilio_phone import TwilioGateway
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.recorder import Recording
-from harness.transcript import analyse
-from personas.speech import LEAD_IN_MS, lead_in
+from audio.speech import LEAD_IN_MS, lead_in
+from harness.analysis.transcript import analyse
+from harness.recording import Recording
 
 RATE = 16_000
 

@@ -19,7 +19,7 @@ from twilio.rest import Client
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from telephony.g711 import ulaw_decode, ulaw_encode
+from audio.g711 import ulaw_decode, ulaw_encode
 from telephony.twilio_emulator import (
     EmulatorConfig,
     NumberConfig,

@@ -19,12 +19,12 @@ import pytest
 from fastapi import FastAPI
 from websockets.asyncio.server import ServerConnection, serve
 
+from audio.g711 import ulaw_decode, ulaw_encode
 from harness.models import Case, Persona
 from harness.orchestrator import RunOptions, run_case
 from harness.store import RunStore
 from telephony import open_call, parse_target
 from telephony.embedded import serve_embedded
-from telephony.g711 import ulaw_decode, ulaw_encode
 from telephony.twilio_phone import TwilioGateway
 from telephony.twilio_stream import Playout, TwilioStreamCall
 

@@ -373,7 +373,7 @@ class _Display:
 
 
 def _cpu_now() -> float:
-    from harness.health import process_cpu_s
+    from harness.monitor import process_cpu_s
 
     return process_cpu_s()
 

@@ -27,6 +27,9 @@ from pathlib import Path
 import numpy as np
 from loguru import logger
 
+from audio.edges import detect_speech
+from audio.speech import get_transcriber, get_voice, lead_in
+from harness.analysis.turns import latency_summary
 from harness.bench.models import BenchConfig, BenchLevel, BenchReport
 from harness.bench.stats import (
     CallSpan,
@@ -36,15 +39,13 @@ from harness.bench.stats import (
     summarize_level,
 )
 from harness.calibration import Calibration, EchoCalibrator
-from harness.health import loop_monitor, process_cpu_s, rss_mb
-from harness.metrics import detect_speech, latency_summary
 from harness.models import Run, utcnow
+from harness.monitor import loop_monitor, process_cpu_s, rss_mb
 from harness.orchestrator import CALL_OVER, NARROWBAND_CHANNELS, RunOptions, run_case
-from harness.recorder import Recording
+from harness.recording import Recording
 from harness.scoring import evaluate
 from harness.store import RunSink
 from personas.lean import needs_live_stt
-from personas.speech import get_transcriber, get_voice, lead_in
 from telephony import DialOptions, TelephonyError, parse_target
 
 __all__ = ["BenchState", "machine", "run_bench"]

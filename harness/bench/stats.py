@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.analysis.turns import latency_summary
 from harness.bench.models import (
     AgentAccount,
     BenchCall,
@@ -23,7 +24,6 @@ from harness.bench.models import (
     BenchTurn,
     OracleError,
 )
-from harness.metrics import latency_summary
 from harness.models import Run
 
 __all__ = [

@@ -27,15 +27,9 @@ from typing import Any
 
 from loguru import logger
 
+from audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from audio.resample import Downsampler, Upsampler
 from telephony.base import Call, CallStateError, ConnectError, Target
-from telephony.g711 import (
-    Downsampler,
-    Upsampler,
-    alaw_decode,
-    alaw_encode,
-    ulaw_decode,
-    ulaw_encode,
-)
 from telephony.pump import media_pump
 from telephony.sip.dialing import DialRequest, answer, dial
 from telephony.sip.message import SipMessage

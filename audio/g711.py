@@ -1,22 +1,21 @@
-"""G.711 codecs and the 16 kHz <-> 8 kHz conversion telephone channels need.
+"""G.711 mu-law and A-law, the codecs of every phone line loopcall speaks.
 
-Stage: the edge of the phone channels (Twilio media streams; SIP RTP).  A
-``Call`` carries 16 kHz PCM; a phone line carries 8 kHz mu-law (or A-law) bytes.
+A primitive below every layer: the phone channels (Twilio media streams, SIP
+RTP), the reference agent and the benchmarks use it.  A ``Call`` carries 16 kHz
+(or the line's 8 kHz) PCM; a phone line carries 8 kHz mu-law (or A-law) bytes.
 The codecs follow ITU-T G.711 bit for bit (the tables ``audioop`` used; audioop is
-gone in Python 3.13).  ``Downsampler`` and ``Upsampler`` are streaming half-band
-FIR filters that keep their state between 20 ms chunks, so consecutive chunks join
-without clicks; their delay is a constant 15 input samples, which the harness's
-echo calibration counts as part of the transport.
+gone in Python 3.13), as 64 K lookup tables built from the formula.
+``phone_band`` is what a 16 kHz signal sounds like after a trip over such a line.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from audio.resample import DELAY_SAMPLES_16K, Downsampler, Upsampler
+
 __all__ = [
-    "Downsampler",
     "phone_band",
-    "Upsampler",
     "alaw_decode",
     "alaw_encode",
     "ulaw_decode",
@@ -107,50 +106,6 @@ def ulaw_encode(pcm: bytes) -> bytes:
 def alaw_encode(pcm: bytes) -> bytes:
     """int16 PCM bytes -> A-law bytes (as G.711 and audioop)."""
     return _ALAW_ENCODE.take(np.frombuffer(pcm, dtype=np.uint16)).tobytes()
-
-
-def _halfband(taps: int = 31) -> np.ndarray:
-    """Windowed-sinc low-pass at a quarter of the input rate (the 8 kHz Nyquist at 16 kHz)."""
-    n = np.arange(taps) - (taps - 1) / 2
-    h = 0.5 * np.sinc(n / 2) * np.blackman(taps)
-    return h / h.sum()
-
-
-_FILTER = _halfband()
-DELAY_SAMPLES_16K = (_FILTER.size - 1) // 2
-
-
-class Downsampler:
-    """Streaming 16 kHz -> 8 kHz (low-pass, keep every other sample)."""
-
-    def __init__(self) -> None:
-        self._history = np.zeros(_FILTER.size - 1, dtype=np.float64)
-        self._phase = 0
-
-    def process(self, pcm: bytes) -> bytes:
-        x = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
-        buf = np.concatenate((self._history, x))
-        filtered = np.convolve(buf, _FILTER, mode="valid")  # one per input sample
-        self._history = buf[-(_FILTER.size - 1) :]
-        out = filtered[self._phase :: 2]
-        self._phase = (self._phase + x.size) % 2
-        return np.clip(np.round(out), -32768, 32767).astype(np.int16).tobytes()
-
-
-class Upsampler:
-    """Streaming 8 kHz -> 16 kHz (zero-stuff, low-pass with gain 2)."""
-
-    def __init__(self) -> None:
-        self._history = np.zeros(_FILTER.size - 1, dtype=np.float64)
-
-    def process(self, pcm: bytes) -> bytes:
-        x = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
-        stuffed = np.zeros(x.size * 2, dtype=np.float64)
-        stuffed[::2] = x * 2.0
-        buf = np.concatenate((self._history, stuffed))
-        out = np.convolve(buf, _FILTER, mode="valid")
-        self._history = buf[-(_FILTER.size - 1) :]
-        return np.clip(np.round(out), -32768, 32767).astype(np.int16).tobytes()
 
 
 def phone_band(pcm16k: bytes) -> bytes:

@@ -35,12 +35,13 @@ from pipecat.transports.websocket.fastapi import (
 from pipecat.workers.runner import WorkerRunner
 from starlette.websockets import WebSocketState
 
-from harness.agent.playout import TapeReader
-from harness.agent.turn_taker import TurnTaker
-from telephony.g711 import Downsampler, Upsampler, ulaw_decode, ulaw_encode
+from audio.g711 import ulaw_decode, ulaw_encode
+from audio.resample import Downsampler, Upsampler
+from refagent.playout import TapeReader
+from refagent.turn_taker import TurnTaker
 
 if TYPE_CHECKING:
-    from harness.agent.server import _Agent
+    from refagent.server import _Agent
 
 __all__ = ["serve_media_stream"]
 

@@ -31,17 +31,12 @@ from pipecat.transports.smallwebrtc.request_handler import (
 from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 from pipecat.workers.runner import WorkerRunner
 
-from harness.agent.light import LightWebRTC, serve_light_media_stream
-from harness.agent.media_stream import serve_media_stream
-from harness.agent.playout import TapeTrack
-from harness.agent.script import DENTAL_SCRIPT, AgentScript
-from harness.agent.turn_taker import TimingLog, TurnLogic, TurnTaker, TurnTakerConfig
-from personas.speech import (
-    Transcriber,
-    Voice,
-    default_agent_voice,
-    get_voice,
-)
+from audio.speech import Transcriber, Voice, default_agent_voice, get_voice
+from refagent.light import LightWebRTC, serve_light_media_stream
+from refagent.media_stream import serve_media_stream
+from refagent.playout import TapeTrack
+from refagent.script import DENTAL_SCRIPT, AgentScript
+from refagent.turn_taker import TimingLog, TurnLogic, TurnTaker, TurnTakerConfig
 
 __all__ = ["AgentOptions", "create_agent_app"]
 

@@ -24,13 +24,13 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from harness.agent.playout import TapeReader
-from telephony.g711 import ulaw_decode, ulaw_encode
+from audio.g711 import ulaw_decode, ulaw_encode
+from refagent.playout import TapeReader
 from telephony.pump import media_pump
 
 if TYPE_CHECKING:
-    from harness.agent.server import _Agent
-    from harness.agent.turn_taker import TurnLogic
+    from refagent.server import _Agent
+    from refagent.turn_taker import TurnLogic
 
 __all__ = ["LightStreamServer", "serve_light_streams"]
 

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soxr
+
+from audio.resample import resample
 
 __all__ = [
     "SpeechError",
@@ -37,7 +38,6 @@ __all__ = [
     "get_transcriber",
     "get_voice",
     "lead_in",
-    "resample",
 ]
 
 SAMPLE_RATE = 16_000
@@ -47,14 +47,6 @@ EDGE_GATE_DBFS = -30.0
 
 class SpeechError(RuntimeError):
     """A voice or the transcriber cannot be used; the message says how to fix it."""
-
-
-def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """Resample int16 mono audio (soxr, high quality)."""
-    if rate_in == rate_out:
-        return samples.astype(np.int16, copy=False)
-    out = soxr.resample(samples.astype(np.float32) / 32768.0, rate_in, rate_out, quality="HQ")
-    return np.clip(np.round(out * 32768.0), -32768, 32767).astype(np.int16)
 
 
 class Voice:

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness.metrics import Segment, TimedTurn, build_turns, detect_speech, latency_summary
+from audio.edges import Segment, detect_speech
+from audio.speech import Transcriber, lead_in
+from harness.analysis.turns import TimedTurn, build_turns, latency_summary
 from harness.models import Metrics, Turn
 from harness.offload import off_loop
-from harness.recorder import Recording
-from personas.speech import Transcriber, lead_in
+from harness.recording import Recording
 
 __all__ = ["SaidLine", "analyse"]
 

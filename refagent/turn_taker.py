@@ -31,11 +31,12 @@ from loguru import logger
 from pipecat.frames.frames import EndWorkerFrame, Frame, InputAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from harness.agent.playout import Clip, StreamClock, Tape
-from harness.agent.script import AgentScript, ScriptCursor
-from harness.metrics import DEFAULT_THRESHOLD_DBFS, StreamingEndpointer, threshold_amplitude
-from personas.speech import Transcriber, Voice
-from telephony.g711 import phone_band, ulaw_decode, ulaw_encode
+from audio.edges import DEFAULT_THRESHOLD_DBFS, threshold_amplitude
+from audio.endpointer import StreamingEndpointer
+from audio.g711 import phone_band, ulaw_decode, ulaw_encode
+from audio.speech import Transcriber, Voice
+from refagent.playout import Clip, StreamClock, Tape
+from refagent.script import AgentScript, ScriptCursor
 
 __all__ = ["ECHO_HOLD_MS", "TimingLog", "TurnLogic", "TurnTaker", "TurnTakerConfig"]
 

@@ -26,9 +26,9 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineWorker
 from pipecat.workers.runner import WorkerRunner
 
-from harness.agent.light import serve_light_sip
-from harness.agent.playout import TapeReader
-from telephony.g711 import Downsampler, Upsampler
+from audio.resample import Downsampler, Upsampler
+from refagent.light import serve_light_sip
+from refagent.playout import TapeReader
 from telephony.sip.dialing import answer
 from telephony.sip.digest import parse_challenge
 from telephony.sip.message import SipMessage
@@ -39,7 +39,7 @@ from telephony.sip.transport import Peer
 from telephony.twilio_stream import FrameClock
 
 if TYPE_CHECKING:
-    from harness.agent.server import _Agent
+    from refagent.server import _Agent
 
 __all__ = ["SipLine"]
 

@@ -31,9 +31,9 @@ from fastapi import WebSocket, WebSocketDisconnect
 from loguru import logger
 from starlette.websockets import WebSocketState
 
-from harness.agent.playout import TapeReader, TapeTrack
-from harness.agent.turn_taker import TurnLogic
-from telephony.g711 import ulaw_decode, ulaw_encode
+from audio.g711 import ulaw_decode, ulaw_encode
+from refagent.playout import TapeReader, TapeTrack
+from refagent.turn_taker import TurnLogic
 from telephony.pump import media_pump
 from telephony.sip.dialing import answer
 from telephony.sip.message import SipMessage
@@ -43,7 +43,7 @@ from telephony.sip.session import SipCallError
 from telephony.sip.transport import Peer
 
 if TYPE_CHECKING:
-    from harness.agent.server import _Agent
+    from refagent.server import _Agent
 
 __all__ = ["LightWebRTC", "serve_light_media_stream", "serve_light_sip"]
 
