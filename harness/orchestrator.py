@@ -33,7 +33,8 @@ from harness.recording import Recorder
 from harness.scoring import evaluate
 from harness.store import RunSink
 from personas.bot import PersonaBot
-from personas.brains import Brain, BrainError, make_brain
+from personas.brains import Brain, BrainError
+from personas.factory import make_brain
 from personas.lean import LeanBot
 from personas.llm_brain import LLMConfig
 from telephony import (

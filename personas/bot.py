@@ -42,9 +42,9 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
 from audio.speech import get_transcriber, get_voice
-from harness.models import Case
 from personas.brains import Brain, BrainError, Reply, ScriptedBrain
 from personas.services import OfflineSTTService, OfflineTTSService
+from personas.spec import CallerCase
 from personas.transport import CallTransport
 from telephony.base import Call, TelephonyError
 
@@ -223,7 +223,7 @@ class PersonaBot:
 
     def __init__(
         self,
-        case: Case,
+        case: CallerCase,
         call: Call,
         brain: Brain | None = None,
         *,

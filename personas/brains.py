@@ -4,21 +4,18 @@ Stage: inside the persona bot, between its ears (STT) and its voice (TTS).  The
 offline default is ``ScriptedBrain``: ordered lines, goal lines that fire when
 the agent's words match a pattern, and a goodbye.  ``LLMBrain``
 (``personas/llm_brain.py``) asks any OpenAI-compatible endpoint instead; a case
-picks one with ``brain: scripted | llm``.
+picks one with ``brain: scripted | llm`` (``personas/factory.py``).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
-from harness.models import Case, ScriptLine
+from personas.spec import CallerCase, ScriptLineSpec
 
-if TYPE_CHECKING:
-    from personas.llm_brain import LLMConfig
-
-__all__ = ["Brain", "BrainError", "Reply", "ScriptedBrain", "make_brain"]
+__all__ = ["Brain", "BrainError", "FinishReason", "Reply", "ScriptedBrain"]
 
 FinishReason = Literal["persona_goodbye", "max_turns"]
 
@@ -47,19 +44,19 @@ class Brain(Protocol):
 class ScriptedBrain:
     """Says the case's script: goal lines when the agent's words match, else the next line."""
 
-    lines: list[ScriptLine]
+    lines: list[ScriptLineSpec]
     goodbye_line: str
     max_turns: int
     turns_taken: int = 0
-    _ordered: list[ScriptLine] = field(default_factory=list)
-    _goals: list[ScriptLine] = field(default_factory=list)
+    _ordered: list[ScriptLineSpec] = field(default_factory=list)
+    _goals: list[ScriptLineSpec] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._ordered = [line for line in self.lines if line.when is None]
         self._goals = [line for line in self.lines if line.when is not None]
 
     @classmethod
-    def for_case(cls, case: Case) -> ScriptedBrain:
+    def for_case(cls, case: CallerCase) -> ScriptedBrain:
         return cls(lines=list(case.script), goodbye_line=case.goodbye, max_turns=case.max_turns)
 
     async def next_reply(self, agent_said: str) -> Reply:
@@ -84,19 +81,5 @@ class ScriptedBrain:
         return Reply(self.goodbye_line, hang_up=True, reason=reason)
 
 
-def _reply(line: ScriptLine) -> Reply:
+def _reply(line: ScriptLineSpec) -> Reply:
     return Reply(line.say or "", dtmf=line.dtmf or "")
-
-
-def make_brain(case: Case, llm: LLMConfig | None) -> Brain:
-    """The brain the case asks for; an LLM brain needs a configured endpoint."""
-    if case.brain == "scripted":
-        return ScriptedBrain.for_case(case)
-    if llm is None:
-        raise BrainError(
-            f"case {case.name!r} uses the LLM brain, but no endpoint is configured: set "
-            "LOOPCALL_LLM_BASE_URL (any OpenAI-compatible /v1 URL) and/or LOOPCALL_LLM_API_KEY"
-        )
-    from personas.llm_brain import LLMBrain
-
-    return LLMBrain(case, llm)

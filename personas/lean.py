@@ -32,9 +32,9 @@ from loguru import logger
 
 from audio.endpointer import StreamingEndpointer
 from audio.speech import Transcriber, get_transcriber, get_voice, lead_in
-from harness.models import Case
 from personas.bot import DTMF_GAP_S, HANGUP_TAIL_S, TRANSCRIPT_WAIT_S, FinishReason, Utterance
 from personas.brains import Brain, BrainError, Reply, ScriptedBrain
+from personas.spec import CallerCase
 from telephony.base import Call, TelephonyError
 
 __all__ = ["LeanBot", "needs_live_stt"]
@@ -46,7 +46,7 @@ END_OF_TURN_MS = 800.0
 HISTORY_S = 30.0
 
 
-def needs_live_stt(case: Case, brain: Brain | None = None) -> bool:
+def needs_live_stt(case: CallerCase, brain: Brain | None = None) -> bool:
     """Whether the persona's brain must understand the agent during the call."""
     if brain is not None and not isinstance(brain, ScriptedBrain):
         return True
@@ -60,7 +60,7 @@ class LeanBot:
 
     def __init__(
         self,
-        case: Case,
+        case: CallerCase,
         call: Call,
         brain: Brain | None = None,
         *,

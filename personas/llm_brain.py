@@ -16,8 +16,8 @@ from typing import Any, Literal
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
-from harness.models import Case
 from personas.brains import BrainError, Reply
+from personas.spec import CallerCase
 
 __all__ = ["END_CALL", "LLMBrain", "LLMConfig", "system_prompt"]
 
@@ -36,7 +36,7 @@ class LLMConfig:
     timeout_s: float = 15.0
 
 
-def system_prompt(case: Case) -> str:
+def system_prompt(case: CallerCase) -> str:
     """The persona's instructions, built from the case."""
     persona = case.persona
     parts = [
@@ -74,7 +74,7 @@ def system_prompt(case: Case) -> str:
 class LLMBrain:
     """Keeps the conversation and asks the model for each persona turn."""
 
-    def __init__(self, case: Case, config: LLMConfig, *, client: Any = None) -> None:
+    def __init__(self, case: CallerCase, config: LLMConfig, *, client: Any = None) -> None:
         self._config = config
         self._client = client or openai.AsyncOpenAI(
             base_url=config.base_url,

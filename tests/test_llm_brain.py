@@ -20,7 +20,8 @@ from harness.cases import load_cases
 from harness.models import Case
 from harness.orchestrator import RunOptions, run_case
 from harness.store import RunStore
-from personas.brains import BrainError, make_brain
+from personas.brains import BrainError
+from personas.factory import make_brain
 from personas.llm_brain import END_CALL, OPENING, LLMBrain, LLMConfig, system_prompt
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"
