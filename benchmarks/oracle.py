@@ -34,7 +34,7 @@ import numpy as np
 from fastapi import FastAPI
 from loguru import logger
 
-from harness.calibration import EchoCalibrator
+from harness.orchestrator import EchoCalibrator
 from harness.cases import load_cases
 from harness.cli import start_agent_process
 from harness.orchestrator import RunOptions, run_case

@@ -372,8 +372,7 @@ async def _execute(
 ) -> None:
     import uuid
 
-    from harness.calibration import EchoCalibrator
-    from harness.orchestrator import run_case
+    from harness.orchestrator import EchoCalibrator, run_case
 
     suite_run_id = str(uuid.uuid4()) if loaded.suite_name else None
     total = len(loaded.cases) * repeat

@@ -13,7 +13,7 @@
     +-- ConnectError                    unreachable, refused, no answer -> Run failed/error
     +-- ConnectionLost                  no media and no hang-up (agent crashed) -> failed/error
     +-- CallStateError                  an operation the call's state does not allow
-    personas.speech.SpeechError         a voice or the STT cannot be used (says how to fix)
+    audio.speech.SpeechError            a voice or the STT cannot be used (says how to fix)
 
 aiortc, aiohttp, pipecat and faster-whisper exceptions are translated at the
 edge (``raise ... from exc``); anything else that escapes a call is caught once

@@ -21,7 +21,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import av
 import numpy as np
@@ -32,6 +32,7 @@ from loguru import logger
 from starlette.websockets import WebSocketState
 
 from audio.g711 import ulaw_decode, ulaw_encode
+from refagent.core import Agent
 from refagent.playout import TapeReader, TapeTrack
 from refagent.turn_taker import TurnLogic
 from telephony.pump import media_pump
@@ -41,9 +42,6 @@ from telephony.sip.phone import SipPhone
 from telephony.sip.rtp import RtpSession
 from telephony.sip.session import SipCallError
 from telephony.sip.transport import Peer
-
-if TYPE_CHECKING:
-    from refagent.server import _Agent
 
 __all__ = ["LightWebRTC", "serve_light_media_stream", "serve_light_sip"]
 
@@ -56,7 +54,7 @@ PEER_LEFT = json.dumps({"type": "signalling", "message": {"type": "peerLeft"}})
 # ------------------------------------------------------------ Twilio media stream
 
 
-async def serve_light_media_stream(agent: _Agent, websocket: WebSocket) -> None:
+async def serve_light_media_stream(agent: Agent, websocket: WebSocket) -> None:
     """One call on an accepted media-stream websocket, until either side ends it."""
     logic = agent.turn_logic(sample_rate=PHONE_RATE, phone_line=True)
     done = asyncio.Event()
@@ -122,7 +120,7 @@ async def _send_media(websocket: WebSocket, stream_sid: str, reader: TapeReader)
 class LightWebRTC:
     """Answers SmallWebRTC offers (``POST /api/offer``) with plain aiortc peer connections."""
 
-    def __init__(self, agent: _Agent) -> None:
+    def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self.calls: dict[str, asyncio.Task[None]] = {}
         self._pcs: set[RTCPeerConnection] = set()
@@ -184,7 +182,7 @@ class LightWebRTC:
 # --------------------------------------------------------------------------- SIP
 
 
-async def serve_light_sip(agent: _Agent, phone: SipPhone, invite: SipMessage, peer: Peer) -> None:
+async def serve_light_sip(agent: Agent, phone: SipPhone, invite: SipMessage, peer: Peer) -> None:
     """Answer one INVITE and run the turns on the caller's 8 kHz RTP until either side hangs up."""
     logic = agent.turn_logic(sample_rate=PHONE_RATE, phone_line=True)
     logic.run_id = invite.get("X-Loopcall-Run-Id") or None

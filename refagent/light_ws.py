@@ -15,7 +15,7 @@ import asyncio
 import base64
 import json
 import time
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import numpy as np
 from loguru import logger
@@ -25,12 +25,10 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from audio.g711 import ulaw_decode, ulaw_encode
+from refagent.core import Agent
 from refagent.playout import TapeReader
+from refagent.turn_taker import TurnLogic
 from telephony.pump import media_pump
-
-if TYPE_CHECKING:
-    from refagent.server import _Agent
-    from refagent.turn_taker import TurnLogic
 
 __all__ = ["LightStreamServer", "serve_light_streams"]
 
@@ -42,7 +40,7 @@ CLOSE_TIMEOUT_S = 2.0
 class LightStreamServer(asyncio.Protocol):
     """One media-stream connection to the light agent."""
 
-    def __init__(self, agent: _Agent) -> None:
+    def __init__(self, agent: Agent) -> None:
         self._agent = agent
         self._ws = ServerProtocol(max_size=2**22)
         self._transport: asyncio.Transport | None = None
@@ -139,7 +137,7 @@ class LightStreamServer(asyncio.Protocol):
             self._logic = None
 
 
-async def serve_light_streams(agent: _Agent, sock: object) -> asyncio.Server:
+async def serve_light_streams(agent: Agent, sock: object) -> asyncio.Server:
     """Serve media streams on the listening socket ``sock`` (any path answers)."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(lambda: LightStreamServer(agent), sock=sock)  # type: ignore[call-overload]

@@ -19,7 +19,7 @@ import base64
 import contextlib
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import WebSocket
 from loguru import logger
@@ -37,18 +37,16 @@ from starlette.websockets import WebSocketState
 
 from audio.g711 import ulaw_decode, ulaw_encode
 from audio.resample import Downsampler, Upsampler
+from refagent.core import Agent
 from refagent.playout import TapeReader
 from refagent.turn_taker import TurnTaker
-
-if TYPE_CHECKING:
-    from refagent.server import _Agent
 
 __all__ = ["serve_media_stream"]
 
 FRAME_S = 0.02
 
 
-async def serve_media_stream(agent: _Agent, websocket: WebSocket) -> None:
+async def serve_media_stream(agent: Agent, websocket: WebSocket) -> None:
     """Run one call on an accepted media-stream websocket until either side ends it."""
     try:
         kind, call_data = await parse_telephony_websocket(websocket)

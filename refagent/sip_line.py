@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
-from typing import TYPE_CHECKING
 
 from loguru import logger
 from pipecat.frames.frames import InputAudioRawFrame
@@ -27,6 +26,7 @@ from pipecat.pipeline.worker import PipelineWorker
 from pipecat.workers.runner import WorkerRunner
 
 from audio.resample import Downsampler, Upsampler
+from refagent.core import Agent
 from refagent.light import serve_light_sip
 from refagent.playout import TapeReader
 from telephony.sip.dialing import answer
@@ -37,9 +37,6 @@ from telephony.sip.rtp import RtpSession
 from telephony.sip.session import SipCallError
 from telephony.sip.transport import Peer
 from telephony.twilio_stream import FrameClock
-
-if TYPE_CHECKING:
-    from refagent.server import _Agent
 
 __all__ = ["SipLine"]
 
@@ -52,7 +49,7 @@ class SipLine:
 
     def __init__(
         self,
-        agent: _Agent,
+        agent: Agent,
         host: str = "127.0.0.1",
         port: int = 0,
         *,

@@ -733,7 +733,7 @@ def tts_wav(text: str, path: Path, *, voice: str = "slt") -> Path:
     """Speak ``text`` with Debian's flite into an 8 kHz mono 16-bit WAV at ``path``.
 
     flite's ``kal`` voice is 8 kHz already; the others (slt, rms, awb) are
-    16 kHz and are brought down with ``telephony.g711.Downsampler``.
+    16 kHz and are brought down with ``audio.resample.Downsampler``.
     """
     flite = shutil.which("flite")
     if flite is None:

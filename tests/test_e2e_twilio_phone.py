@@ -24,7 +24,7 @@ from dental import booking_case
 from fastapi import FastAPI
 from twilio.request_validator import RequestValidator
 
-from harness.calibration import EchoCalibrator
+from harness.orchestrator import EchoCalibrator
 from harness.cli import start_agent_process
 from harness.models import Run
 from harness.orchestrator import RunOptions, run_case

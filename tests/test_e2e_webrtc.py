@@ -19,7 +19,7 @@ import pytest
 import yaml
 from dental import EXAMPLES, agent_wer, booking_case
 
-from harness.calibration import EchoCalibrator
+from harness.orchestrator import EchoCalibrator
 from harness.cases import load_cases
 from harness.models import Run
 from harness.orchestrator import RunOptions, run_case

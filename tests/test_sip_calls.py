@@ -18,7 +18,7 @@ import pytest
 from harness.models import Case
 from harness.orchestrator import RunOptions, run_case
 from harness.store import RunStore
-from telephony import Call, ConnectError, open_call, parse_target
+from telephony import Call, CallSetup, ConnectError, DialOptions, open_call, parse_target
 from telephony.sip.dialing import answer
 from telephony.sip.message import SipMessage
 from telephony.sip.phone import SipPhone
@@ -114,8 +114,11 @@ async def test_outbound_call_sends_run_id_and_user_headers_and_hangs_up(stub) ->
     agent = await stub()
     call = open_call(
         parse_target(agent.uri),
-        request_data={"loopcall_run_id": "run-42"},
-        headers={"X-Tenant": "acme"},
+        CallSetup(
+            dial=DialOptions(
+                request_data={"loopcall_run_id": "run-42"}, headers={"X-Tenant": "acme"}
+            )
+        ),
     )
     events: list[tuple[str, str]] = []
     call.on_event = lambda kind, detail: events.append((kind, detail))
@@ -203,12 +206,14 @@ async def test_nothing_listening_fails_fast() -> None:
 async def test_inbound_answers_the_agents_call_and_hears_its_dtmf() -> None:
     port = free_port()
     target = parse_target(f"sip:persona@127.0.0.1:{port}")
-    inbound = open_call(target, inbound=True, answer_timeout_s=5)
+    inbound = open_call(target, CallSetup(inbound=True, answer_timeout_s=5))
     events, listening = _recorder(inbound)
     waiting = asyncio.ensure_future(inbound.connect(5))
     # The "agent" calls loopcall: another SipCall, dialling the persona's number.
     await asyncio.wait_for(listening.wait(), 5)
-    caller = open_call(target, request_data={"loopcall_run_id": "agent-call"})
+    caller = open_call(
+        target, CallSetup(dial=DialOptions(request_data={"loopcall_run_id": "agent-call"}))
+    )
     await caller.connect(5)
     await waiting
     assert ("sip_header", "X-Loopcall-Run-Id: agent-call") in events
@@ -226,7 +231,7 @@ async def test_inbound_answers_the_agents_call_and_hears_its_dtmf() -> None:
 async def test_inbound_for_another_user_gets_404_and_waiting_times_out() -> None:
     port = free_port()
     inbound = open_call(
-        parse_target(f"sip:persona@127.0.0.1:{port}"), inbound=True, answer_timeout_s=1
+        parse_target(f"sip:persona@127.0.0.1:{port}"), CallSetup(inbound=True, answer_timeout_s=1)
     )
     _events, listening = _recorder(inbound)
     waiting = asyncio.ensure_future(inbound.connect(1))

@@ -31,7 +31,7 @@ from pipecat.transports.websocket.fastapi import (
 from pipecat.workers.runner import WorkerRunner
 
 from audio.speech import get_transcriber, get_voice
-from harness.calibration import EchoCalibrator
+from harness.orchestrator import EchoCalibrator
 from harness.models import Case, Criterion, Persona
 from harness.orchestrator import RunOptions, run_case
 from harness.store import RunStore

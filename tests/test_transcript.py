@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from audio.speech import LEAD_IN_MS, lead_in
-from harness.analysis.transcript import analyse
+from harness.analysis import analyse, transcribe_agent_turns
 from harness.recording import Recording
 
 RATE = 16_000
@@ -52,7 +52,9 @@ async def test_an_agent_turn_is_transcribed_from_before_its_detected_onset() -> 
     persona = np.zeros(agent.size, np.int16)
     persona[int(2.6 * RATE) : int(3.4 * RATE)] = _tone(0.8, 12000)
     ears = _Ears(agent)
-    turns, _ = await analyse(Recording(RATE, persona, agent), [], ears)  # type: ignore[arg-type]
+    recording = Recording(RATE, persona, agent)
+    turns, _ = analyse(recording, [])
+    await transcribe_agent_turns(turns, recording, ears)  # type: ignore[arg-type]
     agent_turns = [t for t in turns if t.role == "agent"]
     assert [t.text for t in agent_turns] == ["line 1", "line 2"]
     (start1, end1), (start2, _) = ears.slices

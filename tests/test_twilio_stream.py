@@ -23,7 +23,7 @@ from audio.g711 import ulaw_decode, ulaw_encode
 from harness.models import Case, Persona
 from harness.orchestrator import RunOptions, run_case
 from harness.store import RunStore
-from telephony import open_call, parse_target
+from telephony import CallSetup, DialOptions, open_call, parse_target
 from telephony.embedded import serve_embedded
 from telephony.twilio_phone import TwilioGateway
 from telephony.twilio_stream import Playout, TwilioStreamCall
@@ -82,7 +82,10 @@ async def test_loopcall_sends_what_twilio_sends(stub_agent) -> None:
         stopped.set()
 
     target, received = await stub_agent(agent)
-    call = open_call(parse_target(target), request_data={"loopcall_run_id": "run-1", "n": 3})
+    call = open_call(
+        parse_target(target),
+        CallSetup(dial=DialOptions(request_data={"loopcall_run_id": "run-1", "n": 3})),
+    )
     assert isinstance(call, TwilioStreamCall)
     await call.connect(10)
     await asyncio.wait_for(started.wait(), 10)

@@ -20,12 +20,11 @@ from loguru import logger
 
 from harness.api.reach import AgentUnavailable, reach
 from harness.api.webhooks import WebhookSender
-from harness.calibration import EchoCalibrator
 from harness.db.resources import Catalogue
 from harness.db.runs import DbRunSink, RunRepository
 from harness.db.secrets import SecretBox
 from harness.models import Run, utcnow
-from harness.orchestrator import ProgressFn, RunOptions, run_case
+from harness.orchestrator import EchoCalibrator, ProgressFn, RunOptions, run_case
 from harness.redact import ScrubbingSink, scrub, scrub_text
 
 __all__ = ["Dispatcher"]

@@ -14,11 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import importlib
 import json
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -28,7 +26,8 @@ import numpy as np
 from loguru import logger
 
 from audio.edges import detect_speech
-from audio.speech import get_transcriber, get_voice, lead_in
+from audio.speech import get_transcriber, get_voice
+from harness.analysis import transcribe_agent_turns
 from harness.analysis.turns import latency_summary
 from harness.bench.models import BenchConfig, BenchLevel, BenchReport
 from harness.bench.stats import (
@@ -38,15 +37,14 @@ from harness.bench.stats import (
     bench_call,
     summarize_level,
 )
-from harness.calibration import Calibration, EchoCalibrator
 from harness.models import Run, utcnow
 from harness.monitor import loop_monitor, process_cpu_s, rss_mb
-from harness.orchestrator import CALL_OVER, NARROWBAND_CHANNELS, RunOptions, run_case
+from harness.orchestrator import CALL_OVER, Calibration, EchoCalibrator, RunOptions, run_case
 from harness.recording import Recording
 from harness.scoring import evaluate
 from harness.store import RunSink
 from personas.lean import needs_live_stt
-from telephony import DialOptions, TelephonyError, parse_target
+from telephony import DialOptions, Target, TelephonyError, call_class, line_rate, parse_target
 
 __all__ = ["BenchState", "machine", "run_bench"]
 
@@ -132,8 +130,8 @@ async def run_bench(
     )
     state = BenchState()
     notify = progress or (lambda _state: None)
-    narrowband = config.caller == "lean" and target.channel in NARROWBAND_CHANNELS
-    rate = 8000 if narrowband else 16_000
+    use_line_rate = config.caller == "lean"
+    rate = (line_rate(target) if use_line_rate else None) or 16_000
     base = replace(
         options or RunOptions(),
         caller=config.caller,
@@ -153,10 +151,10 @@ async def run_bench(
             )
         try:
             await _warm_voice(config, rate)
-            _warm_up(target.channel, rate)
+            _warm_up(target, rate)
             for index, concurrency in enumerate(config.concurrency, start=1):
                 state.level, state.concurrency = index, concurrency
-                calibration = await _calibrate(calibrator, target.channel, rate, state, notify)
+                calibration = await _calibrate(calibrator, target, use_line_rate, state, notify)
                 level = await _run_level(
                     config,
                     concurrency,
@@ -188,18 +186,10 @@ async def run_bench(
     return report
 
 
-CHANNEL_MODULES = {
-    "webrtc": "telephony.webrtc",
-    "twilio-ws": "telephony.twilio_stream",
-    "tel": "telephony.twilio_phone",
-    "sip": "telephony.sip.call",
-}
-
-
-def _warm_up(channel: str, rate: int) -> None:
+def _warm_up(target: Target, rate: int) -> None:
     """What the first call would otherwise do on the event loop: imports on first use
     (numpy's percentile pulls in a module of its own: 30 ms) and the analysis path."""
-    importlib.import_module(CHANNEL_MODULES[channel])
+    call_class(target)
     silence = np.zeros(rate, dtype=np.int16)
     detect_speech(silence, rate)
     latency_summary([1.0, 2.0])
@@ -213,18 +203,15 @@ def _quiet_runtime() -> Iterator[None]:
     A full garbage collection walks every object (a hundred calls' recordings
     hold hundreds of thousands) and stalls the loop for a quarter of a second:
     full collections wait until the bench ends (young ones still run; what calls
-    leave behind is mostly freed by reference counting).  A thread holding the
-    GIL keeps it up to the switch interval: 1 ms instead of 5.
+    leave behind is mostly freed by reference counting).
     """
-    thresholds, interval = gc.get_threshold(), sys.getswitchinterval()
+    thresholds = gc.get_threshold()
     gc.collect()
     gc.freeze()
     gc.set_threshold(thresholds[0], thresholds[1], 1_000_000_000)
-    pass  # sys.setswitchinterval(0.001)
     try:
         yield
     finally:
-        sys.setswitchinterval(interval)
         gc.set_threshold(*thresholds)
         gc.unfreeze()
         gc.collect()
@@ -242,15 +229,15 @@ async def _warm_voice(config: BenchConfig, rate: int) -> None:
 
 async def _calibrate(
     calibrator: EchoCalibrator,
-    channel: str,
-    rate: int,
+    target: Target,
+    use_line_rate: bool,
     state: BenchState,
     notify: ProgressFn,
 ) -> Calibration | None:
     state.phase = "calibrating"
     notify(state)
     try:
-        return await calibrator.measure(channel, sample_rate=rate)
+        return await calibrator.measure(target, use_line_rate=use_line_rate)
     except TelephonyError as exc:
         logger.warning(f"bench: calibration failed, latencies keep the transport: {exc}")
         return None
@@ -430,14 +417,6 @@ async def _transcribe(run: Run, store: RunSink) -> None:
     except (OSError, ValueError) as exc:
         logger.warning(f"bench: run {run.id}: cannot read its recording: {exc}")
         return
-    transcriber = get_transcriber()
-    rate = recording.sample_rate
-    agent_end = 0
-    for turn in run.turns:
-        if turn.role == "agent":
-            lo, hi = int(turn.start_ms * rate / 1000), int(turn.end_ms * rate / 1000)
-            audio = recording.agent[lead_in(lo, agent_end, rate) : hi]
-            turn.text = await transcriber.transcribe_async(audio, rate)
-            agent_end = hi
+    await transcribe_agent_turns(run.turns, recording, get_transcriber())
     run.evaluation = evaluate(run.case, run.turns, run.metrics, run.termination_reason)
     await store.put(run)

@@ -14,21 +14,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from loguru import logger
 
 from audio.speech import get_transcriber
 from harness import __version__
-from harness.analysis.health import DEFAULT_LAG_BOUND_MS, assess
-from harness.analysis.transcript import SaidLine, analyse
-from harness.analysis.turns import latency_summary
-from harness.calibration import Calibration, EchoCalibrator
+from harness.analysis import CallHealth, SaidLine, analyse, transcribe_agent_turns
 from harness.models import CallEvent, Case, Run, TerminationReason, utcnow
 from harness.monitor import loop_monitor, process_cpu_s
 from harness.offload import off_loop
+from harness.orchestrator.calibration import Calibration, EchoCalibrator
+from harness.orchestrator.options import CALL_OVER, ProgressFn, RunOptions
 from harness.recording import Recorder
 from harness.scoring import evaluate
 from harness.store import RunSink
@@ -36,56 +33,20 @@ from personas.bot import PersonaBot
 from personas.brains import Brain, BrainError
 from personas.factory import make_brain
 from personas.lean import LeanBot
-from personas.llm_brain import LLMConfig
 from telephony import (
     Call,
+    CallSetup,
     ConnectionLost,
     DialOptions,
-    TargetError,
+    Target,
     TelephonyError,
     open_call,
     parse_target,
 )
-from telephony.twilio_phone import TwilioAccount, TwilioGateway
 
-__all__ = ["CALL_OVER", "ProgressFn", "RunOptions", "run_case"]
+__all__ = ["run_case"]
 
 HANGUP_GRACE_S = 2.0
-# The progress message once a run's call is over (hung up), before its analysis.
-CALL_OVER = "call over"
-# Phone channels whose calls can carry the line's own 8 kHz (the lean caller uses it).
-NARROWBAND_CHANNELS = ("sip", "twilio-ws")
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How runs are executed; the CLI and the controller fill this in."""
-
-    connect_timeout_s: float = 15.0
-    media_timeout_s: float | None = 10.0
-    llm: LLMConfig | None = None
-    calibrate: bool = True
-    # A calibration measured beforehand (a bench measures once per level, at rest):
-    # used instead of an echo call before this run.
-    calibration: Calibration | None = None
-    transcribe: bool = True
-    # When set, a run's wrap-up waits for it between hanging up and analysing (a bench
-    # opens it once a level's calls have all hung up: no analysis beside live calls).
-    analysis_gate: asyncio.Event | None = None
-    # Who calls: "pipecat" (the persona pipeline: Silero VAD, Whisper, TTS) or "lean"
-    # (personas/lean.py: energy endpointing, cached lines, no live STT unless needed).
-    caller: Literal["pipecat", "lean"] = "pipecat"
-    # Phone calls (tel: targets): the Twilio account and the gateway that serves
-    # Twilio's webhooks and media streams in this process.
-    twilio: TwilioAccount | None = None
-    gateway: TwilioGateway | None = None
-    # SIP calls: default digest credentials and caller user (a stored agent's win).
-    sip: Mapping[str, str] = field(default_factory=dict)
-    # A turn measured while the event loop ran later than this is marked degraded.
-    lag_bound_ms: float = DEFAULT_LAG_BOUND_MS
-
-
-ProgressFn = Callable[[Run, str], None]
 
 
 async def run_case(
@@ -187,37 +148,24 @@ class _Execution:
             if self.options.calibration is not None:
                 self._use_calibration(self.options.calibration, "measured before the run")
             elif self.options.calibrate:
-                await self._calibrate(target.channel)
-            phone: dict[str, Any] = {}
-            if target.channel == "tel":
-                account = self.options.twilio
-                if account is not None and self.dial.phone:
-                    account = account.with_overrides(self.dial.phone)
-                phone = {
-                    "gateway": self.options.gateway,
-                    "account": account,
-                    "inbound": run.case.direction == "inbound",
-                    "answer_timeout_s": run.case.answer_timeout_s,
-                }
-            elif target.channel == "sip":
-                phone = {
-                    "inbound": run.case.direction == "inbound",
-                    "answer_timeout_s": run.case.answer_timeout_s,
-                    "credentials": {**self.options.sip, **self.dial.sip},
-                }
-            elif run.case.direction == "inbound":
-                raise TargetError(
-                    "inbound cases wait for the agent to call: their target is tel:+NUMBER "
-                    f"or sip:USER@HOST:PORT (where loopcall listens), not {target.channel}"
-                )
-            if self.options.caller == "lean" and target.channel in NARROWBAND_CHANNELS:
-                phone["sample_rate"] = 8000  # the line's own rate: no resampling
+                await self._calibrate(target)
             call = open_call(
                 target,
-                request_data={**self.dial.request_data, "loopcall_run_id": run.id},
-                headers=self.dial.headers,
-                media_timeout_s=self.options.media_timeout_s,
-                **phone,
+                CallSetup(
+                    dial=DialOptions(
+                        headers=self.dial.headers,
+                        request_data={**self.dial.request_data, "loopcall_run_id": run.id},
+                        phone=self.dial.phone,
+                        sip=self.dial.sip,
+                    ),
+                    media_timeout_s=self.options.media_timeout_s,
+                    inbound=run.case.direction == "inbound",
+                    answer_timeout_s=run.case.answer_timeout_s,
+                    use_line_rate=self.options.caller == "lean",
+                    twilio=self.options.twilio,
+                    gateway=self.options.gateway,
+                    sip=self.options.sip,
+                ),
             )
             call.on_event = self.event
             self.call = call
@@ -243,11 +191,11 @@ class _Execution:
         await self._wrap_up(call)
         return run
 
-    async def _calibrate(self, channel: str) -> None:
+    async def _calibrate(self, target: Target) -> None:
         if self.calibrator is None:
             self.calibrator = EchoCalibrator()
         try:
-            calibration = await self.calibrator.measure(channel)
+            calibration = await self.calibrator.measure(target)
         except TelephonyError as exc:
             self.event("calibration_failed", str(exc))
             return
@@ -343,47 +291,40 @@ class _Execution:
             self._pending_cancel = True
 
     async def _analyse(self, ended_mono: float, ended_cpu_s: float) -> None:
-        run = self.run
-        if self.recorder is None or self.connected_at is None:
+        run, call, connected_at = self.run, self.call, self.connected_at
+        if self.recorder is None or connected_at is None or call is None:
             return
         # The heavy part of the wrap-up runs in a thread: other calls may be live on
         # this event loop, and a stall there would blur their timing.
-        recording = await off_loop(self.recorder.recording, self.connected_at)
+        recording = await off_loop(self.recorder.recording, connected_at)
         if recording.duration_ms <= 0:
             return
         path = self.store.recording_path(run.id)
         await off_loop(recording.write_wav, path)
         run.recording = str(path.resolve())
         said = [
-            SaidLine(t_ms=(u.t - self.connected_at) * 1000.0, text=u.text)
+            SaidLine(t_ms=(u.t - connected_at) * 1000.0, text=u.text)
             for u in (self.bot.said if self.bot else [])
         ]
-        transcriber = get_transcriber() if self.options.transcribe else None
-        rtt = run.metrics.transport_rtt_ms
-        jitter = run.metrics.transport_rtt_jitter_ms
-        run.turns, run.metrics = await analyse(recording, said, transcriber, transport_rtt_ms=rtt)
-        run.metrics.transport_rtt_jitter_ms = jitter
-        self._assess_health(ended_mono, ended_cpu_s)
-
-    def _assess_health(self, ended_mono: float, ended_cpu_s: float) -> None:
-        """Mark the turns measured while the harness ran late; count only the rest."""
-        run, connected_at = self.run, self.connected_at
-        assert connected_at is not None
         wall = ended_mono - connected_at
-        cpu = 100.0 * (ended_cpu_s - self.connected_cpu_s) / wall if wall > 0 else None
-        call = self.call
-        health = assess(
-            run.turns,
-            loop_monitor().window(connected_at, ended_mono),
+        health = CallHealth(
+            lag=loop_monitor().window(connected_at, ended_mono),
             connected_at=connected_at,
-            cpu_percent=cpu,
+            cpu_percent=100.0 * (ended_cpu_s - self.connected_cpu_s) / wall if wall > 0 else None,
             bound_ms=self.options.lag_bound_ms,
-            kernel_stamped=call is not None and call.kernel_stamped,
-            drops=call.audio_drops if call is not None else (),
+            kernel_stamped=call.kernel_stamped,
+            drops=call.audio_drops,
         )
-        run.metrics.harness = health
-        if health.degraded_turns:
-            run.metrics.latency_ms = latency_summary(
-                [t.latency_ms for t in run.turns if t.latency_ms is not None and not t.degraded]
-            )
-            self.event("degraded", health.degraded_reason or "")
+        run.turns, run.metrics = await off_loop(
+            analyse,
+            recording,
+            said,
+            transport_rtt_ms=run.metrics.transport_rtt_ms,
+            transport_rtt_jitter_ms=run.metrics.transport_rtt_jitter_ms,
+            health=health,
+        )
+        if self.options.transcribe:
+            await transcribe_agent_turns(run.turns, recording, get_transcriber())
+        harness = run.metrics.harness
+        if harness is not None and harness.degraded_turns:
+            self.event("degraded", harness.degraded_reason or "")

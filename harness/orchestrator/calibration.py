@@ -1,8 +1,8 @@
 """Transport round-trip calibration: how much of a measured latency is the wire's.
 
 Stage: before each conversation.  The harness owns an echo endpoint built exactly
-like the reference agent (pipecat SmallWebRTC input, the same stream-clocked
-playout) that plays the caller's audio back ``ECHO_HOLD_MS`` later.  A short call
+like the reference agent (``refagent.echo``: the same transports, the same
+stream-clocked playout) that plays the caller's audio back ``ECHO_HOLD_MS`` later.  A short call
 to it sends tone bursts; the recorder (the same code that times the real call)
 finds each burst's onset going out and coming back, and the round trip minus the
 hold is the transport's share: codec, jitter buffers, resampling and the two
@@ -21,11 +21,8 @@ import numpy as np
 
 from audio.edges import detect_speech
 from harness.recording import Recorder
-from refagent.server import AgentOptions, create_agent_app
-from refagent.sip_line import SipLine
-from refagent.turn_taker import ECHO_HOLD_MS
-from telephony import Call, ConnectError, open_call, parse_target
-from telephony.embedded import EmbeddedServer
+from refagent.echo import ECHO_HOLD_MS, EchoEndpoint
+from telephony import Call, CallSetup, ConnectError, Target, open_call
 
 __all__ = ["Calibration", "EchoCalibrator"]
 
@@ -58,24 +55,13 @@ class EchoCalibrator:
         self._bursts = bursts
         # light: the echo end is built like the light agent (no pipeline; phone lines
         # at 8 kHz), to calibrate the lean caller's calls.
-        self._light = light
-        self._server: EmbeddedServer | None = None
-        self._sip: SipLine | None = None
-        self.port: int | None = None
+        self._echo = EchoEndpoint(light=light)
 
     async def start(self) -> None:
-        if self._server is None:
-            app = create_agent_app(AgentOptions(echo=True, light=self._light))
-            self._server = EmbeddedServer(app, lifespan="on")
-        self.port = await self._server.start()
+        await self._echo.start()
 
     async def close(self) -> None:
-        if self._sip is not None:
-            await self._sip.close()
-            self._sip = None
-        if self._server is not None:
-            await self._server.close()
-        self._server = None
+        await self._echo.close()
 
     async def __aenter__(self) -> EchoCalibrator:
         await self.start()
@@ -84,33 +70,15 @@ class EchoCalibrator:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _sip_target(self) -> str:
-        """The echo endpoint's SIP line (started on first use, on a free UDP port)."""
-        if self._sip is None:
-            assert self._server is not None
-            self._sip = SipLine(self._server.app.state.agent, "127.0.0.1", 0)
-            await self._sip.start()
-        return self._sip.uri
+    async def measure(self, target: Target, *, use_line_rate: bool = False) -> Calibration:
+        """Echo ``bursts`` tones through the endpoint over ``target``'s stack; the round trip.
 
-    async def measure(self, channel: str = "webrtc", *, sample_rate: int = 16_000) -> Calibration:
-        """Echo ``bursts`` tones through the endpoint over ``channel``; return the round trip.
-
-        ``webrtc``, ``twilio-ws`` and ``sip`` are measured over their own stacks; a phone
-        call (``tel``) is measured over ``twilio-ws``, the part of its path that
-        is on this machine.  ``sample_rate=8000`` measures a phone channel's call at
+        A phone call (``tel:``) is measured over a media stream, the part of its path
+        that is on this machine.  ``use_line_rate`` measures a phone line's call at
         the line's own rate, as the lean caller places it.
         """
-        await self.start()
-        if channel == "webrtc":
-            target = f"webrtc://127.0.0.1:{self.port}/api/offer"
-        elif channel in ("twilio-ws", "tel"):
-            target = f"twilio-ws://127.0.0.1:{self.port}/ws"
-        elif channel == "sip":
-            target = await self._sip_target()
-        else:
-            raise ConnectError(f"no echo calibration for channel {channel!r}")
-        extra = {"sample_rate": sample_rate} if sample_rate != 16_000 else {}
-        call = open_call(parse_target(target), **extra)
+        echo = await self._echo.target_for(target)
+        call = open_call(echo, CallSetup(use_line_rate=use_line_rate))
         recorder = Recorder(call.sample_rate)
         call.add_tap(recorder)
         rate = call.sample_rate

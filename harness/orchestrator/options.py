@@ -1,0 +1,52 @@
+"""How runs are executed: the options the CLI and the controller fill in.
+
+Stage: the orchestrator's input, beside the case and the target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from harness.analysis.health import DEFAULT_LAG_BOUND_MS
+from harness.models import Run
+from harness.orchestrator.calibration import Calibration
+from personas.llm_brain import LLMConfig
+from telephony.twilio_phone import TwilioAccount, TwilioGateway
+
+__all__ = ["CALL_OVER", "ProgressFn", "RunOptions"]
+
+# The progress message once a run's call is over (hung up), before its analysis.
+CALL_OVER = "call over"
+
+ProgressFn = Callable[[Run, str], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How runs are executed; the CLI and the controller fill this in."""
+
+    connect_timeout_s: float = 15.0
+    media_timeout_s: float | None = 10.0
+    llm: LLMConfig | None = None
+    calibrate: bool = True
+    # A calibration measured beforehand (a bench measures once per level, at rest):
+    # used instead of an echo call before this run.
+    calibration: Calibration | None = None
+    transcribe: bool = True
+    # When set, a run's wrap-up waits for it between hanging up and analysing (a bench
+    # opens it once a level's calls have all hung up: no analysis beside live calls).
+    analysis_gate: asyncio.Event | None = None
+    # Who calls: "pipecat" (the persona pipeline: Silero VAD, Whisper, TTS) or "lean"
+    # (personas/lean.py: energy endpointing, cached lines, no live STT unless needed).
+    caller: Literal["pipecat", "lean"] = "pipecat"
+    # Phone calls (tel: targets): the Twilio account and the gateway that serves
+    # Twilio's webhooks and media streams in this process.
+    twilio: TwilioAccount | None = None
+    gateway: TwilioGateway | None = None
+    # SIP calls: default digest credentials and caller user (a stored agent's win).
+    sip: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # A turn measured while the event loop ran later than this is marked degraded.
+    lag_bound_ms: float = DEFAULT_LAG_BOUND_MS

@@ -1,0 +1,84 @@
+"""The reference agent over WebRTC: pipecat's SmallWebRTC transport, one pipeline per call.
+
+Stage: the far end of a ``webrtc://`` call.  ``PipecatWebRTC.answer`` takes a
+SmallWebRTC offer (as pipecat's runner serves ``POST /api/offer``) and runs
+``transport.input() -> TurnTaker -> transport.output()`` for the call; the output
+track is the turn taker's tape, read on the caller's clock (``playout.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from loguru import logger
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineWorker
+from pipecat.transports.base_transport import TransportParams
+from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+from pipecat.transports.smallwebrtc.request_handler import (
+    SmallWebRTCPatchRequest,
+    SmallWebRTCRequest,
+    SmallWebRTCRequestHandler,
+)
+from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
+from pipecat.workers.runner import WorkerRunner
+
+from refagent.core import Agent
+from refagent.playout import TapeTrack
+
+__all__ = ["PipecatWebRTC"]
+
+
+class PipecatWebRTC:
+    """SmallWebRTC calls to one ``Agent``."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.handler = SmallWebRTCRequestHandler()
+
+    async def answer(self, offer: SmallWebRTCRequest) -> dict[str, Any] | None:
+        return await self.handler.handle_web_request(offer, self.start_call)
+
+    async def patch(self, request: SmallWebRTCPatchRequest) -> None:
+        await self.handler.handle_patch_request(request)
+
+    async def close(self) -> None:
+        await self.handler.close()
+
+    async def start_call(self, connection: SmallWebRTCConnection) -> None:
+        task = asyncio.create_task(self._run_call(connection))
+        self.agent.calls.add(task)
+        task.add_done_callback(self.agent.calls.discard)
+
+
+    async def _run_call(self, connection: SmallWebRTCConnection) -> None:
+        transport = SmallWebRTCTransport(
+            webrtc_connection=connection,
+            params=TransportParams(
+                audio_in_enabled=True,
+                audio_in_sample_rate=16_000,
+                # Output is our TapeTrack, played on the caller's clock (see playout.py).
+                audio_out_enabled=False,
+                audio_out_end_silence_secs=0,
+            ),
+        )
+        turn_taker = self.agent.turn_taker()
+        worker = PipelineWorker(
+            Pipeline([transport.input(), turn_taker, transport.output()]),
+            enable_rtvi=False,
+            idle_timeout_secs=None,
+        )
+
+        @transport.event_handler("on_client_connected")
+        async def _on_connected(_transport: Any, _client: Any) -> None:
+            connection.replace_audio_track(TapeTrack(turn_taker.tape, turn_taker.clock))
+
+        @transport.event_handler("on_client_disconnected")
+        async def _on_disconnected(_transport: Any, _client: Any) -> None:
+            logger.info(f"reference agent: caller {connection.pc_id} hung up")
+            await worker.cancel()
+
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(worker)
+        await runner.run()
