@@ -27,7 +27,7 @@ from pathlib import Path
 import asyncpg
 
 from harness.cases import load_cases
-from harness.cli import start_controller_process
+from harness.cli.processes import start_controller_process
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -46,7 +46,7 @@ from audio.edges import detect_speech
 from harness.bench.models import BenchConfig, BenchLevel, BenchReport, OracleError
 from harness.bench.runner import BenchState, run_bench
 from harness.cases import load_cases
-from harness.cli import start_agent_process
+from harness.cli.processes import start_agent_process
 from harness.recording import Recording
 from harness.store import RunStore
 

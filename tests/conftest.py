@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from harness.cli import start_agent_process, start_controller_process
+from harness.cli.processes import start_agent_process, start_controller_process
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from dental import booking_case
 
-from harness.bench.cli import parse_levels
 from harness.bench.models import BenchConfig, BenchReport
 from harness.bench.report import render_html
 from harness.bench.stats import (
@@ -21,6 +20,7 @@ from harness.bench.stats import (
     peak_overlap,
     summarize_level,
 )
+from harness.cli.bench import parse_levels
 from harness.models import CallEvent, HarnessHealth, Metrics, Run, Turn
 
 

@@ -16,7 +16,8 @@ from typing import Any
 from rich.console import Console
 
 from harness.bench.models import BenchConfig, BenchReport
-from harness.client import ControllerClient, ControllerError
+from harness.cli.bench_display import conclude
+from harness.cli.client import ControllerClient, ControllerError
 
 __all__ = ["run_on_server"]
 
@@ -31,8 +32,6 @@ def run_on_server(
     console: Console,
     err: Console,
 ) -> int:
-    from harness.bench.cli import conclude
-
     key = settings.api_key.get_secret_value() if settings.api_key else None
     body = config.model_dump(
         mode="json",

@@ -15,25 +15,30 @@ import argparse
 import asyncio
 import contextlib
 import subprocess
-import time
 import uuid
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from harness.bench.models import BenchConfig, BenchReport
 from harness.cases import CaseFileError, load_cases
+from harness.cli.bench_display import Display, conclude
+from harness.cli.bench_remote import run_on_server
+from harness.cli.common import (
+    EXAMPLES,
+    console,
+    err,
+    settings_or_say,
+    twilio_account_or_say,
+)
+from harness.cli.processes import start_agent_process, stop_process
 from harness.models import Case
 
-__all__ = ["add_bench_parser", "cmd_bench", "conclude", "parse_levels"]
+__all__ = ["add_parser", "execute", "parse_levels"]
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DEFAULT_ORACLE_DELAY_MS = 400.0
 
 
@@ -48,7 +53,7 @@ def parse_levels(text: str) -> list[int]:
     return levels
 
 
-def add_bench_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     bench = sub.add_parser(
         "bench",
         help="many calls at rising concurrency: the agent's latency and the harness's health",
@@ -118,6 +123,7 @@ def add_bench_parser(sub: Any) -> None:
         default=None,
         help="run the bench on a controller (loopcall serve); key from LOOPCALL_API_KEY",
     )
+    bench.set_defaults(handler=execute)
 
 
 def _load_case(path: Path | None, console: Console) -> Case:
@@ -130,9 +136,7 @@ def _load_case(path: Path | None, console: Console) -> Case:
     return loaded.cases[0]
 
 
-def cmd_bench(args: argparse.Namespace, console: Console, err: Console) -> int:
-    from harness.cli import _settings
-
+def execute(args: argparse.Namespace) -> int:
     try:
         case = _load_case(args.case, console)
     except CaseFileError as exc:
@@ -141,7 +145,7 @@ def cmd_bench(args: argparse.Namespace, console: Console, err: Console) -> int:
     if args.calls is not None and args.calls < 1:
         err.print("[red]error:[/red] --calls must be at least 1")
         return 2
-    settings = _settings()
+    settings = settings_or_say()
     if settings is None:
         return 2
     oracle = args.oracle_delay_ms
@@ -178,8 +182,6 @@ def cmd_bench(args: argparse.Namespace, console: Console, err: Console) -> int:
         if args.target is None:
             err.print("[red]error:[/red] with --server, give the --target the controller calls")
             return 2
-        from harness.bench.remote import run_on_server
-
         return run_on_server(config, args.server, settings, out, console, err)
     if args.target is not None:
         from telephony import TargetError, parse_target
@@ -210,7 +212,6 @@ async def _bench_locally(
 ) -> BenchReport | None:
     from harness.bench.report import write_report
     from harness.bench.runner import run_bench
-    from harness.cli import start_agent_process
     from harness.orchestrator import RunOptions
     from harness.store import RunStore
 
@@ -237,7 +238,7 @@ async def _bench_locally(
             except RuntimeError as exc:
                 err.print(f"[red]error:[/red] {exc} (see {out / 'agent.log'})")
                 return None
-            stack.callback(_stop, agent)
+            stack.callback(stop_process, agent)
             config = config.model_copy(update={"target": target})
         elif config.target.lower().startswith("tel:"):
             options = await _phone(options, settings, stack, console)
@@ -247,7 +248,7 @@ async def _bench_locally(
             f"bench {bench_id[:8]}: {config.target}, levels {config.concurrency}, "
             f"case {config.case.name!r}; writing to {out}/"
         )
-        display = _Display(console)
+        display = Display(console)
         with display.live():
             task = asyncio.ensure_future(
                 run_bench(
@@ -275,7 +276,6 @@ async def _phone(
     """A Twilio gateway for tel: targets (as ``loopcall run`` serves it)."""
     from fastapi import FastAPI
 
-    from harness.cli import twilio_account_or_say
     from telephony.embedded import serve_embedded
     from telephony.twilio_phone import TwilioGateway
 
@@ -288,133 +288,3 @@ async def _phone(
     await stack.enter_async_context(serve_embedded(app, "127.0.0.1", settings.gateway_port))
     console.print(f"Twilio gateway on 127.0.0.1:{settings.gateway_port}")
     return replace(options, twilio=account, gateway=gateway)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-class _Display:
-    """The live progress: a table redrawn once a second (plain lines off a terminal)."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.state: Any = None
-        self._live: Live | None = None
-        self._last_line = 0.0
-        self._cpu = (time.monotonic(), _cpu_now())
-        self._cpu_percent = 0.0
-
-    @contextlib.contextmanager
-    def live(self) -> Any:
-        if not self.console.is_terminal:
-            yield
-            return
-        with Live(self._table(), console=self.console, refresh_per_second=1) as live:
-            self._live = live
-            yield
-        self._live = None
-
-    def update(self, state: Any) -> None:
-        self.state = state
-
-    async def refresh_every(self, seconds: float) -> None:
-        while True:
-            await asyncio.sleep(seconds)
-            now, cpu = time.monotonic(), _cpu_now()
-            t0, c0 = self._cpu
-            self._cpu_percent = 100.0 * (cpu - c0) / max(1e-6, now - t0)
-            self._cpu = (now, cpu)
-            if self._live is not None:
-                self._live.update(self._table())
-            elif self.state is not None and now - self._last_line >= 5.0:
-                self._last_line = now
-                self.console.print(self._line())
-
-    def _line(self) -> str:
-        s = self.state
-        lat = _p(s.latencies, 50)
-        return (
-            f"level {s.level} C={s.concurrency} {s.phase}: {s.started}/{s.calls} started, "
-            f"{s.live} live, {s.ended} ended, {s.failed} failed, latency p50 {lat}, "
-            f"CPU {self._cpu_percent:.0f}%"
-        )
-
-    def _table(self) -> Table:
-        table = Table(title="loopcall bench")
-        for column in (
-            "C", "phase", "started", "live", "ended", "failed", "latency p50", "p95",
-            "oracle p95", "loop lag p99", "CPU %", "verdict",
-        ):  # fmt: skip
-            table.add_column(column, justify="right")
-        s = self.state
-        if s is None:
-            return table
-        for lv in s.done_levels:
-            oracle = lv.oracle_error_ms
-            table.add_row(
-                str(lv.concurrency), "done", str(lv.calls), "0", str(lv.calls), str(lv.failed),
-                _ms(lv.latency_ms.p50), _ms(lv.latency_ms.p95),
-                _ms(oracle.p95 if oracle else None), _ms(lv.loop_lag_ms_p99),
-                f"{lv.cpu_percent or 0:.0f}",
-                "[red]degraded[/red]" if lv.degraded else "[green]ok[/green]",
-            )  # fmt: skip
-        if len(s.done_levels) < s.level:
-            table.add_row(
-                str(s.concurrency), s.phase, f"{s.started}/{s.calls}", str(s.live),
-                str(s.ended), str(s.failed), _p(s.latencies, 50), _p(s.latencies, 95),
-                "", "", f"{self._cpu_percent:.0f}", "",
-            )  # fmt: skip
-        return table
-
-
-def _cpu_now() -> float:
-    from harness.monitor import process_cpu_s
-
-    return process_cpu_s()
-
-
-def _p(values: list[float], q: float) -> str:
-    return f"{np.percentile(values, q):.0f} ms" if values else "-"
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} ms"
-
-
-def conclude(report: BenchReport, out: Path, console: Console, runs_where: str = "") -> int:
-    table = Table(title=f"loopcall bench {report.id[:8]}: {report.target}")
-    for column in (
-        "C", "calls", "ok", "failed", "latency p50", "p90", "p95", "p99", "TTFA p50",
-        "oracle err p95", "oracle err max", "CPU %", "loop lag p99", "degraded",
-    ):  # fmt: skip
-        table.add_column(column, justify="right")
-    for lv in report.levels:
-        oracle = lv.oracle_error_ms
-        table.add_row(
-            str(lv.concurrency), str(lv.calls), str(lv.completed), str(lv.failed),
-            _ms(lv.latency_ms.p50), _ms(lv.latency_ms.p90), _ms(lv.latency_ms.p95),
-            _ms(lv.latency_ms.p99), _ms(lv.time_to_first_audio_ms.p50),
-            _ms(oracle.p95 if oracle else None), _ms(oracle.max if oracle else None),
-            "-" if lv.cpu_percent is None else f"{lv.cpu_percent:.0f}",
-            _ms(lv.loop_lag_ms_p99),
-            f"[red]yes ({lv.degraded_turns}/{lv.turns} turns)[/red]" if lv.degraded
-            else f"no ({lv.degraded_turns}/{lv.turns} turns)",
-        )  # fmt: skip
-    console.print(table)
-    for lv in report.levels:
-        for reason, count in lv.failures.items():
-            console.print(f"[red]C={lv.concurrency}: {count} failed[/red]: {reason}")
-        if lv.degraded:
-            console.print(f"[red]C={lv.concurrency} degraded[/red]: {lv.degraded_reason}")
-    runs_where = runs_where or f"{out}/runs/"
-    console.print(f"report: {out / 'report.json'} and {out / 'report.html'}; runs in {runs_where}")
-    if report.status != "completed":
-        console.print(f"[red]bench {report.status}[/red]: {report.error}")
-        return 1
-    troubled = any(lv.failed or lv.degraded for lv in report.levels)
-    return 1 if troubled else 0

@@ -1,0 +1,56 @@
+"""``loopcall demo``: start the reference agent and run the sample suite against it.
+
+Stage: the README's first command (``make demo``) ends here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from harness.cli.common import EXAMPLES, console, err, load_or_say, settings_or_say
+from harness.cli.processes import start_agent_process
+from harness.cli.run import run_suite
+
+__all__ = ["add_parser", "execute"]
+
+
+def add_parser(sub: Any) -> None:
+    demo = sub.add_parser("demo", help="start the reference agent and run the sample suite")
+    demo.add_argument("--out", type=Path, default=Path("runs"))
+    demo.add_argument("--reply-delay-ms", type=float, default=None)
+    demo.add_argument("--suite", type=Path, default=EXAMPLES / "dental_suite.yaml")
+    demo.set_defaults(handler=execute)
+
+
+def execute(args: argparse.Namespace) -> int:
+    from harness.orchestrator import RunOptions
+
+    loaded = load_or_say(args.suite)
+    if loaded is None:
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    extra = ["--timing-log", str(args.out / "agent-timing.jsonl")]
+    if args.reply_delay_ms is not None:
+        extra += ["--reply-delay-ms", str(args.reply_delay_ms)]
+    console.print("starting the reference agent (loading its voice and STT) ...")
+    log_path = args.out / "agent.log"
+    try:
+        proc, target = start_agent_process(*extra, log_path=log_path)
+    except RuntimeError as exc:
+        err.print(f"[red]error:[/red] {exc} (see {log_path})")
+        return 1
+    try:
+        console.print(f"reference agent ready; running '{loaded.suite_name}' against {target}")
+        settings = settings_or_say()
+        if settings is None:
+            return 2
+        return run_suite(loaded, target, args.out, 1, RunOptions(llm=settings.llm_config()))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
