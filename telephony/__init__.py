@@ -18,7 +18,7 @@ from telephony.base import (
     TelephonyError,
     parse_target,
 )
-from telephony.dial import CallSetup, call_class, line_rate, open_call
+from telephony.dial import CallSetup, call_class, line_rate, open_call, uses_twilio
 
 __all__ = [
     "TARGET_PATTERN",
@@ -36,4 +36,5 @@ __all__ = [
     "line_rate",
     "open_call",
     "parse_target",
+    "uses_twilio",
 ]

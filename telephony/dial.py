@@ -11,12 +11,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from telephony.base import Call, DialOptions, Target, TargetError
-from telephony.twilio_phone import TwilioAccount, TwilioGateway
 
-__all__ = ["CallSetup", "call_class", "line_rate", "open_call"]
+if TYPE_CHECKING:  # for the annotations only: importing Twilio's code costs 1.5 s
+    from telephony.twilio_phone import TwilioAccount, TwilioGateway
+
+__all__ = ["CallSetup", "call_class", "line_rate", "open_call", "uses_twilio"]
 
 # Channel -> (module, Call class).  Imported on first use: aiortc, SIP and Twilio
 # code load only for the channels a process calls.
@@ -54,6 +56,11 @@ class CallSetup:
 def line_rate(target: Target) -> int | None:
     """The sample rate of ``target``'s line when it has one of its own (G.711: 8 kHz)."""
     return 8000 if target.channel in _NARROWBAND else None
+
+
+def uses_twilio(target: Target) -> bool:
+    """Whether the call goes through Twilio (an account and a webhook gateway are needed)."""
+    return target.channel == "tel"
 
 
 def call_class(target: Target) -> type[Call]:

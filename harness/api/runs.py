@@ -51,7 +51,7 @@ def _check_hosts(targets: list[str], webhook_url: AnyHttpUrl | None, settings: S
     """422 for a target or webhook on a host the controller may not call."""
     # Phone numbers are reached through the carrier, not from this host: no host to check.
     parsed = [parse_target(target) for target in dict.fromkeys(targets)]
-    checks = [("target", t.host) for t in parsed if t.channel != "tel"]
+    checks = [("target", t.host) for t in parsed if t.host]  # tel: has no host
     if webhook_url is not None:
         checks.append(("webhook_url", webhook_url.host or ""))
     errors = [

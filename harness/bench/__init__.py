@@ -2,6 +2,6 @@
 
 ``runner.run_bench(config, store, bench_id=...)`` runs the levels and returns a
 ``BenchReport`` (``models.py``); ``report.write_report`` puts ``report.json`` and
-the self-contained ``report.html`` in a directory; ``cli.py`` is the command.
+the self-contained ``report.html`` in a directory; ``harness/cli/bench.py`` is the command.
 The package's own import is light (the CLI builds its parser from it).
 """

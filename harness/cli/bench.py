@@ -36,6 +36,7 @@ from harness.cli.common import (
 )
 from harness.cli.processes import start_agent_process, stop_process
 from harness.models import Case
+from telephony import parse_target, uses_twilio
 
 __all__ = ["add_parser", "execute", "parse_levels"]
 
@@ -240,7 +241,7 @@ async def _bench_locally(
                 return None
             stack.callback(stop_process, agent)
             config = config.model_copy(update={"target": target})
-        elif config.target.lower().startswith("tel:"):
+        elif uses_twilio(parse_target(config.target)):
             options = await _phone(options, settings, stack, console)
             if options is None:
                 return None

@@ -59,7 +59,7 @@ def execute(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         err.print("[red]error:[/red] --repeat must be at least 1")
         return 2
-    from telephony import TargetError, parse_target
+    from telephony import TargetError, parse_target, uses_twilio
 
     if (args.target is None) == (args.agent is None):
         err.print("[red]error:[/red] give --target URL, or --agent ID with --server")
@@ -87,7 +87,7 @@ def execute(args: argparse.Namespace) -> int:
         llm=settings.llm_config(),
         sip=settings.sip_credentials(),
     )
-    if args.target.lower().startswith("tel:"):
+    if uses_twilio(parse_target(args.target)):
         from telephony.twilio_phone import TwilioGateway
 
         account = twilio_account_or_say(settings)
