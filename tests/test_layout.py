@@ -2,8 +2,8 @@
 
 The layers, bottom to top (``README.md``'s architecture picture):
 
-    audio                      primitives: speech edges, endpointer, G.711, resampling, voices, STT
-    telephony                  how audio reaches the agent: the Call interface, one module per channel
+    audio                      primitives: speech edges, endpointer, G.711, resampling, TTS, STT
+    telephony                  how audio reaches the agent: the Call interface, a module per channel
     personas | refagent        who calls | the agents loopcall ships (reference agent, oracle, echo)
     harness.models ...         the Run contract, errors, the loop monitor
     harness.recording ...      the call's two sides on one clock; case files; settings
@@ -22,7 +22,6 @@ an import cycle broken at run time is still a cycle.
 from __future__ import annotations
 
 import ast
-from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,8 +164,7 @@ def test_every_import_points_down() -> None:
         f"{module} -> {target}"
         for module, targets in sorted(GRAPH.items())
         for target in sorted(targets)
-        if _group(module) != _group(target)
-        and LAYERS[_group(target)] >= LAYERS[_group(module)]
+        if _group(module) != _group(target) and LAYERS[_group(target)] >= LAYERS[_group(module)]
     ]
     assert upward == []
 
