@@ -26,6 +26,7 @@ from harness.metrics import detect_speech
 from harness.recorder import Recorder
 from telephony import Call, ConnectError, open_call, parse_target
 from telephony.embedded import EmbeddedServer
+from telephony.loopback import LoopbackIceMiddleware
 
 __all__ = ["Calibration", "EchoCalibrator"]
 
@@ -66,6 +67,9 @@ class EchoCalibrator:
     async def start(self) -> None:
         if self._server is None:
             app = create_agent_app(AgentOptions(echo=True, light=self._light))
+            # Only ever called on 127.0.0.1: answer with loopback candidates, which
+            # aioice never gathers by itself (a host with only lo up had none).
+            app.add_middleware(LoopbackIceMiddleware)
             self._server = EmbeddedServer(app, lifespan="on")
         self.port = await self._server.start()
 
