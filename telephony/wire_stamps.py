@@ -138,8 +138,11 @@ class WireStamps:
                 self._watch_protocol(protocol)
 
     def _watch_protocol(self, protocol: Any) -> None:
-        sock = protocol.transport.get_extra_info("socket")
-        fd = sock.fileno() if sock is not None else -1
+        try:
+            sock = protocol.transport.get_extra_info("socket")
+            fd = sock.fileno() if sock is not None else -1
+        except Exception:  # a TURN relay's transport has no socket of its own
+            fd = -1
         if fd >= 0:
             # The first ask turns the socket's receive timestamps on (it has none yet).
             with contextlib.suppress(OSError):
