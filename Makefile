@@ -18,16 +18,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The persona's voice is Debian's flite; the SIP tests' peers are Debian's SIPp
-# (sip-tester) and baresip (without its recommended GUI/video plugins);
-# everything else comes from PyPI.
+# (sip-tester) and baresip (without its recommended GUI/video plugins); the
+# WebRTC test's non-aiortc peer is Debian's chromium (driven by Playwright from
+# PyPI, which downloads no browser of its own); everything else comes from PyPI.
 .PHONY: system-deps
 system-deps:
 	@missing=; \
 	command -v flite >/dev/null 2>&1 || missing="$$missing flite"; \
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
 	command -v baresip >/dev/null 2>&1 || missing="$$missing baresip"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	[ -z "$$missing" ] || { \
-	  echo "installing$$missing (the persona's offline voice; the SIP tests' peers) ..."; \
+	  echo "installing$$missing (the persona's offline voice; the SIP and WebRTC tests' peers) ..."; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
 	  else echo "missing:$$missing: install with your package manager (apt-get install$$missing)"; exit 1; fi; \
 	  $$SUDO apt-get update -qq && \

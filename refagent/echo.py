@@ -16,6 +16,7 @@ from refagent.sip_line import SipLine
 from refagent.turn_taker import ECHO_HOLD_MS
 from telephony.base import Target, TargetError, parse_target
 from telephony.embedded import EmbeddedServer
+from telephony.loopback import LoopbackIceMiddleware
 
 __all__ = ["ECHO_HOLD_MS", "EchoEndpoint"]
 
@@ -32,6 +33,9 @@ class EchoEndpoint:
     async def start(self) -> None:
         if self._server is None:
             app = create_agent_app(AgentOptions(echo=True, light=self._light))
+            # Only ever called on 127.0.0.1: answer with loopback candidates, which
+            # aioice never gathers by itself (a host with only lo up had none).
+            app.add_middleware(LoopbackIceMiddleware)
             self._server = EmbeddedServer(app, lifespan="on")
         if not self._server.running:
             self.port = await self._server.start()

@@ -10,7 +10,13 @@ only loopback addresses when asked to:
   loopback call and a remote call in the same process do not affect each other:
   aioice gathers inside the task that sets the local description);
 - ``restrict_ice_to_loopback()`` makes it the process default (the reference
-  agent bound to 127.0.0.1 answers every offer from its request handler).
+  agent bound to 127.0.0.1 answers every offer from its request handler);
+- ``LoopbackIceMiddleware`` asks for it in every request of one ASGI app (an
+  endpoint that only loopback callers reach, sharing a process with calls that
+  go elsewhere: the calibration's in-process echo endpoint).  Without it that
+  endpoint answered with the machine's other addresses only, and on a host
+  whose only interface is ``lo`` with none at all, so its echo call never
+  connected.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 import aioice.ice
 
-__all__ = ["loopback_ice", "restrict_ice_to_loopback"]
+__all__ = ["LoopbackIceMiddleware", "loopback_ice", "restrict_ice_to_loopback"]
 
 _original_get_host_addresses = aioice.ice.get_host_addresses
 _scoped: ContextVar[bool | None] = ContextVar("loopcall_loopback_ice", default=None)
@@ -56,3 +63,19 @@ def loopback_ice(enabled: bool) -> Iterator[None]:
         yield
     finally:
         _scoped.reset(token)
+
+
+class LoopbackIceMiddleware:
+    """ASGI middleware: the wrapped app's requests gather loopback host candidates only.
+
+    The answer's candidates are gathered inside the request (pipecat's SmallWebRTC
+    handler and the light agent answer in it), and tasks it starts inherit the
+    context, so the setting reaches them and nothing else in the process.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        with loopback_ice(True):
+            await self.app(scope, receive, send)

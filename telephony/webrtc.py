@@ -7,7 +7,12 @@ hang-up on it with a ``peerLeft`` signalling message), gathers its candidates,
 POSTs the offer, and applies the answer.  Outgoing audio leaves on aiortc's own
 20 ms clock, silence when the persona is quiet; incoming audio is resampled to
 16 kHz mono.  Both directions pass through ``Call``'s taps at the moment they
-cross this side of the wire.
+cross this side of the wire: an outgoing frame when aiortc's sender takes it
+(before Opus encodes it), an incoming frame with the kernel's receive time of
+the RTP packet that carried it (``telephony/wire_stamps.py``), not when it
+leaves aiortc's jitter buffer and decoder.  A frame whose packet cannot be found
+falls back to its ``recv()`` time, counted, and the run gets a
+``webrtc_wire_stamps`` event saying how many.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from telephony.base import Call, CallStateError, ConnectError, Target
 from telephony.loopback import loopback_ice
+from telephony.wire_stamps import WireStamps
 
 __all__ = ["WebRTCCall"]
 
@@ -84,6 +90,9 @@ class WebRTCCall(Call):
         self._tasks: set[asyncio.Task[None]] = set()
         self._track = _PersonaTrack(self)
         self.pc_id: str | None = None
+        # Arrival times of the agent's RTP packets, for the frames they become.
+        self.wire_stamps = WireStamps()
+        self._stamps_reported = False
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -146,6 +155,9 @@ class WebRTCCall(Call):
 
         with loopback_ice(self.target.is_loopback):
             await pc.setLocalDescription(await pc.createOffer())
+        # Candidates are gathered: every socket of the call exists now.
+        if not self.wire_stamps.watch(pc):
+            self._event("webrtc_wire_stamps", f"stamping at recv(): {self.wire_stamps.problem}")
         answer = await self._post_offer(pc.localDescription.sdp)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
 
@@ -184,6 +196,10 @@ class WebRTCCall(Call):
 
     async def _close_transport(self) -> None:
         self._mark_ended("local_hangup")
+        stamps = self.wire_stamps
+        if stamps.frames_unstamped and not self._stamps_reported:
+            self._stamps_reported = True
+            self._event("webrtc_wire_stamps", stamps.summary())
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:
@@ -197,17 +213,38 @@ class WebRTCCall(Call):
 
     async def _read_remote(self, track: MediaStreamTrack) -> None:
         resampler = av.AudioResampler(format="s16", layout="mono", rate=self.sample_rate)
+        receiver = self._receiver_of(track)
+        stamps = self.wire_stamps
         try:
             while True:
                 frame = await track.recv()
                 now = time.monotonic()
                 assert isinstance(frame, av.AudioFrame)
+                # When its RTP packet reached the socket, not when aiortc let it out.
+                arrived = stamps.frame_arrival(frame.pts, receiver)
+                if arrived is None:
+                    arrived = now
+                    if stamps.frames_unstamped == 1 and stamps.problem is None:
+                        self._event(
+                            "webrtc_wire_stamps",
+                            f"a frame (pts {frame.pts}) had no RTP arrival: stamped at recv()",
+                        )
                 for out in resampler.resample(frame):
-                    self._deliver(out.to_ndarray().tobytes(), now)
+                    self._deliver(out.to_ndarray().tobytes(), arrived)
         except MediaStreamError:
             if self.state == "connected":
                 self._mark_ended("remote_hangup", "agent's audio track ended")
                 self._spawn(self._close_transport())
+
+    def _receiver_of(self, track: MediaStreamTrack) -> Any:
+        pc = self._pc
+        if pc is None:
+            return None
+        return next((r for r in pc.getReceivers() if r.track is track), None)
+
+    def _event(self, kind: str, detail: str) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, detail)
 
     async def _ping(self, channel: Any) -> None:
         while channel.readyState == "open":
