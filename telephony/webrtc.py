@@ -94,6 +94,13 @@ class WebRTCCall(Call):
         self.wire_stamps = WireStamps()
         self._stamps_reported = False
 
+    @property
+    def kernel_stamped(self) -> bool:  # type: ignore[override]
+        """Every frame so far carried its RTP packet's kernel arrival, as on SIP: a late
+        event loop then moves only what the persona sends, not the agent's onsets."""
+        stamps = self.wire_stamps
+        return stamps.kernel_stamped and stamps.frames_unstamped == 0
+
     # ----------------------------------------------------------------- lifecycle
 
     async def connect(self, timeout: float = 15.0) -> None:

@@ -7,17 +7,17 @@ call; ``assess`` marks every agent turn whose edges crossed
 the wire while the delay exceeded the bound as *degraded*: it is kept, shown and
 stored, but reported apart from the agent's latency.
 
-SIP stamps arriving packets with the kernel's receive time, so there the loop's
-delay does not move the agent's onset.  It still moves the persona's end: the
+SIP and WebRTC stamp arriving packets with the kernel's receive time (WebRTC:
+``telephony/wire_stamps.py``, while every frame matched its packet), so there the
+loop's delay does not move the agent's onset.  It still moves the persona's end: the
 media pump sends a late tick's frame late and then catches up, while the
 recorder lays the sent stream on its least-delayed frames (the schedule), so
 the persona's last words are recorded up to the loop's delay earlier than they
 left, and the latency reads that much long (measured against SIPp's RTP echo:
-a 15 ms hog gave echoes up to 15 ms "late").  So on SIP a turn is degraded when
+a 15 ms hog gave echoes up to 15 ms "late").  So there a turn is degraded when
 the loop ran late around the persona's end, or when the playout dropped agent
-audio (which the recording then misses).  On the other channels (media
-streams, WebRTC) an arrival is also stamped when the loop reads it, so the whole
-turn's window counts.
+audio (which the recording then misses).  On media streams an arrival is
+stamped when the loop reads it, so the whole turn's window counts.
 """
 
 from __future__ import annotations
