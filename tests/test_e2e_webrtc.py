@@ -102,8 +102,15 @@ async def test_latency_oracle(start_agent, tmp_path: Path, delay_ms: int) -> Non
     assert rtt is not None
     replies = [t for t in run.turns if t.role == "agent" and t.latency_ms is not None]
     assert len(replies) == 3
-    errors = [t.latency_ms - delay_ms - rtt for t in replies]  # type: ignore[operator]
-    assert all(abs(e) <= 20 for e in errors), errors
+    errors = [(t.latency_ms - delay_ms - rtt, t.degraded) for t in replies]  # type: ignore[operator]
+    # Frames stamped with their RTP packet's arrival (telephony/wire_stamps.py): on a
+    # quiet machine 48 turns (benchmarks/oracle.py --calls 4 --delays 400 1200, twice)
+    # were off by 0.5 ms on average and 1.4 ms at worst; 5 ms is the oracle goal the
+    # phone channels hold too.  A turn the harness marked degraded (its loop ran late)
+    # is not vouched for; the others must be within the bound, and most must be vouched.
+    vouched = [e for e, degraded in errors if not degraded]
+    assert len(vouched) >= 2, errors
+    assert all(abs(e) <= 5 for e in vouched), errors
     # The agent's own log agrees: every reply was on time.
     logged = [r for r in agent.timings() if r["caller_offset_epoch_ms"] is not None]
     assert len(logged) == 3
