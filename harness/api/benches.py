@@ -42,6 +42,7 @@ from harness.bench.runner import run_bench
 from harness.models import Case, utcnow
 from harness.orchestrator import RunOptions
 from harness.store import RunSink
+from runtime.tasks import cancel_and_wait, spawn
 from telephony import TARGET_PATTERN, DialOptions, parse_target
 
 __all__ = ["BenchManager", "router"]
@@ -168,20 +169,20 @@ class BenchManager:
                 report = self.get(bench_id)
                 report.status, report.error, report.ended_at = "cancelled", "cancelled", utcnow()
                 raise
+            except Exception as exc:  # logged by spawn; the report says so too
+                report = self.get(bench_id)
+                report.status, report.error, report.ended_at = "failed", str(exc), utcnow()
+                raise
             finally:
                 write_report(report, directory)
                 self.tasks.pop(bench_id, None)
                 logger.info(f"bench {bench_id}: {report.status}")
 
-        self.tasks[bench_id] = asyncio.create_task(bench(), name=f"bench-{bench_id[:8]}")
+        self.tasks[bench_id] = spawn(bench(), name=f"bench-{bench_id[:8]}")
         return first
 
     async def cancel(self, bench_id: str) -> None:
-        task = self.tasks.get(bench_id)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self.tasks.get(bench_id))
 
     async def close(self) -> None:
         for bench_id in list(self.tasks):
