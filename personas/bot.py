@@ -235,7 +235,7 @@ class PersonaBot:
         loop = asyncio.get_running_loop()
         self.finished: asyncio.Future[FinishReason] = loop.create_future()
         self.turns = PersonaTurns(
-            brain or ScriptedBrain.for_case(case),
+            brain or ScriptedBrain.for_case(case, on_event=on_event),
             response_gap_s=case.response_gap_ms / 1000.0,
             wait_for_greeting_s=case.wait_for_greeting_s,
             on_finished=self.finished,

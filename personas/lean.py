@@ -70,7 +70,7 @@ class LeanBot:
     ) -> None:
         self.case = case
         self.call = call
-        self._brain = brain or ScriptedBrain.for_case(case)
+        self._brain = brain or ScriptedBrain.for_case(case, on_event=on_event)
         self._on_event = on_event or (lambda _kind, _detail: None)
         self._voice = get_voice(case.persona.voice)
         self._speed = case.persona.speaking_rate

@@ -5,14 +5,16 @@ A request names what to run (an inline ``case`` or ``suite``, a stored
 or else each case's default agent, or its suite's).  ``plan_runs`` resolves the
 references into self-contained snapshots (case with its persona, the agent's
 address) so a run never changes when the catalogue does; every unknown
-reference is a 422 naming the field.
+reference is a 422 naming the field, and so is a case regex that backtracks
+catastrophically on a probe (``harness.cases.pattern_problems``, in a thread).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
@@ -27,6 +29,7 @@ from pydantic import (
 
 from harness.api.bodies import body_error
 from harness.api.cases import case_snapshot, personas_of
+from harness.cases import pattern_problems
 from harness.db.resources import Catalogue
 from harness.db.tables import AgentRow, CaseRow
 from harness.errors import ResourceNotFound
@@ -193,6 +196,8 @@ async def plan_runs(body: RunCreate, catalogue: Catalogue) -> RunPlan:
             (case_snapshot(row, personas), row.id, row.agent_id, row.persona_id) for row in rows
         ]
 
+    await _check_patterns(body, cases)
+
     persona: Persona | None = None
     if body.persona_id is not None:
         row = await _get_or_422(
@@ -240,6 +245,26 @@ async def plan_runs(body: RunCreate, catalogue: Catalogue) -> RunPlan:
             body.frequency,
         )
     return RunPlan(items=items, suite_id=suite_id, suite_name=suite_name)
+
+
+async def _check_patterns(
+    body: RunCreate, cases: list[tuple[Case, str | None, str | None, str | None]]
+) -> None:
+    """A 422 naming each case regex that would run into its deadline."""
+    errors: list[dict[str, Any]] = []
+    for i, (case, case_id, _agent, _persona) in enumerate(cases):
+        for where, problem in await asyncio.to_thread(pattern_problems, case):
+            if body.case is not None:
+                loc: tuple[str | int, ...] = ("case", *where)
+            elif body.suite is not None:
+                loc = ("suite", "cases", i, *where)
+            else:
+                loc = ("case_id",) if body.case_id else ("suite_id",)
+                path = ".".join(str(part) for part in where)
+                problem = f"case {case_id or case.name!r}: field '{path}': {problem}"
+            errors.append({"loc": ("body", *loc), "type": "value_error", "msg": problem})
+    if errors:
+        raise RequestValidationError(errors)
 
 
 def _override(case: Case, override: PersonaOverride | None) -> Case:
