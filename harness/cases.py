@@ -30,6 +30,7 @@ __all__ = [
     "load_cases",
     "load_persona",
     "pattern_problems",
+    "resolve_persona",
 ]
 
 FieldPath = tuple[str | int, ...]
@@ -63,18 +64,23 @@ def load_persona(name: str) -> Persona:
         raise CaseFileError(_describe(files[name], exc)) from exc
 
 
-def _resolve_persona(raw: Any, path: Path, field: str) -> Any:
-    """A library persona by name (or ``{use: name, ...overrides}``) as a plain mapping."""
+def resolve_persona(raw: Any) -> Any:
+    """A case's ``persona`` with a library persona by name (or ``{use: name, ...overrides}``)
+    made a plain mapping; anything else as it is.  An unknown name is a ``CaseFileError``."""
     name = raw if isinstance(raw, str) else raw.get("use") if isinstance(raw, dict) else None
     if name is None:
         return raw
-    try:
-        base = load_persona(str(name)).model_dump()
-    except CaseFileError as exc:
-        raise CaseFileError(f"{path}: field '{field}': {exc}") from exc
+    base = load_persona(str(name)).model_dump()
     if isinstance(raw, dict):
         base.update({k: v for k, v in raw.items() if k != "use"})
     return base
+
+
+def _resolve_persona(raw: Any, path: Path, field: str) -> Any:
+    try:
+        return resolve_persona(raw)
+    except CaseFileError as exc:
+        raise CaseFileError(f"{path}: field '{field}': {exc}") from exc
 
 
 def _read_yaml(path: Path) -> Any:

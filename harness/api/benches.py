@@ -33,13 +33,13 @@ from pydantic import (
 from harness.api.bodies import body_error
 from harness.api.deps import CatalogueDep, SecretBoxDep, SettingsDep
 from harness.api.pages import Page, PageDep, page_of
-from harness.api.plan import RunCreate, check_target, plan_runs
+from harness.api.plan import InlineCase, RunCreate, check_target, plan_runs
 from harness.api.reach import AgentUnavailable, reach_agent
 from harness.api.runs import _check_hosts
 from harness.bench.models import BenchConfig, BenchReport
 from harness.bench.report import write_report
 from harness.bench.runner import run_bench
-from harness.models import Case, utcnow
+from harness.models import utcnow
 from harness.orchestrator import RunOptions
 from harness.store import RunSink
 from runtime.tasks import cancel_and_wait, spawn
@@ -58,7 +58,9 @@ class BenchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     case_id: str | None = Field(default=None, max_length=64, description="a stored case")
-    case: Case | None = Field(default=None, validate_default=True, description="a case inline")
+    case: InlineCase | None = Field(
+        default=None, validate_default=True, description="a case inline (as POST /runs takes it)"
+    )
     target: str | None = Field(default=None, pattern=TARGET_PATTERN, max_length=2048)
     agent_id: str | None = Field(default=None, max_length=64, validate_default=True)
     calls: int | None = Field(default=None, ge=1, le=1000, description="calls per level")
@@ -76,7 +78,7 @@ class BenchCreate(BaseModel):
 
     @field_validator("case")
     @classmethod
-    def _one_case(cls, value: Case | None, info: ValidationInfo) -> Case | None:
+    def _one_case(cls, value: InlineCase | None, info: ValidationInfo) -> InlineCase | None:
         if (value is None) == (info.data.get("case_id") is None):
             raise ValueError("give one of 'case' (inline) or 'case_id'")
         return value
