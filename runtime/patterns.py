@@ -9,8 +9,9 @@ media timing) waits just as long, even when the search runs in a thread.  Here
 patterns run on the ``regex`` engine (``re``'s syntax, case-insensitive), which
 gives a search up at a deadline (``PatternTimeout``) and releases the GIL while
 it matches: a search in a worker thread (``first_match_async``) leaves the loop
-alone (measured: its delay stayed under 2 ms while such a search ran into a 1 s
-deadline).
+alone (measured on a shared 2-core machine: the loop's delay, p99 over each
+search, 1-5 ms while such a search ran into a 1 s deadline; ``re`` in a thread
+held the loop for the whole 2 s search).
 
 ``probe`` tells, before a run, whether a pattern blows up on a short input made
 of its own characters, as a catastrophic one does: 32 a's take ``(a|a)+$``
