@@ -44,7 +44,7 @@ test: setup
 check: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy audio harness personas refagent telephony
+	$(BIN)/mypy audio harness personas refagent runtime telephony
 
 format: setup
 	$(BIN)/ruff format .

@@ -4,7 +4,9 @@ Stage: the start of the flow (CLI and controller).  A file holds one case, or a
 suite (``name`` + ``cases``).  A case's ``persona`` may be a persona from the
 library by name (``persona: busy_professional``), optionally with overrides
 (``persona: {use: busy_professional, voice: "flite:awb"}``).  Every problem is
-reported as ``CaseFileError`` naming the file, the field and what is wrong.
+reported as ``CaseFileError`` naming the file, the field and what is wrong,
+including a regex (a criterion's ``pattern``, a script line's ``when``) that
+backtracks catastrophically on a short probe (``pattern_problems``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,19 @@ from pydantic import ValidationError
 
 from harness.errors import CaseFileError
 from harness.models import Case, Persona, Suite
+from runtime.patterns import probe
 
-__all__ = ["CaseFileError", "LoadedCases", "library_personas", "load_cases", "load_persona"]
+__all__ = [
+    "CaseFileError",
+    "LoadedCases",
+    "library_personas",
+    "load_cases",
+    "load_persona",
+    "pattern_problems",
+    "resolve_persona",
+]
+
+FieldPath = tuple[str | int, ...]
 
 
 @dataclass(frozen=True)
@@ -51,18 +64,23 @@ def load_persona(name: str) -> Persona:
         raise CaseFileError(_describe(files[name], exc)) from exc
 
 
-def _resolve_persona(raw: Any, path: Path, field: str) -> Any:
-    """A library persona by name (or ``{use: name, ...overrides}``) as a plain mapping."""
+def resolve_persona(raw: Any) -> Any:
+    """A case's ``persona`` with a library persona by name (or ``{use: name, ...overrides}``)
+    made a plain mapping; anything else as it is.  An unknown name is a ``CaseFileError``."""
     name = raw if isinstance(raw, str) else raw.get("use") if isinstance(raw, dict) else None
     if name is None:
         return raw
-    try:
-        base = load_persona(str(name)).model_dump()
-    except CaseFileError as exc:
-        raise CaseFileError(f"{path}: field '{field}': {exc}") from exc
+    base = load_persona(str(name)).model_dump()
     if isinstance(raw, dict):
         base.update({k: v for k, v in raw.items() if k != "use"})
     return base
+
+
+def _resolve_persona(raw: Any, path: Path, field: str) -> Any:
+    try:
+        return resolve_persona(raw)
+    except CaseFileError as exc:
+        raise CaseFileError(f"{path}: field '{field}': {exc}") from exc
 
 
 def _read_yaml(path: Path) -> Any:
@@ -90,6 +108,35 @@ def _describe(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def pattern_problems(case: Case) -> list[tuple[FieldPath, str]]:
+    """The case's regexes that would run into their deadline, by field (a probe each).
+
+    It blocks for up to ``runtime.patterns.PROBE_TIMEOUT_S`` per bad pattern: where
+    calls may be live, run it off the event loop.
+    """
+    found: list[tuple[FieldPath, str]] = []
+    for i, criterion in enumerate(case.success_criteria):
+        if criterion.pattern is not None and (problem := probe(criterion.pattern)):
+            found.append((("success_criteria", i, "pattern"), problem))
+    for i, line in enumerate(case.script):
+        if line.when is not None and (problem := probe(line.when)):
+            found.append((("script", i, "when"), problem))
+    return found
+
+
+def _check_patterns(path: Path, loaded: LoadedCases, prefix: bool) -> LoadedCases:
+    problems = [
+        (".".join(str(p) for p in (("cases", i) if prefix else ()) + where), problem)
+        for i, case in enumerate(loaded.cases)
+        for where, problem in pattern_problems(case)
+    ]
+    if problems:
+        lines = [f"{path}: {len(problems)} problem(s)"]
+        lines += [f"  - field '{field}': {problem}" for field, problem in problems]
+        raise CaseFileError("\n".join(lines))
+    return loaded
+
+
 def load_cases(path: Path) -> LoadedCases:
     """Read a case file or a suite file."""
     data = _read_yaml(path)
@@ -106,9 +153,10 @@ def load_cases(path: Path) -> LoadedCases:
                         where = f"cases.{i}.persona"
                         raw["persona"] = _resolve_persona(raw["persona"], path, where)
             suite = Suite.model_validate(data)
-            return LoadedCases(suite.name, suite.cases)
+            return _check_patterns(path, LoadedCases(suite.name, suite.cases), prefix=True)
         if "persona" in data:
             data["persona"] = _resolve_persona(data["persona"], path, "persona")
-        return LoadedCases(None, [Case.model_validate(data)])
+        case = Case.model_validate(data)
     except ValidationError as exc:
         raise CaseFileError(_describe(path, exc)) from exc
+    return _check_patterns(path, LoadedCases(None, [case]), prefix=False)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from runtime.tasks import spawn
+
 __all__ = ["INTERVAL_S", "LagWindow", "LoopMonitor", "loop_monitor", "process_cpu_s", "rss_mb"]
 
 INTERVAL_S = 0.010
@@ -88,7 +90,7 @@ class LoopMonitor:
     def acquire(self) -> None:
         self._users += 1
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-monitor")
+            self._task = spawn(self._run(), name="loop-monitor")
 
     async def release(self) -> None:
         self._users = max(0, self._users - 1)

@@ -6,15 +6,23 @@ and the reason the call stopped; out goes an ``Evaluation`` with one
 ``CriterionResult`` per criterion, each with a sentence a person can read.  The
 score is Yappr's: the weighted share of passed criteria, on 0..100.  Pure
 functions, no I/O.
+
+A ``pattern`` is the case writer's regex, searched with a deadline
+(``runtime.patterns``): one that runs past ``PATTERN_TIMEOUT_S`` fails its
+criterion with a reason saying so.  Waiting for that deadline must not hold the
+event loop where calls may be live: there, score with ``evaluate_off_loop``.
 """
 
 from __future__ import annotations
 
-import re
-
 from harness.models import Case, Criterion, CriterionResult, Evaluation, Metrics, Turn
+from harness.offload import off_loop
+from runtime.patterns import PatternTimeout, search
 
-__all__ = ["evaluate", "weighted_score"]
+__all__ = ["PATTERN_TIMEOUT_S", "evaluate", "evaluate_off_loop", "weighted_score"]
+
+# A sound pattern searches a call's transcript in well under a millisecond.
+PATTERN_TIMEOUT_S = 1.0
 
 
 def evaluate(
@@ -24,6 +32,13 @@ def evaluate(
     results = [_check(c, turns, metrics, termination_reason) for c in case.success_criteria]
     score = weighted_score(results)
     return Evaluation(score=score, pass_fail=score >= case.pass_threshold, results=results)
+
+
+async def evaluate_off_loop(
+    case: Case, turns: list[Turn], metrics: Metrics, termination_reason: str | None
+) -> Evaluation:
+    """``evaluate`` on the bookkeeping thread: a slow pattern does not hold the event loop."""
+    return await off_loop(evaluate, case, turns, metrics, termination_reason)
 
 
 def weighted_score(results: list[CriterionResult]) -> float:
@@ -61,7 +76,13 @@ def _check(
 def _check_pattern(criterion: Criterion, turns: list[Turn]) -> tuple[bool, str]:
     assert criterion.pattern is not None
     text = "\n".join(t.text for t in turns if t.role == criterion.role)
-    match = re.search(criterion.pattern, text, re.IGNORECASE)
+    try:
+        match = search(criterion.pattern, text, timeout_s=PATTERN_TIMEOUT_S)
+    except PatternTimeout as exc:
+        return False, (
+            f"{criterion.role}'s speech could not be checked: the search for {exc} "
+            "(the pattern backtracks catastrophically; rewrite it)"
+        )
     said = f"{criterion.role} said /{criterion.pattern}/"
     if criterion.must_match:
         if match:

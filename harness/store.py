@@ -4,7 +4,8 @@ Stage: the end of the flow.  The orchestrator saves a run when it starts (status
 ``running``) and again when it ends, so a run is never silently missing.  Writes
 go to a temporary file and are renamed into place, so a reader (or a crash)
 never sees half a ``run.json``.  The controller's database store (a later
-issue) implements the same small interface.
+issue) implements the same small interface.  ``read_run`` reads one run from
+wherever its ``run.json`` was copied.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from pydantic import ValidationError
+
 from harness.errors import RunNotFound
 from harness.models import Run
 from harness.offload import off_loop
 
-__all__ = ["RunNotFound", "RunSink", "RunStore"]
+__all__ = ["RunNotFound", "RunSink", "RunStore", "read_run"]
 
 
 class RunSink(Protocol):
@@ -27,6 +30,26 @@ class RunSink(Protocol):
     async def put(self, run: Run) -> None: ...
 
     def recording_path(self, run_id: str) -> Path: ...
+
+
+def read_run(path: Path) -> Run:
+    """The run in ``path``: a ``run.json`` (by any name) or a run folder holding one."""
+    file = path / "run.json" if path.is_dir() else path
+    if not file.is_file():
+        raise RunNotFound(
+            f"{path} is a folder with no run.json" if path.is_dir() else (f"no such file: {path}")
+        )
+    try:
+        return Run.model_validate_json(file.read_bytes())
+    except OSError as exc:
+        raise RunNotFound(f"cannot read {file}: {exc.strerror or exc}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise RunNotFound(
+            f"{file} is not a loopcall run ({exc.error_count()} problem(s); "
+            f"first: field '{where}': {first['msg']})"
+        ) from exc
 
 
 class RunStore:

@@ -46,6 +46,7 @@ from personas.brains import Brain, BrainError, Reply, ScriptedBrain
 from personas.services import OfflineSTTService, OfflineTTSService
 from personas.spec import CallerCase
 from personas.transport import CallTransport
+from runtime.tasks import spawn
 from telephony.base import Call, TelephonyError
 
 __all__ = ["PersonaBot", "Utterance"]
@@ -234,7 +235,7 @@ class PersonaBot:
         loop = asyncio.get_running_loop()
         self.finished: asyncio.Future[FinishReason] = loop.create_future()
         self.turns = PersonaTurns(
-            brain or ScriptedBrain.for_case(case),
+            brain or ScriptedBrain.for_case(case, on_event=on_event),
             response_gap_s=case.response_gap_ms / 1000.0,
             wait_for_greeting_s=case.wait_for_greeting_s,
             on_finished=self.finished,
@@ -275,7 +276,7 @@ class PersonaBot:
 
     async def start(self) -> None:
         await self._runner.add_workers(self._worker)
-        self._task = asyncio.create_task(self._runner.run())
+        self._task = spawn(self._runner.run(), name="persona-pipeline")
 
     async def stop(self) -> None:
         """Stop the pipeline at once (the call is over)."""

@@ -5,19 +5,36 @@ offline default is ``ScriptedBrain``: ordered lines, goal lines that fire when
 the agent's words match a pattern, and a goodbye.  ``LLMBrain``
 (``personas/llm_brain.py``) asks any OpenAI-compatible endpoint instead; a case
 picks one with ``brain: scripted | llm`` (``personas/factory.py``).
+
+A ``when:`` pattern is the case writer's regex, matched live beside the call's
+audio: it runs in a worker thread with a deadline (``runtime.patterns``), and a
+line whose pattern times out is skipped for the rest of the call, with a
+``script_line_skipped`` event saying so.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from personas.spec import CallerCase, ScriptLineSpec
+from runtime.patterns import FirstMatch, first_match, first_match_async
 
-__all__ = ["Brain", "BrainError", "FinishReason", "Reply", "ScriptedBrain"]
+__all__ = [
+    "WHEN_TIMEOUT_S",
+    "Brain",
+    "BrainError",
+    "EventFn",
+    "FinishReason",
+    "Reply",
+    "ScriptedBrain",
+]
 
 FinishReason = Literal["persona_goodbye", "max_turns"]
+EventFn = Callable[[str, str], None]  # (kind, detail): the run's timeline
+# The persona waits this long at most before answering; a sound pattern takes microseconds.
+WHEN_TIMEOUT_S = 0.2
 
 
 class BrainError(RuntimeError):
@@ -47,6 +64,8 @@ class ScriptedBrain:
     lines: list[ScriptLineSpec]
     goodbye_line: str
     max_turns: int
+    on_event: EventFn | None = None
+    when_timeout_s: float = WHEN_TIMEOUT_S
     turns_taken: int = 0
     _ordered: list[ScriptLineSpec] = field(default_factory=list)
     _goals: list[ScriptLineSpec] = field(default_factory=list)
@@ -56,29 +75,72 @@ class ScriptedBrain:
         self._goals = [line for line in self.lines if line.when is not None]
 
     @classmethod
-    def for_case(cls, case: CallerCase) -> ScriptedBrain:
-        return cls(lines=list(case.script), goodbye_line=case.goodbye, max_turns=case.max_turns)
+    def for_case(cls, case: CallerCase, *, on_event: EventFn | None = None) -> ScriptedBrain:
+        return cls(
+            lines=list(case.script),
+            goodbye_line=case.goodbye,
+            max_turns=case.max_turns,
+            on_event=on_event,
+        )
 
     async def next_reply(self, agent_said: str) -> Reply:
-        return self.next_line(agent_said)
+        """``next_line``, its patterns matched in a worker thread (the loop runs on)."""
+        if self._at_limit():
+            return self.goodbye("max_turns")
+        goals = list(self._goals)
+        found = await first_match_async(
+            [_when(goal) for goal in goals], agent_said, timeout_s=self.when_timeout_s
+        )
+        return self._pick(goals, found)
 
     def next_line(self, agent_said: str) -> Reply:
-        """The persona's next turn after the agent said ``agent_said``."""
-        if self.turns_taken >= self.max_turns - 1:
+        """The persona's next turn after the agent said ``agent_said``.
+
+        Blocks its thread while the patterns are matched (at most the deadline each).
+        """
+        if self._at_limit():
             return self.goodbye("max_turns")
-        for goal in self._goals:
-            if goal.when is not None and re.search(goal.when, agent_said, re.IGNORECASE):
-                self._goals.remove(goal)
-                self.turns_taken += 1
-                return _reply(goal)
+        goals = list(self._goals)
+        found = first_match(
+            [_when(goal) for goal in goals], agent_said, timeout_s=self.when_timeout_s
+        )
+        return self._pick(goals, found)
+
+    def _at_limit(self) -> bool:
+        return self.turns_taken >= self.max_turns - 1
+
+    def _pick(self, goals: list[ScriptLineSpec], found: FirstMatch) -> Reply:
+        for index in found.timed_out:
+            self._drop(goals[index])
+            if self.on_event is not None:
+                self.on_event(
+                    "script_line_skipped",
+                    f"when /{goals[index].when}/ timed out after "
+                    f"{self.when_timeout_s * 1000:.0f} ms on what the agent said; "
+                    "the line is skipped for the rest of the call",
+                )
+        if found.index is not None:
+            goal = goals[found.index]
+            self._drop(goal)
+            self.turns_taken += 1
+            return _reply(goal)
         if self._ordered:
             self.turns_taken += 1
             return _reply(self._ordered.pop(0))
         return self.goodbye("persona_goodbye")
 
+    def _drop(self, goal: ScriptLineSpec) -> None:
+        if goal in self._goals:  # a reply cancelled mid-search leaves the goals as they were
+            self._goals.remove(goal)
+
     def goodbye(self, reason: FinishReason) -> Reply:
         self.turns_taken += 1
         return Reply(self.goodbye_line, hang_up=True, reason=reason)
+
+
+def _when(line: ScriptLineSpec) -> str:
+    assert line.when is not None  # goals are the lines with a pattern
+    return line.when
 
 
 def _reply(line: ScriptLineSpec) -> Reply:

@@ -35,6 +35,7 @@ from audio.speech import Transcriber, get_transcriber, get_voice, lead_in
 from personas.bot import DTMF_GAP_S, HANGUP_TAIL_S, TRANSCRIPT_WAIT_S, FinishReason, Utterance
 from personas.brains import Brain, BrainError, Reply, ScriptedBrain
 from personas.spec import CallerCase
+from runtime.tasks import spawn
 from telephony.base import Call, TelephonyError
 
 __all__ = ["LeanBot", "needs_live_stt"]
@@ -69,7 +70,7 @@ class LeanBot:
     ) -> None:
         self.case = case
         self.call = call
-        self._brain = brain or ScriptedBrain.for_case(case)
+        self._brain = brain or ScriptedBrain.for_case(case, on_event=on_event)
         self._on_event = on_event or (lambda _kind, _detail: None)
         self._voice = get_voice(case.persona.voice)
         self._speed = case.persona.speaking_rate
@@ -223,7 +224,4 @@ class LeanBot:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return spawn(coro, owner=self._tasks)

@@ -35,6 +35,7 @@ from audio.g711 import ulaw_decode, ulaw_encode
 from refagent.core import Agent
 from refagent.playout import TapeReader, TapeTrack
 from refagent.turn_taker import TurnLogic
+from runtime.tasks import cancel_and_wait, spawn
 from telephony.pump import media_pump
 from telephony.sip.dialing import answer
 from telephony.sip.message import SipMessage
@@ -78,16 +79,13 @@ async def serve_light_media_stream(agent: Agent, websocket: WebSocket) -> None:
                 params = message["start"].get("customParameters") or {}
                 logic.run_id = params.get("loopcall_run_id")
                 reader = TapeReader(logic.tape, logic.clock, PHONE_FRAME)
-                sender = asyncio.create_task(_send_media(websocket, stream_sid, reader))
+                sender = spawn(_send_media(websocket, stream_sid, reader))
             elif event == "stop":
                 logger.info(f"reference agent: media stream {stream_sid} ended by the caller")
                 break
     finally:
         logic.close()
-        if sender is not None:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+        await cancel_and_wait(sender)
         if websocket.client_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 await websocket.close(1000)
@@ -142,7 +140,7 @@ class LightWebRTC:
         @pc.on("track")
         def _on_track(track: MediaStreamTrack) -> None:
             if track.kind == "audio":
-                task = asyncio.ensure_future(self._run(pc, logic, track, channels))
+                task = spawn(self._run(pc, logic, track, channels), name=f"call-{pc_id}")
                 self.calls[pc_id] = task
                 task.add_done_callback(lambda _t: self.calls.pop(pc_id, None))
 

@@ -40,6 +40,7 @@ from audio.resample import Downsampler, Upsampler
 from refagent.core import Agent
 from refagent.playout import TapeReader
 from refagent.turn_taker import TurnTaker
+from runtime.tasks import cancel_and_wait, spawn
 
 __all__ = ["serve_media_stream"]
 
@@ -87,7 +88,7 @@ async def serve_media_stream(agent: Agent, websocket: WebSocket) -> None:
     @transport.event_handler("on_client_connected")
     async def _on_connected(_transport: Any, _client: Any) -> None:
         nonlocal sender
-        sender = asyncio.create_task(
+        sender = spawn(
             _send_tape(websocket, stream_sid, TapeReader(turn_taker.tape, turn_taker.clock))
         )
 
@@ -101,10 +102,7 @@ async def serve_media_stream(agent: Agent, websocket: WebSocket) -> None:
     try:
         await runner.run()
     finally:
-        if sender is not None:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+        await cancel_and_wait(sender)
         if websocket.client_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 await websocket.close(1000)

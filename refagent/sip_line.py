@@ -29,6 +29,7 @@ from audio.resample import Downsampler, Upsampler
 from refagent.core import Agent
 from refagent.light import serve_light_sip
 from refagent.playout import TapeReader
+from runtime.tasks import cancel_and_wait, spawn
 from telephony.sip.dialing import answer
 from telephony.sip.digest import parse_challenge
 from telephony.sip.message import SipMessage
@@ -93,9 +94,7 @@ class SipLine:
                 )
             )
             return
-        task = asyncio.ensure_future(self._serve_safely(invite, peer))
-        self.calls.add(task)
-        task.add_done_callback(self.calls.discard)
+        spawn(self._serve_safely(invite, peer), owner=self.calls)
 
     def _authorized(self, invite: SipMessage) -> bool:
         """Check a digest ``Authorization`` (MD5, qop=auth) against our credentials."""
@@ -166,19 +165,14 @@ class SipLine:
             self.phone._spawn(worker.cancel())
 
         session.on_end = on_end
-        feeder = asyncio.ensure_future(_feed(worker, pending))
-        sender = asyncio.ensure_future(
-            _send_tape(rtp, TapeReader(turn_taker.tape, turn_taker.clock))
-        )
+        feeder = spawn(_feed(worker, pending))
+        sender = spawn(_send_tape(rtp, TapeReader(turn_taker.tape, turn_taker.clock)))
         runner = WorkerRunner(handle_sigint=False)
         await runner.add_workers(worker)
         try:
             await runner.run()
         finally:
-            for task in (feeder, sender):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(feeder, sender)
             if not session.ended:
                 await session.bye()
             self.phone.dialogs.pop(session.call_id, None)

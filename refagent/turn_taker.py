@@ -37,6 +37,7 @@ from audio.g711 import phone_band, ulaw_decode, ulaw_encode
 from audio.speech import Transcriber, Voice
 from refagent.playout import Clip, StreamClock, Tape
 from refagent.script import AgentScript, ScriptCursor
+from runtime.tasks import spawn
 
 __all__ = ["ECHO_HOLD_MS", "TimingLog", "TurnLogic", "TurnTaker", "TurnTakerConfig"]
 
@@ -236,9 +237,7 @@ class TurnLogic:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(coro, owner=self._tasks)
 
 
 class TurnTaker(FrameProcessor):

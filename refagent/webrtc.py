@@ -8,7 +8,6 @@ track is the turn taker's tape, read on the caller's clock (``playout.py``).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from loguru import logger
@@ -26,6 +25,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from refagent.core import Agent
 from refagent.playout import TapeTrack
+from runtime.tasks import spawn
 
 __all__ = ["PipecatWebRTC"]
 
@@ -47,9 +47,7 @@ class PipecatWebRTC:
         await self.handler.close()
 
     async def start_call(self, connection: SmallWebRTCConnection) -> None:
-        task = asyncio.create_task(self._run_call(connection))
-        self.agent.calls.add(task)
-        task.add_done_callback(self.agent.calls.discard)
+        spawn(self._run_call(connection), owner=self.agent.calls)
 
     async def _run_call(self, connection: SmallWebRTCConnection) -> None:
         transport = SmallWebRTCTransport(

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import uvicorn
 
+from runtime.tasks import spawn
+
 __all__ = ["EmbeddedServer", "serve_embedded"]
 
 
@@ -46,7 +48,7 @@ class EmbeddedServer:
             self.port = int(sock.getsockname()[1])
             config = uvicorn.Config(self.app, log_level="warning", lifespan=self.lifespan)
             self._server = _Server(config)
-            self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+            self._task = spawn(self._server.serve(sockets=[sock]), name="embedded-server")
         assert self.port is not None
         return self.port
 

@@ -31,6 +31,8 @@ from collections.abc import Callable
 
 from loguru import logger
 
+from runtime.tasks import spawn
+
 __all__ = ["FRAME_S", "MediaPump", "media_pump"]
 
 FRAME_S = 0.020
@@ -59,7 +61,7 @@ class MediaPump:
         self._next_id += 1
         self._handlers[self._next_id] = handler
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="media-pump")
+            self._task = spawn(self._run(), name="media-pump")
         return self._next_id
 
     def remove(self, handle: int) -> None:

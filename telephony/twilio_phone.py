@@ -38,6 +38,7 @@ from twilio.rest import Client
 
 from audio.g711 import ulaw_decode, ulaw_encode
 from audio.resample import Downsampler, Upsampler
+from runtime.tasks import cancel_and_wait, spawn
 from telephony.base import Call, CallStateError, ConnectError, Target
 from telephony.twilio_stream import LIVE_CALLS, FrameClock
 
@@ -393,13 +394,11 @@ class TwilioPhoneCall(Call):
         self.event("twilio_stream", f"{self.stream_sid} for call {self.call_sid}")
         self._streaming.set()
         self._progress.set()
-        sender = asyncio.ensure_future(self._send_loop(websocket))
+        sender = spawn(self._send_loop(websocket))
         try:
             await self._receive_loop(websocket)
         finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+            await cancel_and_wait(sender)
 
     async def _receive_loop(self, websocket: WebSocket) -> None:
         up = Upsampler()
@@ -493,6 +492,4 @@ class TwilioPhoneCall(Call):
             self.event("twilio_price", f"{resource.price} {resource.price_unit}")
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(coro, owner=self._tasks)

@@ -37,6 +37,7 @@ from loguru import logger
 
 from audio.g711 import ulaw_decode, ulaw_encode
 from audio.resample import Downsampler, Upsampler
+from runtime.tasks import spawn
 from telephony.base import Call, CallStateError, ConnectError, Target
 from telephony.pump import media_pump
 from telephony.ws_client import WsClient, WsHandshakeError, connect_ws
@@ -507,9 +508,7 @@ class MediaStreamLeg:
             self._ws.send_text(self._message("mark", mark={"name": name}))
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(coro, owner=self._tasks)
 
 
 class TwilioStreamCall(Call):
@@ -584,7 +583,7 @@ class TwilioStreamCall(Call):
         """The agent ended the call out of band (its REST hang-up)."""
         if self.state == "connected":
             self._mark_ended("remote_hangup", detail)
-            self._closing = asyncio.ensure_future(self.leg.close())
+            self._closing = spawn(self.leg.close(), name="twilio-stream-close")
 
     def _on_leg_end(self, detail: str, abnormal: bool) -> None:
         self._mark_ended("transport_failed" if abnormal else "remote_hangup", detail)

@@ -30,6 +30,7 @@ import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from runtime.tasks import spawn
 from telephony.base import Call, CallStateError, ConnectError, Target
 from telephony.loopback import loopback_ice
 from telephony.wire_stamps import WireStamps
@@ -270,9 +271,7 @@ class WebRTCCall(Call):
         return isinstance(inner, dict) and inner.get("type") == "peerLeft"
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(coro, owner=self._tasks)
 
 
 async def _first(*aws: Any) -> tuple[set[asyncio.Future[Any]], set[asyncio.Future[Any]]]:

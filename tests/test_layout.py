@@ -2,7 +2,8 @@
 
 The layers, bottom to top (``README.md``'s architecture picture):
 
-    audio                      primitives: speech edges, endpointer, G.711, resampling, TTS, STT
+    audio | runtime            primitives: speech edges, endpointer, G.711, resampling, TTS, STT |
+                               owned background tasks, user regexes with a deadline
     telephony                  how audio reaches the agent: the Call interface, a module per channel
     personas | refagent        who calls | the agents loopcall ships (reference agent, oracle, echo)
     harness.models ...         the Run contract, errors, the loop monitor
@@ -25,12 +26,13 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("audio", "telephony", "personas", "refagent", "harness")
+PACKAGES = ("audio", "runtime", "telephony", "personas", "refagent", "harness")
 MAX_LINES = 400
 # Layer of each group (a group is a top-level package, or a harness sub-package or
 # module); a module may import only from its own group or from a lower layer.
 LAYERS = {
     "audio": 0,
+    "runtime": 0,
     "telephony": 1,
     "personas": 2,
     "refagent": 2,

@@ -609,6 +609,28 @@ def test_cekura_overall_evaluation_metrics() -> None:
     assert outcome["value"] == 50.0  # (100 + 50 + 0) / 3
 
 
+def test_cekura_pools_only_the_turns_the_runs_vouch_for() -> None:
+    # A turn measured while the harness ran late is degraded: the run's own latency
+    # figure leaves it out, and so must the pooled p50 across runs.
+    late = Turn(
+        role="agent", text="Sorry?", start_ms=14_000, end_ms=15_000, latency_ms=4000, degraded=True
+    )
+    persona = Turn(role="persona", text="Hello?", start_ms=10_000, end_ms=10_000 + 3_000)
+    stalled = completed_run(turns=[*TURNS, persona, late])
+    runs = [stalled, below_threshold_run()]
+    overall = to_cekura_result(runs)["overall_evaluation"]
+    # vouched for: 690 and 910; with the degraded 4000 ms turn the median would be 910
+    assert overall["metric_summary"]["latency"]["p50"] == 800
+    assert overall["metric_summary"]["latency"]["score"] == 800
+    numeric = {m["name"]: m for m in overall["numeric_metrics"]}
+    assert numeric["Latency"]["value"] == 800
+    assert "degraded" in overall["metric_summary"]["latency"]["explanation"]
+    # ... consistently with each run's own figure (made without the degraded turn)
+    one = to_cekura_result([stalled])["runs"][stalled.id]
+    latency = next(m for m in one["evaluation"]["metrics"] if m["id"] == "latency")
+    assert latency["score"] == stalled.metrics.latency_ms.p50 == 690
+
+
 def test_cekura_failed_reasons_group_criteria_and_errors() -> None:
     runs = [*suite_runs(), below_threshold_run()]
     reasons = to_cekura_result(runs)["failed_reasons"]

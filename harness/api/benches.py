@@ -33,15 +33,16 @@ from pydantic import (
 from harness.api.bodies import body_error
 from harness.api.deps import CatalogueDep, SecretBoxDep, SettingsDep
 from harness.api.pages import Page, PageDep, page_of
-from harness.api.plan import RunCreate, check_target, plan_runs
+from harness.api.plan import InlineCase, RunCreate, check_target, plan_runs
 from harness.api.reach import AgentUnavailable, reach_agent
 from harness.api.runs import _check_hosts
 from harness.bench.models import BenchConfig, BenchReport
 from harness.bench.report import write_report
 from harness.bench.runner import run_bench
-from harness.models import Case, utcnow
+from harness.models import utcnow
 from harness.orchestrator import RunOptions
 from harness.store import RunSink
+from runtime.tasks import cancel_and_wait, spawn
 from telephony import TARGET_PATTERN, DialOptions, parse_target
 
 __all__ = ["BenchManager", "router"]
@@ -57,7 +58,9 @@ class BenchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     case_id: str | None = Field(default=None, max_length=64, description="a stored case")
-    case: Case | None = Field(default=None, validate_default=True, description="a case inline")
+    case: InlineCase | None = Field(
+        default=None, validate_default=True, description="a case inline (as POST /runs takes it)"
+    )
     target: str | None = Field(default=None, pattern=TARGET_PATTERN, max_length=2048)
     agent_id: str | None = Field(default=None, max_length=64, validate_default=True)
     calls: int | None = Field(default=None, ge=1, le=1000, description="calls per level")
@@ -75,7 +78,7 @@ class BenchCreate(BaseModel):
 
     @field_validator("case")
     @classmethod
-    def _one_case(cls, value: Case | None, info: ValidationInfo) -> Case | None:
+    def _one_case(cls, value: InlineCase | None, info: ValidationInfo) -> InlineCase | None:
         if (value is None) == (info.data.get("case_id") is None):
             raise ValueError("give one of 'case' (inline) or 'case_id'")
         return value
@@ -168,20 +171,20 @@ class BenchManager:
                 report = self.get(bench_id)
                 report.status, report.error, report.ended_at = "cancelled", "cancelled", utcnow()
                 raise
+            except Exception as exc:  # logged by spawn; the report says so too
+                report = self.get(bench_id)
+                report.status, report.error, report.ended_at = "failed", str(exc), utcnow()
+                raise
             finally:
                 write_report(report, directory)
                 self.tasks.pop(bench_id, None)
                 logger.info(f"bench {bench_id}: {report.status}")
 
-        self.tasks[bench_id] = asyncio.create_task(bench(), name=f"bench-{bench_id[:8]}")
+        self.tasks[bench_id] = spawn(bench(), name=f"bench-{bench_id[:8]}")
         return first
 
     async def cancel(self, bench_id: str) -> None:
-        task = self.tasks.get(bench_id)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self.tasks.get(bench_id))
 
     async def close(self) -> None:
         for bench_id in list(self.tasks):

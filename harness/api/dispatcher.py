@@ -26,6 +26,7 @@ from harness.db.secrets import SecretBox
 from harness.models import Run, utcnow
 from harness.orchestrator import EchoCalibrator, ProgressFn, RunOptions, run_case
 from harness.redact import ScrubbingSink, scrub, scrub_text
+from runtime.tasks import spawn
 
 __all__ = ["Dispatcher"]
 
@@ -71,8 +72,7 @@ class Dispatcher:
 
     async def start(self) -> None:
         self._workers = [
-            asyncio.create_task(self._work(), name=f"loopcall-worker-{i}")
-            for i in range(self._concurrency)
+            spawn(self._work(), name=f"loopcall-worker-{i}") for i in range(self._concurrency)
         ]
 
     async def stop(self) -> None:

@@ -1,18 +1,21 @@
 """``POST /runs``'s body, and how it becomes the list of runs to create.
 
-A request names what to run (an inline ``case`` or ``suite``, a stored
+A request names what to run (an inline ``case`` or ``suite``, whose persona may
+be a library persona by name as in a case file, or a stored
 ``case_id`` or a stored ``suite_id``) and whom to call (a ``target`` URL, a stored ``agent_id``,
 or else each case's default agent, or its suite's).  ``plan_runs`` resolves the
 references into self-contained snapshots (case with its persona, the agent's
 address) so a run never changes when the catalogue does; every unknown
-reference is a 422 naming the field.
+reference is a 422 naming the field, and so is a case regex that backtracks
+catastrophically on a probe (``harness.cases.pattern_problems``, in a thread).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
@@ -27,14 +30,17 @@ from pydantic import (
 
 from harness.api.bodies import body_error
 from harness.api.cases import case_snapshot, personas_of
+from harness.cases import pattern_problems, resolve_persona
 from harness.db.resources import Catalogue
 from harness.db.tables import AgentRow, CaseRow
-from harness.errors import ResourceNotFound
+from harness.errors import CaseFileError, ResourceNotFound
 from harness.models import Case, Persona, Suite
 from telephony import TARGET_PATTERN, TargetError, parse_target
 
 __all__ = [
     "MAX_RUNS_PER_REQUEST",
+    "InlineCase",
+    "InlineSuite",
     "check_target",
     "PersonaOverride",
     "PlannedRun",
@@ -62,6 +68,30 @@ class PersonaOverride(BaseModel):
     speaking_rate: float | None = Field(default=None, gt=0.25, le=4.0)
 
 
+class InlineCase(Case):
+    """A case in a request body, read as a case file is: ``persona`` may name a library
+    persona (``"busy_professional"``), or ``{use: name, ...overrides}``."""
+
+    persona: Persona = Field(
+        description="a persona inline, or the name of one in the library "
+        '(e.g. "busy_professional"), or {"use": name, ...fields to override}'
+    )
+
+    @field_validator("persona", mode="before")
+    @classmethod
+    def _library_persona(cls, value: Any) -> Any:
+        try:
+            return resolve_persona(value)
+        except CaseFileError as exc:
+            raise ValueError(str(exc)) from exc
+
+
+class InlineSuite(Suite):
+    """A suite in a request body: its cases as ``InlineCase``."""
+
+    cases: list[InlineCase] = Field(min_length=1)  # type: ignore[assignment]
+
+
 class RunCreate(BaseModel):
     """``POST /runs``: what to run (a case, a stored case or a stored suite), whom to call
     (a target URL or a stored agent), how often and how many at once."""
@@ -72,11 +102,11 @@ class RunCreate(BaseModel):
     suite_id: str | None = Field(
         default=None, max_length=64, description="a stored suite: every case in it"
     )
-    suite: Suite | None = Field(
+    suite: InlineSuite | None = Field(
         default=None, description="a suite given inline (name and cases), as in a suite file"
     )
     # After the others, so its validator sees them (and its errors say "case").
-    case: Case | None = Field(
+    case: InlineCase | None = Field(
         default=None, validate_default=True, description="a case given inline"
     )
     target: str | None = Field(
@@ -169,7 +199,8 @@ async def plan_runs(body: RunCreate, catalogue: Catalogue) -> RunPlan:
     """The runs ``body`` asks for, every reference resolved (or a 422 naming the field)."""
     suite_id = suite_name = None
     suite_agent: str | None = None
-    inline = [body.case] if body.case is not None else body.suite.cases if body.suite else []
+    given = [body.case] if body.case is not None else body.suite.cases if body.suite else []
+    inline = [Case.model_validate(dict(case)) for case in given]  # plain cases, as stored
     if inline:
         rows: list[CaseRow] = []
         cases: list[tuple[Case, str | None, str | None, str | None]] = [
@@ -192,6 +223,8 @@ async def plan_runs(body: RunCreate, catalogue: Catalogue) -> RunPlan:
         cases = [
             (case_snapshot(row, personas), row.id, row.agent_id, row.persona_id) for row in rows
         ]
+
+    await _check_patterns(body, cases)
 
     persona: Persona | None = None
     if body.persona_id is not None:
@@ -240,6 +273,26 @@ async def plan_runs(body: RunCreate, catalogue: Catalogue) -> RunPlan:
             body.frequency,
         )
     return RunPlan(items=items, suite_id=suite_id, suite_name=suite_name)
+
+
+async def _check_patterns(
+    body: RunCreate, cases: list[tuple[Case, str | None, str | None, str | None]]
+) -> None:
+    """A 422 naming each case regex that would run into its deadline."""
+    errors: list[dict[str, Any]] = []
+    for i, (case, case_id, _agent, _persona) in enumerate(cases):
+        for where, problem in await asyncio.to_thread(pattern_problems, case):
+            if body.case is not None:
+                loc: tuple[str | int, ...] = ("case", *where)
+            elif body.suite is not None:
+                loc = ("suite", "cases", i, *where)
+            else:
+                loc = ("case_id",) if body.case_id else ("suite_id",)
+                path = ".".join(str(part) for part in where)
+                problem = f"case {case_id or case.name!r}: field '{path}': {problem}"
+            errors.append({"loc": ("body", *loc), "type": "value_error", "msg": problem})
+    if errors:
+        raise RequestValidationError(errors)
 
 
 def _override(case: Case, override: PersonaOverride | None) -> Case:

@@ -19,6 +19,7 @@ import aiohttp
 from loguru import logger
 
 from harness.models import Run
+from runtime.tasks import spawn
 
 __all__ = ["SIGNATURE_HEADER", "WebhookSender", "sign", "verify"]
 
@@ -52,9 +53,7 @@ class WebhookSender:
         self._session: aiohttp.ClientSession | None = None
 
     def send(self, url: str, run: Run) -> None:
-        task = asyncio.create_task(self._deliver(url, run))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(self._deliver(url, run), name=f"webhook-{run.id[:8]}", owner=self._tasks)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -29,7 +29,7 @@ from harness.models import Run
 from harness.monitor import loop_monitor, process_cpu_s, rss_mb
 from harness.orchestrator import CALL_OVER, RunOptions, run_case
 from harness.recording import Recording
-from harness.scoring import evaluate
+from harness.scoring import evaluate_off_loop
 from harness.store import RunSink
 from telephony import DialOptions
 
@@ -248,5 +248,7 @@ async def _transcribe(run: Run, store: RunSink) -> None:
         logger.warning(f"bench: run {run.id}: cannot read its recording: {exc}")
         return
     await transcribe_agent_turns(run.turns, recording, get_transcriber())
-    run.evaluation = evaluate(run.case, run.turns, run.metrics, run.termination_reason)
+    run.evaluation = await evaluate_off_loop(
+        run.case, run.turns, run.metrics, run.termination_reason
+    )
     await store.put(run)

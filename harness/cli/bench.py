@@ -36,6 +36,7 @@ from harness.cli.common import (
 )
 from harness.cli.processes import start_agent_process, stop_process
 from harness.models import Case
+from runtime.tasks import cancel_and_wait, spawn
 from telephony import parse_target, uses_twilio
 
 __all__ = ["add_parser", "execute", "parse_levels"]
@@ -262,11 +263,11 @@ async def _bench_locally(
                     agent_timing_log=timing_log if agent is not None else None,
                 )
             )
-            refresher = asyncio.ensure_future(display.refresh_every(1.0))
+            refresher = spawn(display.refresh_every(1.0), name="bench-display")
             try:
                 report = await task
             finally:
-                refresher.cancel()
+                await cancel_and_wait(refresher)
         write_report(report, out)
         return report
 

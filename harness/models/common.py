@@ -5,11 +5,11 @@ Part of the contract (``harness.models``); imports nothing of ours.
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
+import regex
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
 __all__ = [
@@ -52,9 +52,10 @@ def new_run_id() -> str:
 
 
 def _compiles(value: str) -> str:
+    # The engine that runs case patterns (``runtime.patterns``), with its flags.
     try:
-        re.compile(value)
-    except re.error as exc:
+        regex.compile(value, regex.IGNORECASE)
+    except regex.error as exc:
         raise ValueError(f"invalid regex {value!r}: {exc}") from exc
     return value
 

@@ -13,7 +13,6 @@ own latency.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ import numpy as np
 from audio.edges import detect_speech
 from harness.recording import Recorder
 from refagent.echo import ECHO_HOLD_MS, EchoEndpoint
+from runtime.tasks import cancel_and_wait, spawn
 from telephony import Call, CallSetup, ConnectError, Target, open_call
 
 __all__ = ["Calibration", "EchoCalibrator"]
@@ -127,14 +127,11 @@ class _Reader:
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> _Reader:
-        self._task = asyncio.create_task(self._run())
+        self._task = spawn(self._run(), name="calibration-reader")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while (pcm := await self._call.recv_audio()) is not None:

@@ -27,7 +27,7 @@ from harness.offload import off_loop
 from harness.orchestrator.calibration import Calibration, EchoCalibrator
 from harness.orchestrator.options import CALL_OVER, ProgressFn, RunOptions
 from harness.recording import Recorder
-from harness.scoring import evaluate
+from harness.scoring import evaluate_off_loop
 from harness.store import RunSink
 from personas.bot import PersonaBot
 from personas.brains import Brain, BrainError
@@ -144,7 +144,7 @@ class _Execution:
         try:
             target = parse_target(run.target)
             run.channel = target.channel
-            brain = make_brain(run.case, self.options.llm)
+            brain = make_brain(run.case, self.options.llm, on_event=self.event)
             if self.options.calibration is not None:
                 self._use_calibration(self.options.calibration, "measured before the run")
             elif self.options.calibrate:
@@ -269,7 +269,9 @@ class _Execution:
         except Exception as exc:  # analysis trouble must not lose the run
             logger.exception(f"run {run.id}: analysis failed")
             run.error = (run.error + "; " if run.error else "") + f"analysis failed: {exc}"
-        run.evaluation = evaluate(run.case, run.turns, run.metrics, run.termination_reason)
+        run.evaluation = await evaluate_off_loop(
+            run.case, run.turns, run.metrics, run.termination_reason
+        )
         await self.store.put(run)
         self.progress(run, "stored")
         if self._pending_cancel:

@@ -10,8 +10,9 @@ single run renders as a result of one run.  Decisions a reader should know:
   none) is a ``binary_qualitative`` metric scored 100/0 per run; its summary
   score is the percentage of evaluated runs that passed it.
 * Latency and time to first audio are ``numeric`` metrics.  Per run, latency is
-  the run's own ``metrics.latency_ms``; across runs, p50 is the median of every
-  agent turn's ``latency_ms`` in every run (the samples are pooled).
+  the run's own ``metrics.latency_ms``; across runs, p50 is the median of the
+  pooled agent turns the runs vouch for: a ``degraded`` turn (measured while the
+  harness ran late) is left out, as it is of each run's own figure.
 * Counts: ``success`` = passed, ``failed`` = finished but not passed (failed,
   cancelled, or completed below the threshold), so success + failed = finished
   runs; ``success_rate`` = success / finished (0.0 while none has finished), and
@@ -30,7 +31,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from harness.models import Criterion, Run
+from harness.models import Criterion, Run, Turn
 
 __all__ = ["to_cekura_result"]
 
@@ -198,7 +199,7 @@ def _numeric_metric(
 def _overall(
     runs: list[Run], metric_ids: dict[str, tuple[str, Criterion]], success_rate: float
 ) -> dict[str, Any]:
-    latency_p50 = _median([t.latency_ms for r in runs for t in r.turns if t.latency_ms is not None])
+    latency_p50 = _median([ms for r in runs for ms in _vouched(r.turns)])
     ttfa_p50 = _median([r.metrics.time_to_first_audio_ms for r in runs])
     summary: dict[str, dict[str, Any]] = {
         "latency": {
@@ -206,7 +207,10 @@ def _overall(
             "name": "Latency",
             "type": "numeric",
             "score": latency_p50,
-            "explanation": "median agent response latency over every turn of every run, in ms",
+            "explanation": (
+                "median agent response latency over the turns of every run, in ms "
+                "(degraded turns, measured while the harness ran late, left out)"
+            ),
             "function_name": "latency_ms",
             "p50": latency_p50,
         },
@@ -271,6 +275,11 @@ def _overall(
             },
         ],
     }
+
+
+def _vouched(turns: Sequence[Turn]) -> list[float]:
+    """The latencies a run vouches for: ``harness.analysis.vouched_latencies``'s rule."""
+    return [t.latency_ms for t in turns if t.latency_ms is not None and not t.degraded]
 
 
 def _summary_numeric(name: str, p50: float | None) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from loguru import logger
 
 from audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from audio.resample import Downsampler, Upsampler
+from runtime.tasks import spawn
 from telephony.base import Call, CallStateError, ConnectError, Target
 from telephony.pump import media_pump
 from telephony.sip.dialing import DialRequest, answer, dial
@@ -371,6 +372,4 @@ class SipCall(Call):
             self.on_event(kind, detail)
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(coro, owner=self._tasks)

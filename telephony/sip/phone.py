@@ -32,6 +32,7 @@ from typing import Any, Protocol, TypeVar
 
 from loguru import logger
 
+from runtime.tasks import spawn
 from telephony.sip.message import SipMessage, SipParseError, new_branch, new_tag
 from telephony.sip.transaction import (
     T1,
@@ -430,7 +431,4 @@ class SipPhone:
                 )
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return spawn(coro, owner=self._tasks)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from loguru import logger
 
+from runtime.tasks import spawn
 from telephony.sip.message import SipMessage, SipParseError, parse_message, split_stream
 
 __all__ = ["Peer", "SipTransport", "TransportClosed", "local_address_for"]
@@ -204,9 +205,7 @@ class SipTransport:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer
     ) -> None:
         self._streams[peer.addr] = writer
-        task = asyncio.ensure_future(self._read_stream(reader, writer, peer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(self._read_stream(reader, writer, peer), owner=self._tasks)
 
     async def _read_stream(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer

@@ -22,6 +22,7 @@ from fastapi import Request
 from loguru import logger
 from starlette.datastructures import FormData
 
+from runtime.tasks import spawn
 from telephony.twilio_emulator.bridge import bridge
 from telephony.twilio_emulator.calls import (
     FINAL_STATUSES,
@@ -266,15 +267,7 @@ class Switchboard:
     # ------------------------------------------------------------------ lifecycle
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.opt(exception=task.exception()).error("twilio emulator: a task failed")
+        return spawn(coro, owner=self._tasks)
 
     async def aclose(self) -> None:
         """Stop every call: cancel their progress and callbacks, close their media streams."""
