@@ -20,11 +20,11 @@ from audio.edges import Segment, detect_speech
 from harness.analysis.health import DEFAULT_LAG_BOUND_MS, assess
 from harness.analysis.transcript import SaidLine, persona_texts, transcribe_agent_turns
 from harness.analysis.turns import build_turns, latency_summary
-from harness.models import Metrics, Turn
+from harness.models import Metrics, Turn, vouched_latencies
 from harness.monitor import LagWindow
 from harness.recording import Recording
 
-__all__ = ["CallHealth", "SaidLine", "analyse", "transcribe_agent_turns", "vouched_latencies"]
+__all__ = ["CallHealth", "SaidLine", "analyse", "transcribe_agent_turns"]
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,6 @@ class CallHealth:
     bound_ms: float = DEFAULT_LAG_BOUND_MS
     kernel_stamped: bool = False
     drops: Sequence[tuple[float, float]] = ()
-
-
-def vouched_latencies(turns: Sequence[Turn]) -> list[float]:
-    """The agent latencies the harness vouches for (not degraded)."""
-    return [t.latency_ms for t in turns if t.latency_ms is not None and not t.degraded]
 
 
 def analyse(

@@ -25,7 +25,7 @@ from audio.speech import get_transcriber
 from harness.analysis import transcribe_agent_turns
 from harness.bench.models import BenchConfig, BenchLevel, BenchReport
 from harness.bench.stats import CallSpan, LevelSamples, agent_account, bench_call, summarize_level
-from harness.models import Run
+from harness.models import Run, vouched_latencies
 from harness.monitor import loop_monitor, process_cpu_s, rss_mb
 from harness.orchestrator import CALL_OVER, RunOptions, run_case
 from harness.recording import Recording
@@ -176,9 +176,7 @@ async def run_level(
             task.cancel()
         spans.append(CallSpan(run, i, t0, t1))
         state.failed += run.status == "failed"
-        state.latencies.extend(
-            t.latency_ms for t in run.turns if t.latency_ms is not None and not t.degraded
-        )
+        state.latencies.extend(vouched_latencies(run.turns))
 
     sampler = asyncio.ensure_future(sample_rss())
     tasks = [asyncio.ensure_future(one(i)) for i in range(calls)]

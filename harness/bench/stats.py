@@ -24,7 +24,7 @@ from harness.bench.models import (
     BenchTurn,
     OracleError,
 )
-from harness.models import Run
+from harness.models import Run, vouched_latencies
 
 __all__ = [
     "DEGRADED_TURN_SHARE",
@@ -225,7 +225,7 @@ def summarize_level(
     agent_turns = [
         t for r in runs for t in r.turns if t.role == "agent" and t.latency_ms is not None
     ]
-    trusted = [t.latency_ms for t in agent_turns if not t.degraded and t.latency_ms is not None]
+    trusted = vouched_latencies(agent_turns)
     degraded_turns = sum(1 for t in agent_turns if t.degraded)
     ttfa = [
         r.metrics.time_to_first_audio_ms

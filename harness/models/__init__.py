@@ -37,6 +37,7 @@ from harness.models.run import (
     Metrics,
     Run,
     Turn,
+    vouched_latencies,
 )
 
 __all__ = [
@@ -62,4 +63,5 @@ __all__ = [
     "TurnCountCheck",
     "new_run_id",
     "utcnow",
+    "vouched_latencies",
 ]

@@ -6,6 +6,7 @@ into one of these records; the peer views (``harness/views``) read them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from pydantic import BaseModel, Field
@@ -22,6 +23,7 @@ __all__ = [
     "Metrics",
     "Run",
     "Turn",
+    "vouched_latencies",
 ]
 
 
@@ -41,6 +43,15 @@ class Turn(BaseModel):
         description="The harness's event loop ran later than its bound while this turn's "
         "latency was measured: the figure is kept but not counted as the agent's latency.",
     )
+
+
+def vouched_latencies(turns: Sequence[Turn]) -> list[float]:
+    """The agent latencies the harness vouches for: measured, and not ``degraded``.
+
+    Every figure that summarises latency (a run's ``metrics.latency_ms``, its
+    latency criteria, a bench level, the peers' views) counts these and no others.
+    """
+    return [t.latency_ms for t in turns if t.latency_ms is not None and not t.degraded]
 
 
 class LatencySummary(BaseModel):

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from harness.models import Criterion, Run, Turn
+from harness.models import Criterion, Run, vouched_latencies
 
 __all__ = ["to_cekura_result"]
 
@@ -199,7 +199,7 @@ def _numeric_metric(
 def _overall(
     runs: list[Run], metric_ids: dict[str, tuple[str, Criterion]], success_rate: float
 ) -> dict[str, Any]:
-    latency_p50 = _median([ms for r in runs for ms in _vouched(r.turns)])
+    latency_p50 = _median([ms for r in runs for ms in vouched_latencies(r.turns)])
     ttfa_p50 = _median([r.metrics.time_to_first_audio_ms for r in runs])
     summary: dict[str, dict[str, Any]] = {
         "latency": {
@@ -275,11 +275,6 @@ def _overall(
             },
         ],
     }
-
-
-def _vouched(turns: Sequence[Turn]) -> list[float]:
-    """The latencies a run vouches for: ``harness.analysis.vouched_latencies``'s rule."""
-    return [t.latency_ms for t in turns if t.latency_ms is not None and not t.degraded]
 
 
 def _summary_numeric(name: str, p50: float | None) -> dict[str, Any]:
