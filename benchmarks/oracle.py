@@ -34,10 +34,9 @@ import numpy as np
 from fastapi import FastAPI
 from loguru import logger
 
-from harness.orchestrator import EchoCalibrator
 from harness.cases import load_cases
 from harness.cli import start_agent_process
-from harness.orchestrator import RunOptions, run_case
+from harness.orchestrator import EchoCalibrator, RunOptions, run_case
 from harness.store import RunStore
 from refagent.script import DENTAL_SCRIPT
 from telephony.embedded import serve_embedded

@@ -51,7 +51,6 @@ class PipecatWebRTC:
         self.agent.calls.add(task)
         task.add_done_callback(self.agent.calls.discard)
 
-
     async def _run_call(self, connection: SmallWebRTCConnection) -> None:
         transport = SmallWebRTCTransport(
             webrtc_connection=connection,

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from dental import agent_wer, booking_case
 
-from harness.orchestrator import EchoCalibrator
-from harness.orchestrator import RunOptions, run_case
+from harness.orchestrator import EchoCalibrator, RunOptions, run_case
 from harness.store import RunStore
 
 pytestmark = pytest.mark.e2e

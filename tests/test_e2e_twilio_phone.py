@@ -24,10 +24,9 @@ from dental import booking_case
 from fastapi import FastAPI
 from twilio.request_validator import RequestValidator
 
-from harness.orchestrator import EchoCalibrator
 from harness.cli import start_agent_process
 from harness.models import Run
-from harness.orchestrator import RunOptions, run_case
+from harness.orchestrator import EchoCalibrator, RunOptions, run_case
 from harness.store import RunStore
 from telephony.embedded import serve_embedded
 from telephony.twilio_phone import TwilioAccount, TwilioGateway, connect_twiml

@@ -19,10 +19,9 @@ import pytest
 import yaml
 from dental import EXAMPLES, agent_wer, booking_case
 
-from harness.orchestrator import EchoCalibrator
 from harness.cases import load_cases
 from harness.models import Run
-from harness.orchestrator import RunOptions, run_case
+from harness.orchestrator import EchoCalibrator, RunOptions, run_case
 from harness.store import RunStore
 
 pytestmark = pytest.mark.e2e

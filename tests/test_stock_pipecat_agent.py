@@ -34,9 +34,8 @@ from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 from pipecat.workers.runner import WorkerRunner
 
 from audio.speech import get_transcriber, get_voice
-from harness.orchestrator import EchoCalibrator
 from harness.models import Case, Criterion, Persona
-from harness.orchestrator import RunOptions, run_case
+from harness.orchestrator import EchoCalibrator, RunOptions, run_case
 from harness.store import RunStore
 from personas.services import OfflineSTTService, OfflineTTSService
 from telephony.loopback import loopback_ice

@@ -24,6 +24,7 @@ __all__ = [
     "TurnCountCheck",
 ]
 
+
 class Persona(Strict):
     """Who calls: Yappr's persona fields plus the voice the caller speaks with."""
 

@@ -24,6 +24,7 @@ __all__ = [
     "Turn",
 ]
 
+
 class Turn(BaseModel):
     """One speaker's stretch of speech, timed on the recording from call start."""
 
