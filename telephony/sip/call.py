@@ -221,7 +221,12 @@ class SipCall(Call):
         self._adopt(phone, self.session)
 
     async def _open_rtp(self, host: str) -> RtpSession:
-        self.rtp = RtpSession(local_host=host, on_audio=self._on_rtp_audio, on_dtmf=self._on_dtmf)
+        self.rtp = RtpSession(
+            local_host=host,
+            on_audio=self._on_rtp_audio,
+            on_dtmf=self._on_dtmf,
+            on_rejected=self._on_rtp_rejected,
+        )
         await self.rtp.open()
         return self.rtp
 
@@ -245,6 +250,15 @@ class SipCall(Call):
 
     def _on_dtmf(self, digit: str) -> None:
         self._event("dtmf_received", digit)
+
+    def _on_rtp_rejected(self, addr: tuple[str, int], ssrc: int) -> None:
+        source = self.rtp.source if self.rtp is not None else None
+        latched = f"{source[0]}:{source[1]}" if source else "the agent's source"
+        self._event(
+            "sip_rtp_rejected",
+            f"ignored RTP from {addr[0]}:{addr[1]} (SSRC {ssrc:#010x}): "
+            f"the call's media is latched to {latched}",
+        )
 
     # Arrival times are the kernel's (SO_TIMESTAMPNS): a busy event loop does not move them.
     kernel_stamped = True
@@ -340,7 +354,8 @@ class SipCall(Call):
         s = self.rtp.stats
         return (
             f"RTP sent {s.sent}, received {s.received}, lost {s.lost}, late {s.late}, "
-            f"duplicates {s.duplicates}, reordered {s.reordered}, malformed {s.malformed}; "
+            f"duplicates {s.duplicates}, reordered {s.reordered}, malformed {s.malformed}, "
+            f"from other sources (rejected) {s.rejected}; "
             f"early-media packets {self.early_packets}; "
             f"stale audio dropped {self.playout.dropped_s * 1000:.0f} ms"
         )

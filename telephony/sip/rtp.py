@@ -8,15 +8,42 @@ packet in its place.  Packets from the peer are put back in sequence order by a
 small reorder buffer (``JitterBuffer``: no added delay while nothing is out of
 order), decoded and handed to ``on_audio(pcm8k, arrival_time)`` with the time
 the packet reached the socket (the kernel's receive timestamp); key presses go
-to ``on_dtmf`` once each.  RTP is symmetric: we send from the socket we receive
-on, to wherever the peer's packets come from (latching, for peers behind NAT).
-No RTCP is sent; RTCP muxed onto the port is ignored.
+to ``on_dtmf`` once each.  No RTCP is sent; RTCP muxed onto the port is ignored.
+
+Where RTP goes, and whose RTP is heard (symmetric RTP, RFC 4961; latching as
+SBCs do it, RFC 7362):
+
+* We send from the socket we receive on.  Each new SDP from the peer (the
+  answer, early media's 183, a re-INVITE that moves the media: ``set_remote``)
+  names where to send, and opens *learning*: the next RTP packet that arrives
+  decides the peer's source, and from then on we send to where it came from
+  (a peer behind NAT sends from another address than its SDP says).
+* A source learned at the SDP's address is latched for good.  One learned
+  elsewhere (NAT) is latched until a packet comes from the SDP's address, which
+  then takes over: the signalled address wins a race with a stray sender, or
+  with the packets still in flight from the old address after a re-INVITE.
+* Once latched, a packet from any other address is rejected whatever its SSRC:
+  not played, not counted as the peer's media (the RTP inactivity timeout still
+  runs), and never moves our outgoing RTP.  It is counted (``stats.rejected``)
+  and the first packet of each such source is reported to ``on_rejected``.
+  RFC 3550 section 8.2 treats a known SSRC from a new address the same way
+  (discard: a collision or a loop), and SBCs with strict latching accept only
+  the latched address/port once media has flowed.
+* A new SSRC from the latched address is the same peer starting a new stream
+  (RFC 3550 8.2 lets a source change its SSRC; a PBX re-originates media after
+  a transfer or an announcement): it is played, the reorder buffer starts over,
+  and where we send does not change.
+* There is no re-latching on silence or a timer: a peer that moves its media
+  says so with a re-INVITE (new SDP), and a source that falls silent ends the
+  call by the inactivity timeout.  An SDP that names the address already in use
+  (a session refresh, a codec change) keeps the latch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import secrets
 import socket
 import struct
@@ -64,6 +91,9 @@ SILENT_PAYLOAD = {pt: encode(SILENT_FRAME) for pt, encode in _ENCODERS.items()}
 SILENT_LINE = {pt: _DECODERS[pt](payload) for pt, payload in SILENT_PAYLOAD.items()}
 _SO_TIMESTAMPNS = 35  # Linux: receive timestamps as a struct timespec
 _RTCP_TYPES = range(72, 77)  # RTCP packet types 200-204 seen as an RTP payload type (RFC 5761)
+# Rejected sources reported one by one at most (a flood from many ports is only counted).
+MAX_REPORTED = 8
+Addr = tuple[str, int]
 
 
 @dataclass
@@ -148,17 +178,24 @@ class RtpSession:
         dtmf_pt: int | None = 101,
         on_audio: Callable[[bytes, float], None],
         on_dtmf: Callable[[str], None] | None = None,
+        on_rejected: Callable[[Addr, int], None] | None = None,
         jitter_packets: int = 3,
     ) -> None:
         self._local_host = local_host
         self._on_audio = on_audio
         self._on_dtmf = on_dtmf
+        self._on_rejected = on_rejected
         self.stats = RtpStats()
         self.last_packet_at: float | None = None
         self._transport: _StampedSocket | None = None
         self._closed = False
-        self._remote: tuple[str, int] | None = None
-        self._latched = False
+        # Where to send; the SDP's address; whether the peer's source is learned
+        # (None: learning), and for good (it is the SDP's address).
+        self._remote: Addr | None = None
+        self._signalled: Addr | None = None
+        self._source: Addr | None = None
+        self._source_final = False
+        self._rejected_sources: set[Addr] = set()
         # Sending: random SSRC, sequence and timestamp (RFC 3550 5.1).
         self._ssrc = secrets.randbits(32)
         self._sequence = secrets.randbits(16)
@@ -233,13 +270,26 @@ class RtpSession:
     # ------------------------------------------------------------- negotiation
 
     def set_remote(self, host: str, port: int) -> None:
-        """Where to send (from the peer's SDP); the next packet from the peer may re-latch it."""
-        self._remote = (host, port)
-        self._latched = False
+        """Where to send, from the peer's SDP; a new address re-opens learning (see above)."""
+        with contextlib.suppress(ValueError):  # compared with where packets come from
+            host = str(ipaddress.ip_address(host))
+        address = (host, port)
+        if address == self._signalled:
+            return  # the same media address: the latch stands
+        self._signalled = address
+        self._remote = address
+        self._source = None
+        self._source_final = False
 
     @property
-    def remote(self) -> tuple[str, int] | None:
+    def remote(self) -> Addr | None:
+        """Where our RTP goes: the latched source, or (learning) the SDP's address."""
         return self._remote
+
+    @property
+    def source(self) -> Addr | None:
+        """The peer's latched source address; None while learning."""
+        return self._source
 
     @property
     def codec_pt(self) -> int:
@@ -337,19 +387,15 @@ class RtpSession:
             return
         if packet.payload_type in _RTCP_TYPES and packet.marker:
             return  # RTCP muxed onto the RTP port (RFC 5761): not ours to read
+        if not self._accept_source((addr[0], addr[1]), packet.ssrc):
+            return
         self.stats.received += 1
         self.last_packet_at = arrival
-        if packet.ssrc != self._peer_ssrc:  # a new stream: re-INVITE, or a new sender
+        if packet.ssrc != self._peer_ssrc:  # a new stream from the peer (see above)
             for old in self._jitter.flush():
                 self._play(*old)
             self._peer_ssrc = packet.ssrc
             self._last_event_timestamp = None
-            self._latched = False
-        if not self._latched:
-            self._latched = True
-            if self._remote != addr[:2]:
-                logger.debug(f"rtp: sending to {addr[0]}:{addr[1]}, where the peer sends from")
-                self._remote = (addr[0], addr[1])
         # Every payload type takes a sequence number: all of them pass through the
         # buffer, or a key press would look like lost audio.
         for item in self._jitter.push(packet.sequence, (packet, arrival)):
@@ -360,6 +406,24 @@ class RtpSession:
         elif not self._jitter.holding and self._drain_timer is not None:
             self._drain_timer.cancel()
             self._drain_timer = None
+
+    def _accept_source(self, addr: Addr, ssrc: int) -> bool:
+        """Whether a packet from ``addr`` is the peer's, latching as the rule above says."""
+        if addr == self._source:
+            return True
+        if self._source is None or (not self._source_final and addr == self._signalled):
+            self._source = addr
+            self._source_final = addr == self._signalled
+            if self._remote != addr:
+                logger.debug(f"rtp: sending to {addr[0]}:{addr[1]}, where the peer sends from")
+                self._remote = addr
+            return True
+        self.stats.rejected += 1
+        if addr not in self._rejected_sources and len(self._rejected_sources) < MAX_REPORTED:
+            self._rejected_sources.add(addr)
+            if self._on_rejected is not None:
+                self._on_rejected(addr, ssrc)
+        return False
 
     def _drain(self) -> None:
         self._drain_timer = None
