@@ -333,6 +333,10 @@ class Call(ABC):
 
     sample_rate: int = 16_000
     frame_ms: int = 20
+    # How long ``hangup`` may wait on the far end (a SIP BYE's answer, a websocket's
+    # closing handshake, Twilio's final status) before it releases the call anyway.
+    # Whoever bounds a hang-up allows at least this (the orchestrator adds a margin).
+    hangup_timeout_s: float = 0.0
 
     def __init__(
         self,
@@ -386,7 +390,12 @@ class Call(ABC):
         """Tear the channel down (idempotent)."""
 
     async def hangup(self) -> None:
-        """End the call from our side."""
+        """End the call from our side.
+
+        On return everything the call opened is released (sockets, the media pump's
+        handler, registrations), whatever the far end did; also when the caller
+        stops waiting first: a cancelled hang-up releases before it ends.
+        """
         self._mark_ended("local_hangup")
         await self._close_transport()
 

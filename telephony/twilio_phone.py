@@ -24,7 +24,7 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -44,7 +44,13 @@ from telephony.twilio_stream import LIVE_CALLS, FrameClock
 __all__ = ["TwilioAccount", "TwilioGateway", "TwilioPhoneCall"]
 
 PROGRESS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+# After our hang-up, how long we wait for Twilio's final status callback (with the
+# call's duration); the REST hang-up, that wait and the price's fetch share one
+# budget, after which the call is released whatever Twilio did.
 FINAL_STATUS_WAIT_S = 5.0
+HANGUP_TIMEOUT_S = 7.0
+# Closing the stream and the HTTP client, once the call is being released.
+RELEASE_WAIT_S = 1.0
 UNANSWERED = {"busy", "no-answer", "failed", "canceled"}
 READABLE = {
     "busy": "the line was busy",
@@ -225,6 +231,12 @@ class TwilioGateway:
         return router
 
 
+async def _quietly(closing: Awaitable[Any]) -> None:
+    """Await a close, bounded and silent: the call is released whatever it does."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(closing, RELEASE_WAIT_S)
+
+
 async def _read_start(websocket: WebSocket) -> dict[str, Any]:
     """Read Twilio's ``connected`` and ``start``; return the ``start`` body."""
     for _ in range(3):
@@ -239,6 +251,8 @@ async def _read_start(websocket: WebSocket) -> dict[str, Any]:
 
 class TwilioPhoneCall(Call):
     """A phone call through Twilio; loopcall serves the call's media stream."""
+
+    hangup_timeout_s = HANGUP_TIMEOUT_S
 
     def __init__(
         self,
@@ -444,30 +458,54 @@ class TwilioPhoneCall(Call):
     # --------------------------------------------------------------- teardown
 
     async def _close_transport(self) -> None:
+        """Hang up through Twilio and hear its last word, within ``hangup_timeout_s``;
+        whatever Twilio does (or a caller that stops waiting), the call is then
+        unregistered from the gateway and its tasks, stream and HTTP client closed."""
         self._mark_ended("local_hangup")
-        if self._client is not None and self.call_sid and self._final_status is None:
+        try:
+            async with asyncio.timeout(self.hangup_timeout_s):
+                await self._wind_down()
+        except TimeoutError:
+            self.event(
+                "twilio_hangup_timeout", f"Twilio did not finish within {self.hangup_timeout_s:g} s"
+            )
+        finally:
+            self.gateway.unregister(self)
+            current = asyncio.current_task()
+            for task in list(self._tasks):
+                if task is not current:
+                    task.cancel()
+            ws, self._ws = self._ws, None
+            client, self._client = self._client, None
             try:
-                await self._client.calls(self.call_sid).update_async(status="completed")
+                if ws is not None:
+                    await _quietly(ws.close(1000))
+            finally:
+                if client is not None:
+                    await _quietly(client.http_client.close())  # type: ignore[attr-defined]
+
+    async def _wind_down(self) -> None:
+        """The polite part of hanging up: the REST hang-up, the stream, the final status."""
+        client = self._client
+        if client is not None and self.call_sid and self._final_status is None:
+            try:
+                await client.calls(self.call_sid).update_async(status="completed")
                 self.event("twilio_hangup", self.call_sid)
             except TwilioRestException as exc:
                 self.event("twilio_hangup_failed", f"{exc.msg} (error {exc.code})")
             except Exception as exc:
                 self.event("twilio_hangup_failed", str(exc))
-        ws, self._ws = self._ws, None
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                await ws.close(1000)
-        if self._client is not None and self.call_sid:
+        if self._ws is not None:
+            await _quietly(self._ws.close(1000))
+        if client is not None and self.call_sid:
             # Twilio's final status callback (with the duration) follows the hang-up.
             await self._until_final_status(FINAL_STATUS_WAIT_S)
-        self.gateway.unregister(self)
+            if self._final_status is None:
+                self.event(
+                    "twilio_final_status_missing",
+                    f"no final status for {self.call_sid} within {FINAL_STATUS_WAIT_S:g} s",
+                )
         await self._report_price()
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.http_client.close()  # type: ignore[attr-defined]
-        for task in list(self._tasks):
-            if task is not asyncio.current_task():
-                task.cancel()
 
     async def _until_final_status(self, limit: float) -> None:
         """Wait for Twilio's last word: the call's final status and, if asked, its recording."""

@@ -39,7 +39,7 @@ from audio.g711 import ulaw_decode, ulaw_encode
 from audio.resample import Downsampler, Upsampler
 from telephony.base import Call, CallStateError, ConnectError, Target
 from telephony.pump import media_pump
-from telephony.ws_client import WsClient, WsHandshakeError, connect_ws
+from telephony.ws_client import CLOSE_TIMEOUT_S, WsClient, WsHandshakeError, connect_ws
 
 __all__ = [
     "LIVE_CALLS",
@@ -514,6 +514,9 @@ class MediaStreamLeg:
 
 class TwilioStreamCall(Call):
     """A call to an agent's Twilio media-stream websocket, loopcall playing the carrier."""
+
+    # The websocket's closing handshake: the agent's close frame is awaited this long.
+    hangup_timeout_s = CLOSE_TIMEOUT_S
 
     def __init__(
         self,

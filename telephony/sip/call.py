@@ -35,7 +35,7 @@ from telephony.sip.dialing import DialRequest, answer, dial
 from telephony.sip.message import SipMessage
 from telephony.sip.phone import SipPhone
 from telephony.sip.rtp import PCMA, SILENT_FRAME, SILENT_LINE, RtpSession
-from telephony.sip.session import SipCallError, SipSession
+from telephony.sip.session import BYE_TIMEOUT_S, SipCallError, SipSession
 from telephony.sip.transaction import TransactionFailed, TransactionTimeout
 from telephony.sip.transport import Peer, local_address_for
 from telephony.twilio_stream import DTMF_DIGITS, Playout
@@ -98,6 +98,7 @@ async def _listen(host: str, port: int) -> _Listener:
 
 
 async def _unlisten(listener: _Listener) -> None:
+    """One case less waits on ``listener``; the last one closes it (its sockets at once)."""
     listener.users -= 1
     if listener.users <= 0:
         key = (listener.phone.host, listener.phone.port)
@@ -108,6 +109,9 @@ async def _unlisten(listener: _Listener) -> None:
 
 class SipCall(Call):
     """One SIP call with G.711 RTP audio."""
+
+    # Our BYE waits this long for its answer; the call is released either way.
+    hangup_timeout_s = BYE_TIMEOUT_S
 
     def __init__(
         self,
@@ -143,6 +147,8 @@ class SipCall(Call):
         self.early_packets = 0
         self._pump_handle: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing: asyncio.Task[None] | None = None  # the BYE and the release, once
+        self._released = False
 
     # ------------------------------------------------------------------ set-up
 
@@ -311,7 +317,7 @@ class SipCall(Call):
                     "media_timeout",
                     f"no RTP from the agent for {timeout:g} s, and no BYE",
                 )
-                self._spawn(self._close_transport())
+                self._start_closing()
                 return
             await asyncio.sleep(min(remaining, 0.5))
 
@@ -341,11 +347,34 @@ class SipCall(Call):
         self._mark_ended("remote_hangup", detail)
 
     async def _close_transport(self) -> None:
+        """BYE (unless the dialog is over), then release everything the call opened.
+
+        One close runs per call: a second caller (the hang-up after the RTP
+        watchdog's own close) waits for it.  A caller that gives up first (its
+        timeout, a cancelled run) cuts the BYE's wait short, and everything is
+        released before its cancellation goes on.
+        """
         self._mark_ended("local_hangup")
-        session = self.session
-        if session is not None and not session.ended:
-            await session.bye()
-        await self._release()
+        closing = self._start_closing()
+        try:
+            await asyncio.shield(closing)
+        except asyncio.CancelledError:
+            closing.cancel()
+            await asyncio.wait({closing})
+            raise
+
+    def _start_closing(self) -> asyncio.Task[None]:
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._bye_and_release())
+        return self._closing
+
+    async def _bye_and_release(self) -> None:
+        try:
+            session = self.session
+            if session is not None and not session.ended:
+                await session.bye()
+        finally:
+            await self._release()
 
     def media_summary(self) -> str:
         """RTP counters of the call, for the run's events."""
@@ -361,6 +390,12 @@ class SipCall(Call):
         )
 
     async def _release(self) -> None:
+        """Free what the call opened (once).  Sockets, the pump's handler and the
+        listener's place are given up before the first ``await``: a cancellation
+        there only leaves the phone's own tasks to finish."""
+        if self._released:
+            return
+        self._released = True
         if self._pump_handle is not None:
             media_pump().remove(self._pump_handle)
             self._pump_handle = None
@@ -372,14 +407,16 @@ class SipCall(Call):
                 task.cancel()
         if self.rtp is not None:
             self.rtp.close()
-        if self.session is not None and self.phone is None and self._listener is not None:
-            self._listener.phone.dialogs.pop(self.session.call_id, None)
-        if self.phone is not None:
-            phone, self.phone = self.phone, None
-            await phone.close()
-        if self._listener is not None:
-            listener, self._listener = self._listener, None
-            await _unlisten(listener)
+        phone, self.phone = self.phone, None
+        listener, self._listener = self._listener, None
+        if self.session is not None and phone is None and listener is not None:
+            listener.phone.dialogs.pop(self.session.call_id, None)
+        try:
+            if phone is not None:
+                await phone.close()
+        finally:
+            if listener is not None:
+                await _unlisten(listener)
 
     def _event(self, kind: str, detail: str) -> None:
         if self.on_event is not None:
