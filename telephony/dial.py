@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from telephony.base import Call, DialOptions, Target, TargetError
+from telephony.base import Call
+from telephony.errors import TargetError
+from telephony.target import DialOptions, Target
 from telephony.twilio_phone import TwilioAccount, TwilioGateway
 
 __all__ = ["CallSetup", "call_class", "line_rate", "open_call"]

@@ -38,7 +38,9 @@ from twilio.rest import Client
 
 from audio.g711 import ulaw_decode, ulaw_encode
 from audio.resample import Downsampler, Upsampler
-from telephony.base import Call, CallStateError, ConnectError, Target
+from telephony.base import Call
+from telephony.errors import CallStateError, ConnectError
+from telephony.target import Target
 from telephony.twilio_stream import LIVE_CALLS, FrameClock
 
 __all__ = ["TwilioAccount", "TwilioGateway", "TwilioPhoneCall"]

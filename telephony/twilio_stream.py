@@ -37,8 +37,10 @@ from loguru import logger
 
 from audio.g711 import ulaw_decode, ulaw_encode
 from audio.resample import Downsampler, Upsampler
-from telephony.base import Call, CallStateError, ConnectError, Target
+from telephony.base import Call
+from telephony.errors import CallStateError, ConnectError
 from telephony.pump import media_pump
+from telephony.target import Target
 from telephony.ws_client import CLOSE_TIMEOUT_S, WsClient, WsHandshakeError, connect_ws
 
 __all__ = [

@@ -29,7 +29,8 @@ from loguru import logger
 
 from audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from audio.resample import Downsampler, Upsampler
-from telephony.base import Call, CallStateError, ConnectError, Target
+from telephony.base import Call
+from telephony.errors import CallStateError, ConnectError
 from telephony.pump import media_pump
 from telephony.sip.dialing import DialRequest, answer, dial
 from telephony.sip.message import SipMessage
@@ -38,6 +39,7 @@ from telephony.sip.rtp import PCMA, SILENT_FRAME, SILENT_LINE, RtpSession
 from telephony.sip.session import BYE_TIMEOUT_S, SipCallError, SipSession
 from telephony.sip.transaction import TransactionFailed, TransactionTimeout
 from telephony.sip.transport import Peer, local_address_for
+from telephony.target import Target
 from telephony.twilio_stream import DTMF_DIGITS, Playout
 
 __all__ = ["SipCall"]

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from loguru import logger
 
 from audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
-from telephony.base import CallStateError
+from telephony.errors import CallStateError
 from telephony.sip.jitter import JitterBuffer, RtpPacket, RtpStats, parse_rtp
 
 __all__ = [

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from telephony.base import ConnectError
+from telephony.errors import ConnectError
 from telephony.twilio_emulator.calls import CallFailure, EmulatedCall
 from telephony.twilio_emulator.twiml import StreamSpec
 from telephony.twilio_emulator.webhooks import Webhooks
