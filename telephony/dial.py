@@ -16,7 +16,8 @@ from typing import Any
 from telephony.base import Call
 from telephony.errors import TargetError
 from telephony.target import DialOptions, Target
-from telephony.twilio_phone import TwilioAccount, TwilioGateway
+from telephony.twilio_account import TwilioAccount
+from telephony.twilio_gateway import TwilioGateway
 
 __all__ = ["CallSetup", "call_class", "line_rate", "open_call"]
 

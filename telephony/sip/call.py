@@ -29,8 +29,9 @@ from loguru import logger
 
 from audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from audio.resample import Downsampler, Upsampler
-from telephony.base import Call
+from telephony.base import DTMF_DIGITS, Call
 from telephony.errors import CallStateError, ConnectError
+from telephony.playout import Playout
 from telephony.pump import media_pump
 from telephony.sip.dialing import DialRequest, answer, dial
 from telephony.sip.message import SipMessage
@@ -40,7 +41,6 @@ from telephony.sip.session import BYE_TIMEOUT_S, SipCallError, SipSession
 from telephony.sip.transaction import TransactionFailed, TransactionTimeout
 from telephony.sip.transport import Peer, local_address_for
 from telephony.target import Target
-from telephony.twilio_stream import DTMF_DIGITS, Playout
 
 __all__ = ["SipCall"]
 
