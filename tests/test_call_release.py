@@ -38,6 +38,7 @@ from harness.store import RunStore
 from telephony import Call, CallSetup, open_call, parse_target
 from telephony.embedded import serve_embedded
 from telephony.pump import media_pump
+from telephony.sip.listeners import listening
 from telephony.sip.phone import SipPhone
 from telephony.sip.rtp import RtpSession
 from telephony.sip.session import BYE_TIMEOUT_S
@@ -177,7 +178,7 @@ async def test_sip_calls_whose_bye_is_never_answered_release_everything(
     # Each hang-up waited out the unanswered BYE, and no longer: its 4 s plus the call.
     assert elapsed < (CALLS // WAVE) * (4.0 + 1.5 + 3.0), elapsed
     assert media_pump().handlers == 0
-    assert sip_call._LISTENERS == {}
+    assert listening() == {}
     assert alive(*SIP_OBJECTS) == objects == dict.fromkeys(objects, 0)
     assert open_fds() == fds
     gc.collect()
@@ -236,12 +237,12 @@ async def test_an_inbound_sip_line_is_freed_and_answers_the_next_run(tmp_path: P
 
     first = await inbound_run("uac_no_bye.xml")
     assert first.status == "completed", first.error
-    assert sip_call._LISTENERS == {}
+    assert listening() == {}
     assert port_is_free(port)  # loopcall no longer listens there
     assert any("BYE not answered" in e.detail for e in first.events), first.events
     second = await inbound_run("uac_no_bye.xml")
     assert second.status == "completed", second.error
-    assert sip_call._LISTENERS == {} and port_is_free(port)
+    assert listening() == {} and port_is_free(port)
 
 
 # ---------------------------------------------------------------------------- Twilio

@@ -18,14 +18,9 @@ the call dropped without a BYE: the run fails with that cause.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
-
-from loguru import logger
 
 from audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from audio.resample import Downsampler, Upsampler
@@ -34,79 +29,19 @@ from telephony.errors import CallStateError, ConnectError
 from telephony.playout import Playout
 from telephony.pump import media_pump
 from telephony.sip.dialing import DialRequest, answer, dial
+from telephony.sip.listeners import Listener, listen, unlisten
 from telephony.sip.message import SipMessage
 from telephony.sip.phone import SipPhone
 from telephony.sip.rtp import PCMA, SILENT_FRAME, SILENT_LINE, RtpSession
 from telephony.sip.session import BYE_TIMEOUT_S, SipCallError, SipSession
 from telephony.sip.transaction import TransactionFailed, TransactionTimeout
-from telephony.sip.transport import Peer, local_address_for
+from telephony.sip.transport import Peer, local_address_for, resolve
 from telephony.target import Target
 
 __all__ = ["SipCall"]
 
 DTMF_MS = 100
 DTMF_INFO_TIMEOUT_S = 4.0
-
-
-async def resolve(host: str) -> str:
-    """The IP address to send to (a name is resolved once, at dialling)."""
-    try:
-        ipaddress.ip_address(host)
-        return host
-    except ValueError:
-        pass
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
-    except socket.gaierror as exc:
-        raise ConnectError(f"cannot resolve SIP host {host!r}: {exc}") from exc
-    return str(infos[0][4][0])
-
-
-@dataclass
-class _Listener:
-    """loopcall's SIP phone on one address, shared by the inbound cases waiting there."""
-
-    phone: SipPhone
-    users: int = 0
-    waiting: dict[str, list[asyncio.Future[tuple[SipMessage, Peer]]]] = field(default_factory=dict)
-
-    def on_invite(self, invite: SipMessage, peer: Peer) -> None:
-        user = invite.uri.split(":", 1)[-1].split("@", 1)[0] if "@" in invite.uri else ""
-        queue = [f for f in self.waiting.get(user, []) if not f.done()]
-        if not queue:
-            logger.info(f"sip: INVITE for {user!r} from {peer}, but no case waits for it: 404")
-            self.phone._spawn(self.phone.respond(invite, peer, 404, "Not Found"))
-            return
-        queue[0].set_result((invite, peer))
-
-
-_LISTENERS: dict[tuple[str, int], _Listener] = {}
-
-
-async def _listen(host: str, port: int) -> _Listener:
-    listener = _LISTENERS.get((host, port))
-    if listener is None:
-        listener = _Listener(SipPhone(host, port, user="loopcall"))
-        listener.phone.on_invite = listener.on_invite
-        _LISTENERS[(host, port)] = listener
-        try:
-            await listener.phone.open()
-        except OSError as exc:
-            del _LISTENERS[(host, port)]
-            raise ConnectError(f"cannot listen for SIP calls on {host}:{port}: {exc}") from exc
-    listener.users += 1
-    return listener
-
-
-async def _unlisten(listener: _Listener) -> None:
-    """One case less waits on ``listener``; the last one closes it (its sockets at once)."""
-    listener.users -= 1
-    if listener.users <= 0:
-        key = (listener.phone.host, listener.phone.port)
-        if _LISTENERS.get(key) is listener:
-            del _LISTENERS[key]
-        await listener.phone.close()
 
 
 class SipCall(Call):
@@ -138,7 +73,7 @@ class SipCall(Call):
         self._headers = dict(headers or {})
         self._credentials = dict(credentials or {})
         self.phone: SipPhone | None = None
-        self._listener: _Listener | None = None
+        self._listener: Listener | None = None
         self.rtp: RtpSession | None = None
         self.session: SipSession | None = None
         self._down = Downsampler()
@@ -205,7 +140,7 @@ class SipCall(Call):
 
     async def _answer_inbound(self) -> None:
         target = self.target
-        self._listener = await _listen(target.host, target.port)
+        self._listener = await listen(target.host, target.port)
         waiter: asyncio.Future[tuple[SipMessage, Peer]] = asyncio.get_running_loop().create_future()
         self._listener.waiting.setdefault(target.user, []).append(waiter)
         self._event("sip_listening", f"waiting for an INVITE to {target.sip_uri}")
@@ -418,7 +353,7 @@ class SipCall(Call):
                 await phone.close()
         finally:
             if listener is not None:
-                await _unlisten(listener)
+                await unlisten(listener)
 
     def _event(self, kind: str, detail: str) -> None:
         if self.on_event is not None:
