@@ -5,20 +5,16 @@
 
 from __future__ import annotations
 
-from telephony.base import (
-    TARGET_PATTERN,
-    Call,
+from telephony.base import Call, CallTap
+from telephony.dial import CallSetup, call_class, line_rate, open_call, uses_twilio
+from telephony.errors import (
     CallStateError,
-    CallTap,
     ConnectError,
     ConnectionLost,
-    DialOptions,
-    Target,
     TargetError,
     TelephonyError,
-    parse_target,
 )
-from telephony.dial import CallSetup, call_class, line_rate, open_call, uses_twilio
+from telephony.target import TARGET_PATTERN, DialOptions, Target, parse_target
 
 __all__ = [
     "TARGET_PATTERN",

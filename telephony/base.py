@@ -1,4 +1,4 @@
-"""The call interface every channel implements, target parsing, and the error tree.
+"""The call interface every channel implements: ``Call``, its taps, and how a call ends.
 
 Stage: between the orchestrator and the agent under test.  A ``Call`` carries
 16-bit mono PCM at ``sample_rate`` both ways (16 kHz; phone channels also offer
@@ -7,33 +7,35 @@ persona bot writes what it says with ``send_audio`` and reads what the agent say
 from ``recv_audio`` (or, cheaper, gets each chunk inline through ``listen``).  Every chunk
 that crosses the harness's side of the wire is also handed, with the monotonic
 time it crossed, to the call's taps (the recorder), so measurements come from the
-wire and not from the bot.  ``open_call`` in ``telephony/__init__`` is the only
-place that picks a channel.
+wire and not from the bot.  ``open_call`` (``dial.py``) is the only place that
+picks a channel.
 
-Errors (``raise ... from exc`` at the edge; nothing from aiortc escapes)::
-
-    TelephonyError
-    +-- TargetError        the target URL is malformed or names an unknown channel
-    +-- ConnectError       the agent could not be reached, refused, or never answered
-    +-- ConnectionLost     the call dropped without a hang-up (no media for too long)
-    +-- CallStateError     an operation the call's current state does not allow
+The target (``target.py``), the error tree (``errors.py``) and the outgoing audio
+buffer (``outgoing.py``) have their own modules; their names are also importable
+from here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import re
 import time
 from abc import ABC, abstractmethod
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit
+from collections.abc import Awaitable, Callable
+from typing import Literal, Protocol
+
+from telephony.errors import (
+    CallStateError,
+    ConnectError,
+    ConnectionLost,
+    TargetError,
+    TelephonyError,
+)
+from telephony.outgoing import OutgoingAudio
+from telephony.target import DialOptions, Target, parse_target
 
 __all__ = [
+    "DTMF_DIGITS",
     "Call",
     "CallStateError",
     "CallTap",
@@ -49,182 +51,8 @@ __all__ = [
 ]
 
 EndCause = Literal["local_hangup", "remote_hangup", "media_timeout", "transport_failed"]
-# Target schemes and the channel each one names; "webrtcs" signals over HTTPS and
-# "twilio-wss" streams over TLS.  ``tel:`` names a phone number, not a host.
-SCHEMES = {
-    "webrtc": "webrtc",
-    "webrtcs": "webrtc",
-    "twilio-ws": "twilio-ws",
-    "twilio-wss": "twilio-ws",
-}
-DEFAULT_PATHS = {"webrtc": "/api/offer", "twilio-ws": "/ws"}
-E164_PATTERN = r"\+[1-9][0-9]{6,14}"
-SIP_DEFAULT_PORT = 5060
-SIP_TRANSPORTS = ("udp", "tcp")
-# What a target URL looks like, for API schemas (``parse_target`` has the final word).
-TARGET_PATTERN = r"^((" + "|".join(SCHEMES) + r")://[^/\s]+|tel:" + E164_PATTERN + r"|sips?:[^\s]+)"
-
-
-class TelephonyError(Exception):
-    """Base of every error the telephony layer raises."""
-
-
-class TargetError(TelephonyError, ValueError):
-    """The target URL cannot be used."""
-
-
-class ConnectError(TelephonyError):
-    """The call could not be set up."""
-
-
-class ConnectionLost(TelephonyError):
-    """The call went silent at the transport level: no media, no hang-up."""
-
-
-class CallStateError(TelephonyError):
-    """The call is not in a state that allows the operation."""
-
-
-@dataclass(frozen=True)
-class DialOptions:
-    """How to reach one agent beyond its address: what the controller's agent record says.
-
-    ``headers`` go on the connection request (the WebRTC offer's HTTP POST; a SIP
-    INVITE); they may hold secrets, so they are kept out of ``repr``.
-    """
-
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
-    request_data: Mapping[str, Any] = field(default_factory=dict)
-    # Phone calls: this agent's own Twilio account fields (account_sid, auth_token,
-    # api_key_sid, api_key_secret, from_number), over the configured defaults.
-    phone: Mapping[str, str] = field(default_factory=dict, repr=False)
-    # SIP calls: digest credentials (username, password) and the caller's user part
-    # (from_user), over the configured defaults.
-    sip: Mapping[str, str] = field(default_factory=dict, repr=False)
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where the agent under test answers, parsed from a target URL."""
-
-    url: str
-    channel: str
-    host: str
-    port: int
-    path: str
-    secure: bool = False
-    user: str = ""  # sip: the user part of sip:USER@HOST
-    transport: str = ""  # sip: "udp" or "tcp"
-
-    @property
-    def is_loopback(self) -> bool:
-        """True when the agent is on this machine's loopback interface."""
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
-
-    @property
-    def ws_url(self) -> str:
-        """The media-stream websocket URL (``twilio-ws``), ``wss`` for ``twilio-wss://``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'wss' if self.secure else 'ws'}://{host}:{self.port}{self.path}"
-
-    @property
-    def number(self) -> str:
-        """The E.164 number of a ``tel:`` target."""
-        return self.path
-
-    @property
-    def sip_uri(self) -> str:
-        """The Request-URI of a ``sip:`` target: ``sip:USER@HOST:PORT[;transport=tcp]``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        user = f"{self.user}@" if self.user else ""
-        suffix = ";transport=tcp" if self.transport == "tcp" else ""
-        return f"sip:{user}{host}:{self.port}{suffix}"
-
-    @property
-    def http_url(self) -> str:
-        """The signalling URL (SmallWebRTC's offer endpoint), HTTPS for ``webrtcs://``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'https' if self.secure else 'http'}://{host}:{self.port}{self.path}"
-
-
-def parse_target(url: str) -> Target:
-    """Parse a target: ``webrtc[s]://HOST:PORT/PATH``, ``twilio-ws[s]://HOST:PORT/PATH``,
-    ``tel:+E164`` or ``sip:USER@HOST[:PORT][;transport=udp|tcp]``."""
-    text = url.strip()
-    if text.lower().startswith("tel:"):
-        number = text[4:].replace("-", "").replace(" ", "")
-        if not re.fullmatch(E164_PATTERN, number):
-            raise TargetError(f"target {url!r} is not a phone number in E.164 (tel:+14155550100)")
-        return Target(url=f"tel:{number}", channel="tel", host="", port=0, path=number)
-    if text.lower().startswith(("sip:", "sips:")):
-        return _parse_sip(url, text)
-    parts = urlsplit(text)
-    scheme = parts.scheme.lower()
-    if scheme not in SCHEMES:
-        known = ", ".join([*(f"{c}://" for c in SCHEMES), "tel:", "sip:"])
-        raise TargetError(f"unknown channel in target {url!r}: expected one of {known}")
-    channel = SCHEMES[scheme]
-    example = f"{scheme}://HOST:PORT{DEFAULT_PATHS[channel]}"
-    if not parts.hostname:
-        raise TargetError(f"target {url!r} has no host (expected {example})")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise TargetError(f"target {url!r} has an invalid port") from exc
-    secure = scheme in ("webrtcs", "twilio-wss")
-    if port is None:
-        if not secure:
-            raise TargetError(f"target {url!r} has no port (expected {example})")
-        port = 443
-    path = parts.path or DEFAULT_PATHS[channel]
-    if parts.query:
-        path += f"?{parts.query}"
-    return Target(
-        url=url, channel=channel, host=parts.hostname, port=port, path=path, secure=secure
-    )
-
-
-_SIP_URI = re.compile(
-    r"^sip:(?:(?P<user>[^@;\s]+)@)?(?P<host>\[[0-9a-fA-F:.]+\]|[^:;\s\[\]]+)"
-    r"(?::(?P<port>[0-9]+))?(?P<params>(?:;[^;\s]*)*)$",
-    re.IGNORECASE,
-)
-
-
-def _parse_sip(url: str, text: str) -> Target:
-    """``sip:USER@HOST[:PORT][;transport=udp|tcp]`` (RFC 3261 section 19.1)."""
-    example = "sip:USER@HOST[:PORT][;transport=udp|tcp]"
-    if text.lower().startswith("sips:"):
-        raise TargetError(f"target {url!r}: sips: (SIP over TLS) is not supported; use {example}")
-    match = _SIP_URI.match(text)
-    if match is None:
-        raise TargetError(f"target {url!r} is not a SIP URI ({example})")
-    port = int(match.group("port") or SIP_DEFAULT_PORT)
-    if not 0 < port < 65536:
-        raise TargetError(f"target {url!r} has an invalid port")
-    transport = "udp"
-    for param in (match.group("params") or "").split(";"):
-        name, _, value = param.partition("=")
-        if name.lower() == "transport":
-            transport = value.lower()
-            if transport not in SIP_TRANSPORTS:
-                raise TargetError(
-                    f"target {url!r}: transport={value} is not supported (udp or tcp)"
-                )
-    return Target(
-        url=url,
-        channel="sip",
-        host=match.group("host").strip("[]"),
-        port=port,
-        path="",
-        user=match.group("user") or "",
-        transport=transport,
-    )
+# The keys a caller can press (RFC 4733 events 0-15), on channels that carry DTMF.
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
 class CallTap(Protocol):
@@ -235,96 +63,6 @@ class CallTap(Protocol):
     def on_received(self, t: float, pcm: bytes) -> None: ...
 
 
-@dataclass
-class OutgoingAudio:
-    """The persona's outgoing audio, drained one frame at a time by the channel's clock.
-
-    Channels call ``next_frame`` on their own 20 ms clock; an empty buffer yields
-    silence, as a phone line does.  ``write`` returns at once; ``drain`` waits
-    until what was written has been sent, which paces writers in real time.
-    """
-
-    frame_bytes: int
-    high_water_frames: int = 3
-    _chunks: deque[bytes] = field(default_factory=deque)
-    _buffered: int = 0
-    _drained: asyncio.Event = field(default_factory=asyncio.Event)
-    _room: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def __post_init__(self) -> None:
-        self._drained.set()
-        self._room.set()
-
-    @property
-    def has_room(self) -> bool:
-        return self._buffered <= self.high_water_frames * self.frame_bytes
-
-    @property
-    def buffered_bytes(self) -> int:
-        """Bytes written and not yet sent."""
-        return self._buffered
-
-    def write(self, pcm: bytes) -> None:
-        if not pcm:
-            return
-        self._chunks.append(pcm)
-        self._buffered += len(pcm)
-        self._drained.clear()
-        if not self.has_room:
-            self._room.clear()
-
-    def clear(self) -> None:
-        """Drop everything not yet sent (barge-in)."""
-        self._chunks.clear()
-        self._buffered = 0
-        self._drained.set()
-        self._room.set()
-
-    def trim(self, keep_bytes: int) -> None:
-        """Drop the oldest audio until at most ``keep_bytes`` wait (a bridge that lags)."""
-        while self._chunks and self._buffered > keep_bytes:
-            excess = self._buffered - keep_bytes
-            chunk = self._chunks[0]
-            if len(chunk) <= excess:
-                self._chunks.popleft()
-                self._buffered -= len(chunk)
-            else:
-                self._chunks[0] = chunk[excess:]
-                self._buffered -= excess
-        if not self._chunks:
-            self._buffered = 0
-            self._drained.set()
-        if self.has_room:
-            self._room.set()
-
-    async def drain(self) -> None:
-        await self._drained.wait()
-
-    async def room(self) -> None:
-        await self._room.wait()
-
-    def next_frame(self) -> bytes:
-        """Return exactly ``frame_bytes`` of audio, padded with silence."""
-        out = bytearray()
-        while self._chunks and len(out) < self.frame_bytes:
-            chunk = self._chunks[0]
-            need = self.frame_bytes - len(out)
-            if len(chunk) <= need:
-                out += self._chunks.popleft()
-            else:
-                out += chunk[:need]
-                self._chunks[0] = chunk[need:]
-        self._buffered -= len(out)
-        if not self._chunks:
-            self._buffered = 0
-            self._drained.set()
-        if self.has_room:
-            self._room.set()
-        if len(out) < self.frame_bytes:
-            out += bytes(self.frame_bytes - len(out))
-        return bytes(out)
-
-
 class Call(ABC):
     """One call to the agent under test, from dialling to hang-up.
 
@@ -333,6 +71,10 @@ class Call(ABC):
 
     sample_rate: int = 16_000
     frame_ms: int = 20
+    # How long ``hangup`` may wait on the far end (a SIP BYE's answer, a websocket's
+    # closing handshake, Twilio's final status) before it releases the call anyway.
+    # Whoever bounds a hang-up allows at least this (the orchestrator adds a margin).
+    hangup_timeout_s: float = 0.0
 
     def __init__(
         self,
@@ -365,9 +107,11 @@ class Call(ABC):
     def add_tap(self, tap: CallTap) -> None:
         self._taps.append(tap)
 
-    # Whether the agent's audio is stamped with its arrival by the kernel (so a busy
-    # event loop does not move it) or when the event loop reads it.
-    kernel_stamped: bool = False
+    @property
+    def kernel_stamped(self) -> bool:
+        """Whether the agent's audio is stamped with its arrival by the kernel (so a busy
+        event loop does not move it) rather than when the event loop reads it."""
+        return False
 
     @property
     def audio_drops(self) -> list[tuple[float, float]]:
@@ -386,7 +130,12 @@ class Call(ABC):
         """Tear the channel down (idempotent)."""
 
     async def hangup(self) -> None:
-        """End the call from our side."""
+        """End the call from our side.
+
+        On return everything the call opened is released (sockets, the media pump's
+        handler, registrations), whatever the far end did; also when the caller
+        stops waiting first: a cancelled hang-up releases before it ends.
+        """
         self._mark_ended("local_hangup")
         await self._close_transport()
 

@@ -13,10 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from telephony.base import Call, DialOptions, Target, TargetError
+from telephony.base import Call
+from telephony.errors import TargetError
+from telephony.target import DialOptions, Target
 
-if TYPE_CHECKING:  # for the annotations only: importing Twilio's code costs 1.5 s
-    from telephony.twilio_phone import TwilioAccount, TwilioGateway
+if TYPE_CHECKING:  # for the annotations only: the gateway imports FastAPI
+    from telephony.twilio_account import TwilioAccount
+    from telephony.twilio_gateway import TwilioGateway
 
 __all__ = ["CallSetup", "call_class", "line_rate", "open_call", "uses_twilio"]
 

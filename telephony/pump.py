@@ -98,16 +98,21 @@ class MediaPump:
             late = now - due
             if late > MAX_LATE_S:
                 due = now  # a stall: re-anchor, do not burst
-            for handler in self.order():
-                try:
-                    handler(due)
-                except Exception:  # one call's bug must not stop every call's media
-                    logger.exception("media pump: a tick handler failed")
+            self._tick(due)
             self.ticks += 1
             for listener in self._lateness_listeners:
                 listener(due, late)
             due += self._frame_s
         self._task = None
+
+    def _tick(self, due: float) -> None:
+        # Its own frame: no handler (and the call behind it) stays referenced between
+        # ticks once it has been removed.
+        for handler in self.order():
+            try:
+                handler(due)
+            except Exception:  # one call's bug must not stop every call's media
+                logger.exception("media pump: a tick handler failed")
 
 
 _pumps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaPump] = (

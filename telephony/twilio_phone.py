@@ -5,8 +5,9 @@ call with the official twilio SDK (``calls.create`` with inline TwiML
 ``<Connect><Stream url="wss://PUBLIC_BASE/twilio/stream">`` carrying the run id as
 a ``<Parameter>``, and status callbacks); inbound, it waits for the agent to call
 a loopcall number, whose voice webhook answers with the same TwiML.  Either way
-Twilio then opens the media stream to loopcall (``TwilioGateway``, mounted in the
-controller or served by the CLI), and loopcall is the *agent* side of that stream:
+Twilio then opens the media stream to loopcall (``TwilioGateway`` in
+``twilio_gateway.py``, mounted in the controller or served by the CLI), and
+loopcall is the *agent* side of that stream:
 ``media`` in (the far end's voice, 8 kHz mu-law, every 20 ms), ``media`` out (the
 persona) on our own 20 ms clock.  Every webhook is checked against
 ``X-Twilio-Signature`` (a forged one gets 403).  The call's SID, its status
@@ -24,28 +25,35 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Mapping
 from typing import Any
-from xml.sax.saxutils import quoteattr
 
-from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import WebSocket, WebSocketDisconnect
 from loguru import logger
 from twilio.base.exceptions import TwilioRestException
-from twilio.http.async_http_client import AsyncTwilioHttpClient
-from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from audio.g711 import ulaw_decode, ulaw_encode
 from audio.resample import Downsampler, Upsampler
 from runtime.tasks import cancel_and_wait, spawn
-from telephony.base import Call, CallStateError, ConnectError, Target
-from telephony.twilio_stream import LIVE_CALLS, FrameClock
+from telephony.base import Call
+from telephony.errors import CallStateError, ConnectError
+from telephony.frame_clock import FrameClock
+from telephony.target import Target
+from telephony.twilio_account import TwilioAccount, connect_twiml
+from telephony.twilio_gateway import TwilioGateway
 
-__all__ = ["TwilioAccount", "TwilioGateway", "TwilioPhoneCall"]
+# The account and the gateway have their own modules; importable from here as before.
+__all__ = ["TwilioAccount", "TwilioGateway", "TwilioPhoneCall", "connect_twiml"]
 
 PROGRESS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+# After our hang-up, how long we wait for Twilio's final status callback (with the
+# call's duration); the REST hang-up, that wait and the price's fetch share one
+# budget, after which the call is released whatever Twilio did.
 FINAL_STATUS_WAIT_S = 5.0
+HANGUP_TIMEOUT_S = 7.0
+# Closing the stream and the HTTP client, once the call is being released.
+RELEASE_WAIT_S = 1.0
 UNANSWERED = {"busy", "no-answer", "failed", "canceled"}
 READABLE = {
     "busy": "the line was busy",
@@ -55,191 +63,16 @@ READABLE = {
 }
 
 
-@dataclass(frozen=True)
-class TwilioAccount:
-    """What loopcall needs to place and receive Twilio calls.
-
-    ``auth_token`` signs Twilio's webhooks, so it is needed even when calls are
-    placed with an API key.  ``public_base_url`` is where Twilio reaches loopcall
-    (a tunnel such as ngrok or cloudflared in front of the controller).
-    """
-
-    account_sid: str
-    auth_token: str = field(repr=False)
-    from_number: str
-    public_base_url: str
-    api_key_sid: str | None = None
-    api_key_secret: str | None = field(default=None, repr=False)
-    api_base_url: str | None = None  # None: Twilio itself
-    record: bool = False
-    ring_timeout_s: int = 30
-
-    def with_overrides(self, fields: Mapping[str, str]) -> TwilioAccount:
-        """This account with an agent's own ``account_sid``, ``auth_token``, ``from_number``..."""
-        known = {"account_sid", "auth_token", "api_key_sid", "api_key_secret", "from_number"}
-        unknown = set(fields) - known
-        if unknown:
-            raise ValueError(f"unknown Twilio account fields: {sorted(unknown)}")
-        changes: dict[str, Any] = {k: str(v) for k, v in fields.items()}
-        return replace(self, **changes)
-
-    def client(self) -> Client:
-        username, password = (
-            (self.api_key_sid, self.api_key_secret)
-            if self.api_key_sid and self.api_key_secret
-            else (self.account_sid, self.auth_token)
-        )
-        client = Client(username, password, self.account_sid, http_client=AsyncTwilioHttpClient())
-        if self.api_base_url:
-            client.api.base_url = self.api_base_url.rstrip("/")
-        return client
-
-    def url(self, path: str) -> str:
-        return self.public_base_url.rstrip("/") + path
-
-    @property
-    def stream_url(self) -> str:
-        base = self.public_base_url.rstrip("/")
-        scheme, rest = base.split("://", 1)
-        return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/twilio/stream"
-
-
-def connect_twiml(stream_url: str, parameters: Mapping[str, str]) -> str:
-    """``<Connect><Stream>`` TwiML that sends the call's audio to ``stream_url``."""
-    params = "".join(
-        f"<Parameter name={quoteattr(k)} value={quoteattr(v)}/>" for k, v in parameters.items()
-    )
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
-        f"<Stream url={quoteattr(stream_url)}>{params}</Stream></Connect></Response>"
-    )
-
-
-class TwilioGateway:
-    """Twilio's way into loopcall: status callbacks, voice webhooks, media streams, hang-ups.
-
-    One per process, mounted with ``router()``.  Calls register here while they
-    live; a webhook or stream that names no live call is refused.
-    """
-
-    def __init__(self) -> None:
-        self._by_token: dict[str, TwilioPhoneCall] = {}
-        self._inbound: dict[str, TwilioPhoneCall] = {}
-
-    def register(self, call: TwilioPhoneCall) -> None:
-        self._by_token[call.token] = call
-        if call.inbound:
-            if call.target.number in self._inbound:
-                raise ConnectError(f"another run already waits for a call on {call.target.number}")
-            self._inbound[call.target.number] = call
-
-    def unregister(self, call: TwilioPhoneCall) -> None:
-        self._by_token.pop(call.token, None)
-        if self._inbound.get(call.target.number) is call:
-            del self._inbound[call.target.number]
-
-    @staticmethod
-    def _signed(request: Request, form: Mapping[str, str], account: TwilioAccount) -> bool:
-        signature = request.headers.get("X-Twilio-Signature", "")
-        url = account.url(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
-        return bool(signature) and RequestValidator(account.auth_token).validate(
-            url, dict(form), signature
-        )
-
-    def router(self) -> APIRouter:
-        router = APIRouter(tags=["twilio"])
-
-        async def call_callback(
-            request: Request, token: str, handle: Callable[[TwilioPhoneCall, dict[str, str]], None]
-        ) -> Response:
-            form = {k: str(v) for k, v in (await request.form()).items()}
-            target = self._by_token.get(token)
-            if target is None:
-                return Response("unknown call", status_code=404)
-            if not self._signed(request, form, target.account):
-                logger.warning(f"twilio gateway: refused {request.url.path} with a bad signature")
-                return Response("invalid signature", status_code=403)
-            handle(target, form)
-            return Response(status_code=204)
-
-        @router.post("/twilio/status", include_in_schema=False)
-        async def status(request: Request, call: str = "") -> Response:
-            return await call_callback(request, call, lambda c, form: c.on_status(form))
-
-        @router.post("/twilio/recording", include_in_schema=False)
-        async def recording(request: Request, call: str = "") -> Response:
-            return await call_callback(request, call, lambda c, form: c.on_recording(form))
-
-        @router.post("/twilio/voice", include_in_schema=False)
-        async def voice(request: Request) -> Response:
-            form = {k: str(v) for k, v in (await request.form()).items()}
-            waiting = self._inbound.get(form.get("To", ""))
-            if waiting is None:
-                twiml = "<Response><Reject/></Response>"
-                return Response(twiml, media_type="application/xml", status_code=200)
-            if not self._signed(request, form, waiting.account):
-                logger.warning("twilio gateway: refused a voice webhook with a bad signature")
-                return Response("invalid signature", status_code=403)
-            waiting.on_ringing(form)
-            return Response(waiting.twiml(), media_type="application/xml")
-
-        @router.websocket("/twilio/stream")
-        async def stream(websocket: WebSocket) -> None:
-            await websocket.accept()
-            try:
-                start = await _read_start(websocket)
-            except (WebSocketDisconnect, ValueError) as exc:
-                logger.warning(f"twilio gateway: media stream without a start: {exc}")
-                with contextlib.suppress(Exception):
-                    await websocket.close(1008)
-                return
-            params = start.get("customParameters") or {}
-            call = self._by_token.get(str(params.get("loopcall_call_token", "")))
-            if call is None:
-                await websocket.close(1008, "no loopcall run waits for this stream")
-                return
-            # Twilio signs the websocket request too (over the stream URL, no parameters).
-            signature = websocket.headers.get("X-Twilio-Signature")
-            if signature is not None and not RequestValidator(call.account.auth_token).validate(
-                call.account.stream_url, {}, signature
-            ):
-                logger.warning("twilio gateway: refused a media stream with a bad signature")
-                await websocket.close(1008, "invalid signature")
-                return
-            await call.serve_stream(websocket, start)
-
-        @router.post(
-            "/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json", include_in_schema=False
-        )
-        async def hang_up(account_sid: str, call_sid: str, request: Request) -> Response:
-            """The REST hang-up a media-stream agent sends (pipecat's ``auto_hang_up``)."""
-            form = {k: str(v) for k, v in (await request.form()).items()}
-            live = LIVE_CALLS.get(call_sid)
-            if live is None:
-                body = {"code": 20404, "message": f"Call {call_sid} not found", "status": 404}
-                return Response(json.dumps(body), status_code=404, media_type="application/json")
-            if form.get("Status") in ("completed", "canceled"):
-                live.remote_hangup(f"the agent hung up through the REST API ({form['Status']})")
-            body = {"sid": call_sid, "account_sid": account_sid, "status": "completed"}
-            return Response(json.dumps(body), media_type="application/json")
-
-        return router
-
-
-async def _read_start(websocket: WebSocket) -> dict[str, Any]:
-    """Read Twilio's ``connected`` and ``start``; return the ``start`` body."""
-    for _ in range(3):
-        message = json.loads(await websocket.receive_text())
-        if message.get("event") == "start":
-            start = message.get("start")
-            if not isinstance(start, dict):
-                raise ValueError("start message without a start body")
-            return start
-    raise ValueError("no start message among the first messages")
+async def _quietly(closing: Awaitable[Any]) -> None:
+    """Await a close, bounded and silent: the call is released whatever it does."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(closing, RELEASE_WAIT_S)
 
 
 class TwilioPhoneCall(Call):
     """A phone call through Twilio; loopcall serves the call's media stream."""
+
+    hangup_timeout_s = HANGUP_TIMEOUT_S
 
     def __init__(
         self,
@@ -443,30 +276,54 @@ class TwilioPhoneCall(Call):
     # --------------------------------------------------------------- teardown
 
     async def _close_transport(self) -> None:
+        """Hang up through Twilio and hear its last word, within ``hangup_timeout_s``;
+        whatever Twilio does (or a caller that stops waiting), the call is then
+        unregistered from the gateway and its tasks, stream and HTTP client closed."""
         self._mark_ended("local_hangup")
-        if self._client is not None and self.call_sid and self._final_status is None:
+        try:
+            async with asyncio.timeout(self.hangup_timeout_s):
+                await self._wind_down()
+        except TimeoutError:
+            self.event(
+                "twilio_hangup_timeout", f"Twilio did not finish within {self.hangup_timeout_s:g} s"
+            )
+        finally:
+            self.gateway.unregister(self)
+            current = asyncio.current_task()
+            for task in list(self._tasks):
+                if task is not current:
+                    task.cancel()
+            ws, self._ws = self._ws, None
+            client, self._client = self._client, None
             try:
-                await self._client.calls(self.call_sid).update_async(status="completed")
+                if ws is not None:
+                    await _quietly(ws.close(1000))
+            finally:
+                if client is not None:
+                    await _quietly(client.http_client.close())  # type: ignore[attr-defined]
+
+    async def _wind_down(self) -> None:
+        """The polite part of hanging up: the REST hang-up, the stream, the final status."""
+        client = self._client
+        if client is not None and self.call_sid and self._final_status is None:
+            try:
+                await client.calls(self.call_sid).update_async(status="completed")
                 self.event("twilio_hangup", self.call_sid)
             except TwilioRestException as exc:
                 self.event("twilio_hangup_failed", f"{exc.msg} (error {exc.code})")
             except Exception as exc:
                 self.event("twilio_hangup_failed", str(exc))
-        ws, self._ws = self._ws, None
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                await ws.close(1000)
-        if self._client is not None and self.call_sid:
+        if self._ws is not None:
+            await _quietly(self._ws.close(1000))
+        if client is not None and self.call_sid:
             # Twilio's final status callback (with the duration) follows the hang-up.
             await self._until_final_status(FINAL_STATUS_WAIT_S)
-        self.gateway.unregister(self)
+            if self._final_status is None:
+                self.event(
+                    "twilio_final_status_missing",
+                    f"no final status for {self.call_sid} within {FINAL_STATUS_WAIT_S:g} s",
+                )
         await self._report_price()
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.http_client.close()  # type: ignore[attr-defined]
-        for task in list(self._tasks):
-            if task is not asyncio.current_task():
-                task.cancel()
 
     async def _until_final_status(self, limit: float) -> None:
         """Wait for Twilio's last word: the call's final status and, if asked, its recording."""

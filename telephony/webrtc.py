@@ -96,7 +96,7 @@ class WebRTCCall(Call):
         self._stamps_reported = False
 
     @property
-    def kernel_stamped(self) -> bool:  # type: ignore[override]
+    def kernel_stamped(self) -> bool:
         """Every frame so far carried its RTP packet's kernel arrival, as on SIP: a late
         event loop then moves only what the persona sends, not the agent's onsets."""
         stamps = self.wire_stamps

@@ -188,11 +188,13 @@ class WsClient(asyncio.Protocol):
         if self._ws.state is State.OPEN:
             self._ws.send_close(code, reason)
             self._flush()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.closed), CLOSE_TIMEOUT_S)
-        if self._transport is not None:
-            self._transport.close()
-        self._stop_keepalive()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.closed), CLOSE_TIMEOUT_S)
+        finally:  # a caller that stops waiting still gets the connection closed
+            if self._transport is not None:
+                self._transport.close()
+            self._stop_keepalive()
 
 
 async def connect_ws(

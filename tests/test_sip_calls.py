@@ -189,6 +189,35 @@ async def test_reinvite_moves_the_media(stub) -> None:
         await call.hangup()
 
 
+async def test_rtp_from_another_source_is_rejected_and_reported(stub) -> None:
+    agent = await stub()
+    call = open_call(parse_target(agent.uri))
+    events: list[tuple[str, str]] = []
+    call.on_event = lambda kind, detail: events.append((kind, detail))
+    await call.connect(5)
+    await asyncio.wait_for(agent.answered.wait(), 5)
+    assert agent.rtp is not None and call.rtp is not None  # type: ignore[attr-defined]
+    rtp = call.rtp  # type: ignore[attr-defined]
+    agent.rtp.send_frame(bytes(320))  # the agent's media: loopcall latches onto it
+    rtp.poll()  # loopback delivers at once
+    latched = rtp.source
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        stranger.bind(("127.0.0.1", 0))
+        packet = bytes([0x80, 0]) + (1).to_bytes(2, "big") + bytes(4) + (0xBEEF).to_bytes(4, "big")
+        stranger.sendto(packet + bytes(160), ("127.0.0.1", rtp.local_port))
+        rtp.poll()
+        source = stranger.getsockname()
+    assert rtp.source == rtp.remote == latched == ("127.0.0.1", agent.rtp.local_port)
+    await call.hangup()
+    rejected = [d for k, d in events if k == "sip_rtp_rejected"]
+    assert rejected == [
+        f"ignored RTP from 127.0.0.1:{source[1]} (SSRC 0x0000beef): "
+        f"the call's media is latched to 127.0.0.1:{latched[1]}"
+    ]
+    summary = next(d for k, d in events if k == "sip_media")
+    assert "from other sources (rejected) 1;" in summary
+
+
 async def test_ringing_without_answer_is_cancelled(stub) -> None:
     agent = await stub("ring")
     call = open_call(parse_target(agent.uri))

@@ -272,8 +272,11 @@ async def test_a_real_gap_is_skipped_after_jitter_packets(session, raw) -> None:
 
 async def test_a_gap_smaller_than_the_buffer_holds_packets_back(session, raw) -> None:
     # 50 packets: a 1 s hold, so that the drain timer stays out of this test.
-    b, sink = await feed(session, raw, [1, 3, 4], 1, jitter_packets=50)
+    b, sink = await session(jitter_packets=50)
     peer = await raw()
+    for seq in (1, 3, 4):
+        peer.send(rtp(seq), b.local_port)
+    await sink.until(lambda: len(sink.audio) == 1)
     peer.send(rtp(2), b.local_port)  # fills the gap: 2, 3, 4 play at once
     await sink.until(lambda: len(sink.audio) == 4)
     assert sink.audio == audio_of([1, 2, 3, 4])
@@ -426,13 +429,96 @@ async def test_symmetric_rtp_latches_onto_the_source_address(session, raw) -> No
     await a_sink.until(lambda: len(a_sink.audio) == 1)
     assert a.stats.received == 1
 
-    # A new stream (new SSRC) from elsewhere re-latches.
-    other = await raw()
-    other.send(rtp(1, ssrc=0xBEEF), b.local_port)
-    await b_sink.until(lambda: len(b_sink.audio) == 2)
-    assert b.remote == (HOST, other.port)
+    assert b.source == (HOST, a.local_port)
+
+
+async def test_a_new_source_mid_call_does_not_hijack_the_stream(session, raw) -> None:
+    """Once latched, RTP from another address is rejected whatever its SSRC (issue 13)."""
+    (a, a_sink), (b, b_sink) = await pair(session)
+    a.send_frame(SILENCE)
+    await b_sink.until(lambda: len(b_sink.audio) == 1)
+    assert b.remote == (HOST, a.local_port)
+
+    stranger = await raw()
+    stranger.send(rtp(1, ssrc=0xBEEF), b.local_port)  # a new stream, from elsewhere
+    b.poll()  # loopback delivers at once: the packet waits on B's socket
+    assert b.remote == (HOST, a.local_port), "a new SSRC from another address moved our RTP"
     b.send_frame(SILENCE)
-    assert parse(await other.recv())["pt"] == PCMU
+    await a_sink.until(lambda: len(a_sink.audio) == 1)  # still reaches the peer...
+    assert stranger.received.empty()  # ...and nothing went to the stranger
+    assert b_sink.audio == [SILENCE]  # whose audio was not played either
+    assert (b.stats.received, b.stats.rejected) == (1, 1)
+
+
+async def test_rejected_sources_are_reported_once_and_do_not_keep_the_call_alive(
+    session, raw
+) -> None:
+    rejected: list[tuple[tuple[str, int], int]] = []
+    b, sink = await session(on_rejected=lambda addr, ssrc: rejected.append((addr, ssrc)))
+    peer, stranger = await raw(), await raw()
+    b.set_remote(HOST, peer.port)
+    peer.send(rtp(1), b.local_port)
+    await sink.until(lambda: len(sink.audio) == 1)
+    heard_at = b.last_packet_at
+    for seq in range(5):
+        stranger.send(rtp(seq, ssrc=0x5EED), b.local_port)
+    b.poll()
+    assert rejected == [((HOST, stranger.port), 0x5EED)]  # the first packet only
+    assert (b.stats.rejected, b.stats.received) == (5, 1)
+    assert b.last_packet_at == heard_at  # a stranger's packets are not the peer's media
+
+
+async def test_the_peer_may_change_its_ssrc_but_not_its_address(session, raw) -> None:
+    b, sink = await session()
+    peer = await raw()
+    b.set_remote(HOST, peer.port)
+    peer.send(rtp(1, ssrc=1), b.local_port)
+    peer.send(rtp(500, ssrc=2), b.local_port)  # re-originated after a transfer: same address
+    await sink.until(lambda: len(sink.audio) == 2)
+    assert sink.audio == audio_of([1, 500])
+    assert b.source == b.remote == (HOST, peer.port)
+    assert b.stats.rejected == 0
+
+
+async def test_the_signalled_address_takes_over_from_a_source_learned_elsewhere(
+    session, raw
+) -> None:
+    """Behind NAT the peer sends from elsewhere than its SDP says; its SDP address still wins."""
+    b, sink = await session()
+    natted, signalled, third = await raw(), await raw(), await raw()
+    b.set_remote(HOST, signalled.port)
+    natted.send(rtp(1, ssrc=1), b.local_port)  # the first packet: learned, not for good
+    b.poll()
+    assert b.source == b.remote == (HOST, natted.port)
+    third.send(rtp(1, ssrc=3), b.local_port)  # anyone else is still refused
+    b.poll()
+    assert b.source == (HOST, natted.port) and b.stats.rejected == 1
+    signalled.send(rtp(1, ssrc=2), b.local_port)  # the SDP's address takes over, for good
+    natted.send(rtp(2, ssrc=1), b.local_port)
+    b.poll()
+    assert b.source == b.remote == (HOST, signalled.port)
+    assert b.stats.rejected == 2
+    b.send_frame(SILENCE)
+    assert parse(await signalled.recv())["pt"] == PCMU
+
+
+async def test_new_sdp_reopens_learning_and_the_same_sdp_keeps_the_latch(session, raw) -> None:
+    b, sink = await session()
+    old, new = await raw(), await raw()
+    b.set_remote(HOST, old.port)
+    old.send(rtp(1, ssrc=1), b.local_port)
+    b.poll()
+    b.set_remote(HOST, old.port)  # a session refresh: same media address
+    assert b.source == (HOST, old.port)
+    b.set_remote(HOST, new.port)  # a re-INVITE moves the media
+    assert b.source is None and b.remote == (HOST, new.port)
+    old.send(rtp(2, ssrc=1), b.local_port)  # still in flight from the old address
+    new.send(rtp(1, ssrc=2), b.local_port)
+    b.poll()
+    assert b.source == b.remote == (HOST, new.port)
+    old.send(rtp(3, ssrc=1), b.local_port)
+    b.poll()
+    assert b.stats.rejected == 1
 
 
 # ------------------------------------------------------------------- odd datagrams

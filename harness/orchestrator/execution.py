@@ -46,7 +46,15 @@ from telephony import (
 
 __all__ = ["run_case"]
 
+# A call's hang-up waits on the far end at most ``call.hangup_timeout_s`` (a SIP BYE's
+# answer, Twilio's final status: each channel bounds its own wait and releases the
+# call whatever happens); the wrap-up allows that plus this margin, then moves on.
 HANGUP_GRACE_S = 2.0
+
+
+def hangup_allowance(call: Call) -> float:
+    """How long the wrap-up lets ``call.hangup()`` run."""
+    return call.hangup_timeout_s + HANGUP_GRACE_S
 
 
 async def run_case(
@@ -260,7 +268,7 @@ class _Execution:
                 await self.bot.stop()
         if call is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(call.hangup(), HANGUP_GRACE_S)
+                await asyncio.wait_for(call.hangup(), hangup_allowance(call))
         ended_mono, ended_cpu_s = time.monotonic(), process_cpu_s()
         self.progress(run, CALL_OVER)
         await self._wait_for_gate()

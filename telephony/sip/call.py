@@ -18,28 +18,26 @@ the call dropped without a BYE: the run fails with that cause.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
-
-from loguru import logger
 
 from audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from audio.resample import Downsampler, Upsampler
 from runtime.tasks import spawn
-from telephony.base import Call, CallStateError, ConnectError, Target
+from telephony.base import DTMF_DIGITS, Call
+from telephony.errors import CallStateError, ConnectError
+from telephony.playout import Playout
 from telephony.pump import media_pump
 from telephony.sip.dialing import DialRequest, answer, dial
+from telephony.sip.listeners import Listener, listen, unlisten
 from telephony.sip.message import SipMessage
 from telephony.sip.phone import SipPhone
 from telephony.sip.rtp import PCMA, SILENT_FRAME, SILENT_LINE, RtpSession
-from telephony.sip.session import SipCallError, SipSession
+from telephony.sip.session import BYE_TIMEOUT_S, SipCallError, SipSession
 from telephony.sip.transaction import TransactionFailed, TransactionTimeout
-from telephony.sip.transport import Peer, local_address_for
-from telephony.twilio_stream import DTMF_DIGITS, Playout
+from telephony.sip.transport import Peer, local_address_for, resolve
+from telephony.target import Target
 
 __all__ = ["SipCall"]
 
@@ -47,68 +45,11 @@ DTMF_MS = 100
 DTMF_INFO_TIMEOUT_S = 4.0
 
 
-async def resolve(host: str) -> str:
-    """The IP address to send to (a name is resolved once, at dialling)."""
-    try:
-        ipaddress.ip_address(host)
-        return host
-    except ValueError:
-        pass
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
-    except socket.gaierror as exc:
-        raise ConnectError(f"cannot resolve SIP host {host!r}: {exc}") from exc
-    return str(infos[0][4][0])
-
-
-@dataclass
-class _Listener:
-    """loopcall's SIP phone on one address, shared by the inbound cases waiting there."""
-
-    phone: SipPhone
-    users: int = 0
-    waiting: dict[str, list[asyncio.Future[tuple[SipMessage, Peer]]]] = field(default_factory=dict)
-
-    def on_invite(self, invite: SipMessage, peer: Peer) -> None:
-        user = invite.uri.split(":", 1)[-1].split("@", 1)[0] if "@" in invite.uri else ""
-        queue = [f for f in self.waiting.get(user, []) if not f.done()]
-        if not queue:
-            logger.info(f"sip: INVITE for {user!r} from {peer}, but no case waits for it: 404")
-            self.phone._spawn(self.phone.respond(invite, peer, 404, "Not Found"))
-            return
-        queue[0].set_result((invite, peer))
-
-
-_LISTENERS: dict[tuple[str, int], _Listener] = {}
-
-
-async def _listen(host: str, port: int) -> _Listener:
-    listener = _LISTENERS.get((host, port))
-    if listener is None:
-        listener = _Listener(SipPhone(host, port, user="loopcall"))
-        listener.phone.on_invite = listener.on_invite
-        _LISTENERS[(host, port)] = listener
-        try:
-            await listener.phone.open()
-        except OSError as exc:
-            del _LISTENERS[(host, port)]
-            raise ConnectError(f"cannot listen for SIP calls on {host}:{port}: {exc}") from exc
-    listener.users += 1
-    return listener
-
-
-async def _unlisten(listener: _Listener) -> None:
-    listener.users -= 1
-    if listener.users <= 0:
-        key = (listener.phone.host, listener.phone.port)
-        if _LISTENERS.get(key) is listener:
-            del _LISTENERS[key]
-        await listener.phone.close()
-
-
 class SipCall(Call):
     """One SIP call with G.711 RTP audio."""
+
+    # Our BYE waits this long for its answer; the call is released either way.
+    hangup_timeout_s = BYE_TIMEOUT_S
 
     def __init__(
         self,
@@ -133,7 +74,7 @@ class SipCall(Call):
         self._headers = dict(headers or {})
         self._credentials = dict(credentials or {})
         self.phone: SipPhone | None = None
-        self._listener: _Listener | None = None
+        self._listener: Listener | None = None
         self.rtp: RtpSession | None = None
         self.session: SipSession | None = None
         self._down = Downsampler()
@@ -144,6 +85,8 @@ class SipCall(Call):
         self.early_packets = 0
         self._pump_handle: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing: asyncio.Task[None] | None = None  # the BYE and the release, once
+        self._released = False
 
     # ------------------------------------------------------------------ set-up
 
@@ -198,7 +141,7 @@ class SipCall(Call):
 
     async def _answer_inbound(self) -> None:
         target = self.target
-        self._listener = await _listen(target.host, target.port)
+        self._listener = await listen(target.host, target.port)
         waiter: asyncio.Future[tuple[SipMessage, Peer]] = asyncio.get_running_loop().create_future()
         self._listener.waiting.setdefault(target.user, []).append(waiter)
         self._event("sip_listening", f"waiting for an INVITE to {target.sip_uri}")
@@ -222,7 +165,12 @@ class SipCall(Call):
         self._adopt(phone, self.session)
 
     async def _open_rtp(self, host: str) -> RtpSession:
-        self.rtp = RtpSession(local_host=host, on_audio=self._on_rtp_audio, on_dtmf=self._on_dtmf)
+        self.rtp = RtpSession(
+            local_host=host,
+            on_audio=self._on_rtp_audio,
+            on_dtmf=self._on_dtmf,
+            on_rejected=self._on_rtp_rejected,
+        )
         await self.rtp.open()
         return self.rtp
 
@@ -247,8 +195,19 @@ class SipCall(Call):
     def _on_dtmf(self, digit: str) -> None:
         self._event("dtmf_received", digit)
 
-    # Arrival times are the kernel's (SO_TIMESTAMPNS): a busy event loop does not move them.
-    kernel_stamped = True
+    def _on_rtp_rejected(self, addr: tuple[str, int], ssrc: int) -> None:
+        source = self.rtp.source if self.rtp is not None else None
+        latched = f"{source[0]}:{source[1]}" if source else "the agent's source"
+        self._event(
+            "sip_rtp_rejected",
+            f"ignored RTP from {addr[0]}:{addr[1]} (SSRC {ssrc:#010x}): "
+            f"the call's media is latched to {latched}",
+        )
+
+    @property
+    def kernel_stamped(self) -> bool:
+        """Arrival times are the kernel's (SO_TIMESTAMPNS): a busy event loop does not move them."""
+        return True
 
     @property
     def audio_drops(self) -> list[tuple[float, float]]:
@@ -298,7 +257,7 @@ class SipCall(Call):
                     "media_timeout",
                     f"no RTP from the agent for {timeout:g} s, and no BYE",
                 )
-                self._spawn(self._close_transport())
+                self._start_closing()
                 return
             await asyncio.sleep(min(remaining, 0.5))
 
@@ -328,11 +287,34 @@ class SipCall(Call):
         self._mark_ended("remote_hangup", detail)
 
     async def _close_transport(self) -> None:
+        """BYE (unless the dialog is over), then release everything the call opened.
+
+        One close runs per call: a second caller (the hang-up after the RTP
+        watchdog's own close) waits for it.  A caller that gives up first (its
+        timeout, a cancelled run) cuts the BYE's wait short, and everything is
+        released before its cancellation goes on.
+        """
         self._mark_ended("local_hangup")
-        session = self.session
-        if session is not None and not session.ended:
-            await session.bye()
-        await self._release()
+        closing = self._start_closing()
+        try:
+            await asyncio.shield(closing)
+        except asyncio.CancelledError:
+            closing.cancel()
+            await asyncio.wait({closing})
+            raise
+
+    def _start_closing(self) -> asyncio.Task[None]:
+        if self._closing is None:
+            self._closing = spawn(self._bye_and_release(), name="sip-call-close")
+        return self._closing
+
+    async def _bye_and_release(self) -> None:
+        try:
+            session = self.session
+            if session is not None and not session.ended:
+                await session.bye()
+        finally:
+            await self._release()
 
     def media_summary(self) -> str:
         """RTP counters of the call, for the run's events."""
@@ -341,12 +323,19 @@ class SipCall(Call):
         s = self.rtp.stats
         return (
             f"RTP sent {s.sent}, received {s.received}, lost {s.lost}, late {s.late}, "
-            f"duplicates {s.duplicates}, reordered {s.reordered}, malformed {s.malformed}; "
+            f"duplicates {s.duplicates}, reordered {s.reordered}, malformed {s.malformed}, "
+            f"from other sources (rejected) {s.rejected}; "
             f"early-media packets {self.early_packets}; "
             f"stale audio dropped {self.playout.dropped_s * 1000:.0f} ms"
         )
 
     async def _release(self) -> None:
+        """Free what the call opened (once).  Sockets, the pump's handler and the
+        listener's place are given up before the first ``await``: a cancellation
+        there only leaves the phone's own tasks to finish."""
+        if self._released:
+            return
+        self._released = True
         if self._pump_handle is not None:
             media_pump().remove(self._pump_handle)
             self._pump_handle = None
@@ -358,14 +347,16 @@ class SipCall(Call):
                 task.cancel()
         if self.rtp is not None:
             self.rtp.close()
-        if self.session is not None and self.phone is None and self._listener is not None:
-            self._listener.phone.dialogs.pop(self.session.call_id, None)
-        if self.phone is not None:
-            phone, self.phone = self.phone, None
-            await phone.close()
-        if self._listener is not None:
-            listener, self._listener = self._listener, None
-            await _unlisten(listener)
+        phone, self.phone = self.phone, None
+        listener, self._listener = self._listener, None
+        if self.session is not None and phone is None and listener is not None:
+            listener.phone.dialogs.pop(self.session.call_id, None)
+        try:
+            if phone is not None:
+                await phone.close()
+        finally:
+            if listener is not None:
+                await unlisten(listener)
 
     def _event(self, kind: str, detail: str) -> None:
         if self.on_event is not None:

@@ -34,6 +34,7 @@ class RtpStats:
     dtmf_received: int = 0  # key presses received
     malformed: int = 0  # datagrams that are not RTP v2 (ignored)
     send_dropped: int = 0  # packets our own socket buffer refused (not sent)
+    rejected: int = 0  # RTP from another address than the latched peer's (ignored)
 
 
 @dataclass(frozen=True)

@@ -25,15 +25,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from loguru import logger
 
 from runtime.tasks import spawn
+from telephony.sip.acks import Acks
+from telephony.sip.builders import response_to
 from telephony.sip.message import SipMessage, SipParseError, new_branch, new_tag
+from telephony.sip.recent import Recent
 from telephony.sip.transaction import (
     T1,
     T2,
@@ -44,10 +46,12 @@ from telephony.sip.transaction import (
 )
 from telephony.sip.transport import Peer, SipTransport, TransportClosed, local_address_for
 
+# ``Recent`` lives in ``recent.py``; importable from here as before.
 __all__ = [
     "ALLOW",
     "ClientTransaction",
     "DialogHandler",
+    "Recent",
     "SipPhone",
     "TransactionFailed",
     "TransactionTimeout",
@@ -55,8 +59,6 @@ __all__ = [
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 USER_AGENT = "loopcall"
-K = TypeVar("K")
-V = TypeVar("V")
 _CALL_ID = re.compile(rb"^(?:call-id|i)[ \t]*:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
 
 
@@ -66,29 +68,6 @@ class DialogHandler(Protocol):
     def on_request(self, request: SipMessage, peer: Peer) -> None: ...
 
     def on_malformed(self, error: SipParseError, peer: Peer) -> None: ...
-
-
-class Recent(dict[K, V]):
-    """A dict that forgets entries older than ``ttl`` seconds, checked as it grows."""
-
-    def __init__(self, ttl: float = 2 * TIMEOUT, check_every: int = 64) -> None:
-        super().__init__()
-        self._ttl = ttl
-        self._check_every = check_every
-        self._born: dict[K, float] = {}
-
-    def __setitem__(self, key: K, value: V) -> None:
-        super().__setitem__(key, value)
-        self._born[key] = time.monotonic()
-        if len(self._born) % self._check_every == 0:
-            self.prune()
-
-    def prune(self, now: float | None = None) -> None:
-        cutoff = (time.monotonic() if now is None else now) - self._ttl
-        for key, born in list(self._born.items()):
-            if born < cutoff or key not in self:
-                del self._born[key]
-                self.pop(key, None)
 
 
 @dataclass
@@ -124,14 +103,9 @@ class SipPhone:
         )
         self.dialogs: dict[str, DialogHandler] = {}
         self._client: dict[tuple[str, str], ClientTransaction] = {}
+        self.acks = Acks(lambda message, peer: self._spawn(self._send_quietly(message, peer)))
         # What a long-lived phone (an inbound listener, the reference agent) keeps
         # about past transactions is forgotten after twice their lifetime.
-        self._acks_for_non2xx: Recent[tuple[str, str], tuple[SipMessage, Peer]] = Recent()
-        self._acks_for_2xx: Recent[tuple[str, int], tuple[SipMessage, Peer]] = Recent()
-        # Every INVITE sent, by branch: a final answer that comes after we gave up on
-        # its transaction (a 487 after our CANCEL of a failed set-up) is still ACKed.
-        self._invites: Recent[str, tuple[SipMessage, Peer]] = Recent()
-        self._late_finals: dict[str, asyncio.Future[SipMessage]] = {}
         self._server: Recent[tuple[str, str], _ServerTransaction] = Recent()
         self._awaiting_ack: Recent[tuple[str, int], asyncio.Future[SipMessage]] = Recent()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -188,7 +162,7 @@ class SipPhone:
         transaction = ClientTransaction(self, request, peer, on_provisional)
         self._client[transaction.key] = transaction
         if request.method == "INVITE":
-            self._invites[request.branch] = (request, peer)
+            self.acks.invite_sent(request, peer)
         transaction._final.add_done_callback(lambda _f: self._client.pop(transaction.key, None))
         transaction._retransmit = self._spawn(self._send_and_retransmit(transaction))
         return transaction
@@ -210,54 +184,30 @@ class SipPhone:
         except TransportClosed as exc:
             transaction._fail(TransactionFailed(str(exc)))
 
+    def expect_late_final(self, branch: str) -> asyncio.Future[SipMessage]:
+        return self.acks.expect_late_final(branch)
+
+    def forget_late_final(self, branch: str) -> None:
+        self.acks.forget_late_final(branch)
+
     def send_ack(self, ack: SipMessage, peer: Peer) -> None:
         """Send the ACK for a 2xx (a dialog's job) and resend it if the 2xx comes again."""
-        self._acks_for_2xx[(ack.call_id, ack.cseq[0])] = (ack, peer)
-        self._spawn(self._send_quietly(ack, peer))
+        self.acks.ack_2xx(ack, peer)
 
     async def _send_quietly(self, message: SipMessage, peer: Peer) -> None:
         with contextlib.suppress(TransportClosed):
             await self.transport.send(message, peer)
 
     def _on_response(self, response: SipMessage, peer: Peer) -> None:
-        number, method = response.cseq
+        _number, method = response.cseq
         transaction = self._client.get((response.branch, method))
         if transaction is None:
-            if method == "INVITE" and 200 <= response.status < 300:
-                stored = self._acks_for_2xx.get((response.call_id, number))
-                if stored is not None:  # our ACK was lost: the 2xx comes again
-                    self._spawn(self._send_quietly(*stored))
-            elif method == "INVITE" and response.status >= 300:
-                stored = self._acks_for_non2xx.get((response.branch, method))
-                invite = self._invites.get(response.branch)
-                if stored is None and invite is not None:
-                    stored = (self._ack_for(invite[0], response), invite[1])
-                    self._acks_for_non2xx[(response.branch, method)] = stored
-                if stored is not None:
-                    self._spawn(self._send_quietly(*stored))
-                late = self._late_finals.get(response.branch)
-                if late is not None and not late.done():
-                    late.set_result(response)
+            if method == "INVITE":
+                self.acks.outside_transaction(response)
             return
         if method == "INVITE" and response.status >= 300:
-            ack = self._ack_for(transaction.request, response)
-            self._acks_for_non2xx[transaction.key] = (ack, transaction.peer)
-            self._spawn(self._send_quietly(ack, transaction.peer))
+            self.acks.ack_failure(transaction.request, response, transaction.peer)
         transaction._resolve(response)
-
-    @staticmethod
-    def _ack_for(invite: SipMessage, response: SipMessage) -> SipMessage:
-        """The ACK for a non-2xx final response: same branch, the response's To (17.1.1.3)."""
-        ack = SipMessage(method="ACK", uri=invite.uri)
-        ack.add("Via", invite.top_via)
-        for route in invite.get_all("Route"):
-            ack.add("Route", route)
-        ack.add("From", invite.require("From"))
-        ack.add("To", response.require("To"))
-        ack.add("Call-ID", invite.call_id)
-        ack.add("CSeq", f"{invite.cseq[0]} ACK")
-        ack.add("Max-Forwards", "70")
-        return ack
 
     # ------------------------------------------------------------------ server
 
@@ -282,19 +232,7 @@ class SipPhone:
         last = server.last_response if server is not None else None
         if last is not None and last.status >= 200 and status > 100:
             return False
-        response = SipMessage(status=status, reason=reason)
-        for via in request.get_all("Via"):
-            response.add("Via", via)
-        for route in request.get_all("Record-Route"):
-            response.add("Record-Route", route)
-        response.add("From", request.require("From"))
-        to = request.to
-        if to_tag and to.tag is None and status > 100:
-            to = to.with_tag(to_tag)
-        response.add("To", str(to))
-        response.add("Call-ID", request.call_id)
-        response.add("CSeq", request.require("CSeq"))
-        response.add("Server", self.user_agent)
+        response = response_to(request, status, reason, to_tag=to_tag, server=self.user_agent)
         for name, value in headers:
             response.add(name, value)
         if body:

@@ -8,20 +8,28 @@ packet in its place.  Packets from the peer are put back in sequence order by a
 small reorder buffer (``JitterBuffer``: no added delay while nothing is out of
 order), decoded and handed to ``on_audio(pcm8k, arrival_time)`` with the time
 the packet reached the socket (the kernel's receive timestamp); key presses go
-to ``on_dtmf`` once each.  RTP is symmetric: we send from the socket we receive
-on, to wherever the peer's packets come from (latching, for peers behind NAT).
-No RTCP is sent; RTCP muxed onto the port is ignored.
+to ``on_dtmf`` once each.  No RTCP is sent; RTCP muxed onto the port is ignored.
+
+Where RTP goes, and whose RTP is heard (symmetric RTP, RFC 4961; latching as
+SBCs do it, RFC 7362; details and reasons in ``latch.py``): we send from the
+socket we receive on.  Each new SDP address (``set_remote``: the answer, a 183,
+a re-INVITE that moves the media) opens learning, and the first RTP packet that
+arrives latches the peer's source: we send there from then on.  A source at the
+SDP's address is latched for good; one elsewhere (NAT) until the SDP's address
+itself sends.  Once latched, RTP from any other address is rejected whatever its
+SSRC: not played, not the peer's media for the inactivity timeout, never moving
+our RTP; counted in ``stats.rejected``, the first of each source reported to
+``on_rejected``.  A new SSRC from the latched address is the peer's new stream
+(RFC 3550 8.2), played.  Only new SDP re-opens learning; there is no re-latching
+on a timer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import socket
 import struct
-import sys
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,8 +37,10 @@ from dataclasses import dataclass
 from loguru import logger
 
 from audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
-from telephony.base import CallStateError
+from telephony.errors import CallStateError
 from telephony.sip.jitter import JitterBuffer, RtpPacket, RtpStats, parse_rtp
+from telephony.sip.latch import Addr, SourceLatch
+from telephony.sip.stamped_socket import StampedSocket
 
 __all__ = [
     "FRAME_BYTES",
@@ -62,7 +72,6 @@ _DECODERS = {PCMU: ulaw_decode, PCMA: alaw_decode}
 SILENT_FRAME = bytes(FRAME_BYTES)
 SILENT_PAYLOAD = {pt: encode(SILENT_FRAME) for pt, encode in _ENCODERS.items()}
 SILENT_LINE = {pt: _DECODERS[pt](payload) for pt, payload in SILENT_PAYLOAD.items()}
-_SO_TIMESTAMPNS = 35  # Linux: receive timestamps as a struct timespec
 _RTCP_TYPES = range(72, 77)  # RTCP packet types 200-204 seen as an RTP payload type (RFC 5761)
 
 
@@ -77,66 +86,6 @@ class _Event:
     sent_frames: int = 0
 
 
-class _StampedSocket:
-    """A non-blocking UDP socket read by the event loop, with the kernel's arrival times.
-
-    A packet's arrival is when the kernel received it (``SO_TIMESTAMPNS`` on Linux),
-    not when a busy event loop got round to reading it: a second-long stall (a
-    pipeline starting) would otherwise bunch a second of on-time packets into one
-    instant, and the playout would drop them as stale.  Elsewhere the read time
-    stands in.
-    """
-
-    def __init__(self, sock: socket.socket, session: RtpSession) -> None:
-        self._sock = sock
-        self._session = session
-        self._stamped = False
-        if sys.platform == "linux":
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-                self._stamped = True
-            except OSError:
-                pass
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._read_ready)
-
-    @property
-    def port(self) -> int:
-        return int(self._sock.getsockname()[1])
-
-    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
-        try:
-            self._sock.sendto(data, addr)
-        except (BlockingIOError, InterruptedError):
-            self._session.stats.send_dropped += 1  # the socket buffer is full: a lost packet
-        except OSError as exc:  # ICMP unreachable from an earlier packet, and the like
-            logger.debug(f"rtp: send to {addr}: {exc!r}")
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            asyncio.get_running_loop().remove_reader(self._sock.fileno())
-        self._sock.close()
-
-    def _read_ready(self) -> None:
-        while True:
-            try:
-                data, ancillary, _flags, addr = self._sock.recvmsg(4096, 64)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # ICMP port unreachable while the peer is not up yet
-                logger.debug(f"rtp: {exc!r}")
-                continue
-            arrival = time.monotonic()
-            for level, kind, value in ancillary:
-                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(value) >= 16:
-                    seconds, nanoseconds = struct.unpack("qq", value[:16])
-                    # The kernel stamps with the wall clock: move it onto the monotonic one.
-                    arrival -= time.time() - (seconds + nanoseconds / 1e9)
-            try:
-                self._session._receive(data, addr, arrival)
-            except Exception:  # a callback's bug: logged, and the next packet is handled
-                logger.exception("rtp: error while handling a packet")
-
-
 class RtpSession:
     """One G.711 RTP stream each way on one UDP socket, with RFC 4733 DTMF."""
 
@@ -148,6 +97,7 @@ class RtpSession:
         dtmf_pt: int | None = 101,
         on_audio: Callable[[bytes, float], None],
         on_dtmf: Callable[[str], None] | None = None,
+        on_rejected: Callable[[Addr, int], None] | None = None,
         jitter_packets: int = 3,
     ) -> None:
         self._local_host = local_host
@@ -155,10 +105,9 @@ class RtpSession:
         self._on_dtmf = on_dtmf
         self.stats = RtpStats()
         self.last_packet_at: float | None = None
-        self._transport: _StampedSocket | None = None
+        self._transport: StampedSocket | None = None
         self._closed = False
-        self._remote: tuple[str, int] | None = None
-        self._latched = False
+        self._latch = SourceLatch(on_rejected)
         # Sending: random SSRC, sequence and timestamp (RFC 3550 5.1).
         self._ssrc = secrets.randbits(32)
         self._sequence = secrets.randbits(16)
@@ -200,13 +149,16 @@ class RtpSession:
                     raise
                 sock.setblocking(False)
                 if port or sock.getsockname()[1] % 2 == 0:
-                    self._transport = _StampedSocket(sock, self)
+                    self._transport = StampedSocket(sock, self._receive, self._send_dropped)
                     return self.local_port
                 odd.append(sock)  # kept open until done so the OS offers another
         finally:
             for sock in odd:
                 sock.close()
         raise OSError(f"no free even UDP port on {self._local_host}")
+
+    def _send_dropped(self) -> None:
+        self.stats.send_dropped += 1  # the socket buffer is full: a lost packet
 
     def poll(self) -> None:
         """Handle the packets already waiting on the socket, now (before deciding what is late)."""
@@ -233,13 +185,18 @@ class RtpSession:
     # ------------------------------------------------------------- negotiation
 
     def set_remote(self, host: str, port: int) -> None:
-        """Where to send (from the peer's SDP); the next packet from the peer may re-latch it."""
-        self._remote = (host, port)
-        self._latched = False
+        """Where to send, from the peer's SDP; a new address re-opens learning (see above)."""
+        self._latch.signalled(host, port)
 
     @property
-    def remote(self) -> tuple[str, int] | None:
-        return self._remote
+    def remote(self) -> Addr | None:
+        """Where our RTP goes: the latched source, or (learning) the SDP's address."""
+        return self._latch.remote
+
+    @property
+    def source(self) -> Addr | None:
+        """The peer's latched source address; None while learning."""
+        return self._latch.source
 
     @property
     def codec_pt(self) -> int:
@@ -264,7 +221,7 @@ class RtpSession:
         """Send one 20 ms frame (or, while a key press plays, its telephone-event packet)."""
         if len(pcm8k) != FRAME_BYTES:
             raise ValueError(f"a frame is {FRAME_BYTES} bytes of 8 kHz s16le, got {len(pcm8k)}")
-        if self._transport is None or self._remote is None:
+        if self._transport is None or self._latch.remote is None:
             return
         if self._event is None and self._dtmf_queue and self._gap_frames == 0:
             self._event = self._dtmf_queue.popleft()
@@ -312,12 +269,13 @@ class RtpSession:
                 event.done.set_result(None)
 
     def _send(self, pt: int, payload: bytes, timestamp: int, marker: bool = False) -> None:
-        assert self._transport is not None and self._remote is not None
+        remote = self._latch.remote
+        assert self._transport is not None and remote is not None
         marker = marker or self._first  # the first packet of the stream
         self._first = False
         second = (0x80 if marker else 0) | pt
         header = struct.pack("!BBHII", 0x80, second, self._sequence, timestamp, self._ssrc)
-        self._transport.sendto(header + payload, self._remote)
+        self._transport.sendto(header + payload, remote)
         self._sequence = (self._sequence + 1) % 0x10000
         self.stats.sent += 1
 
@@ -337,19 +295,16 @@ class RtpSession:
             return
         if packet.payload_type in _RTCP_TYPES and packet.marker:
             return  # RTCP muxed onto the RTP port (RFC 5761): not ours to read
+        if not self._latch.accept((addr[0], addr[1]), packet.ssrc):
+            self.stats.rejected += 1
+            return
         self.stats.received += 1
         self.last_packet_at = arrival
-        if packet.ssrc != self._peer_ssrc:  # a new stream: re-INVITE, or a new sender
+        if packet.ssrc != self._peer_ssrc:  # a new stream from the peer (see above)
             for old in self._jitter.flush():
                 self._play(*old)
             self._peer_ssrc = packet.ssrc
             self._last_event_timestamp = None
-            self._latched = False
-        if not self._latched:
-            self._latched = True
-            if self._remote != addr[:2]:
-                logger.debug(f"rtp: sending to {addr[0]}:{addr[1]}, where the peer sends from")
-                self._remote = (addr[0], addr[1])
         # Every payload type takes a sequence number: all of them pass through the
         # buffer, or a key press would look like lost audio.
         for item in self._jitter.push(packet.sequence, (packet, arrival)):

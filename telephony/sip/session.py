@@ -8,6 +8,7 @@ INFO (DTMF), UPDATE and OPTIONS; and sends our own requests, BYE included.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from collections.abc import Callable
@@ -150,6 +151,9 @@ class SipSession:
             self.on_event("sip_bye", f"BYE answered {final.summary()}")
         except (TransactionTimeout, TransactionFailed) as exc:
             self.on_event("sip_bye", f"BYE not answered: {exc}")
+        except asyncio.CancelledError:
+            self.on_event("sip_bye", "BYE sent; the hang-up stopped waiting for its answer")
+            raise
 
     def _end(self, cause: str, detail: str) -> None:
         if self.ended:

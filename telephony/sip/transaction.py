@@ -13,15 +13,21 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from telephony.sip.builders import cancel_for
 from telephony.sip.message import SipMessage
 from telephony.sip.transport import Peer
 
-if TYPE_CHECKING:
-    from telephony.sip.phone import SipPhone
-
-__all__ = ["T1", "T2", "TIMEOUT", "ClientTransaction", "TransactionFailed", "TransactionTimeout"]
+__all__ = [
+    "T1",
+    "T2",
+    "TIMEOUT",
+    "ClientTransaction",
+    "TransactionFailed",
+    "TransactionTimeout",
+    "TransactionUser",
+]
 
 T1 = 0.5
 T2 = 4.0
@@ -36,11 +42,27 @@ class TransactionFailed(ConnectionError):
     """The transaction cannot complete: the peer is unreachable or answered garbage."""
 
 
+class TransactionUser(Protocol):
+    """What a transaction needs of the phone that runs it (``SipPhone``)."""
+
+    user_agent: str
+
+    def start_request(
+        self, request: SipMessage, peer: Peer, *, via: bool = True
+    ) -> ClientTransaction: ...
+
+    def expect_late_final(self, branch: str) -> asyncio.Future[SipMessage]:
+        """A future for the final answer to the INVITE ``branch`` once its transaction is over."""
+        ...
+
+    def forget_late_final(self, branch: str) -> None: ...
+
+
 @dataclass
 class ClientTransaction:
     """One request in flight, and the responses it gets."""
 
-    phone: SipPhone
+    phone: TransactionUser
     request: SipMessage
     peer: Peer
     on_provisional: Callable[[SipMessage], None] | None = None
@@ -75,17 +97,8 @@ class ClientTransaction:
             return
         late_final: asyncio.Future[SipMessage] | None = None
         if abandon:  # the INVITE's own final answer (487) will come outside its transaction
-            late_final = asyncio.get_running_loop().create_future()
-            self.phone._late_finals[self.request.branch] = late_final
-        invite = self.request
-        cancel = SipMessage(method="CANCEL", uri=invite.uri)
-        cancel.add("Via", invite.top_via)
-        for name in ("Route", "From", "To", "Call-ID"):
-            for value in invite.get_all(name) if name == "Route" else [invite.require(name)]:
-                cancel.add(name, value)
-        cancel.add("CSeq", f"{invite.cseq[0]} CANCEL")
-        cancel.add("Max-Forwards", "70")
-        cancel.add("User-Agent", self.phone.user_agent)
+            late_final = self.phone.expect_late_final(self.request.branch)
+        cancel = cancel_for(self.request, self.phone.user_agent)
         transaction = self.phone.start_request(cancel, self.peer, via=False)
         with contextlib.suppress(TransactionTimeout, TransactionFailed):
             await transaction.final(timeout=2 * T2)
@@ -93,7 +106,7 @@ class ClientTransaction:
             # Wait for the 487 so that it is ACKed before the phone closes.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(late_final, T2)
-            self.phone._late_finals.pop(self.request.branch, None)
+            self.phone.forget_late_final(self.request.branch)
 
     def _resolve(self, response: SipMessage) -> None:
         if response.status < 200:

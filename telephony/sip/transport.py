@@ -24,9 +24,10 @@ from typing import Any, Literal
 from loguru import logger
 
 from runtime.tasks import spawn
+from telephony.errors import ConnectError
 from telephony.sip.message import SipMessage, SipParseError, parse_message, split_stream
 
-__all__ = ["Peer", "SipTransport", "TransportClosed", "local_address_for"]
+__all__ = ["Peer", "SipTransport", "TransportClosed", "local_address_for", "resolve"]
 
 Proto = Literal["udp", "tcp"]
 Addr = tuple[str, int]
@@ -81,6 +82,21 @@ def _report_icmp_errors(udp: asyncio.DatagramTransport) -> None:
         level, option = socket.IPPROTO_IP, 11  # IP_RECVERR
     with contextlib.suppress(OSError):
         sock.setsockopt(level, option, 1)
+
+
+async def resolve(host: str) -> str:
+    """The IP address to send to (a name is resolved once, at dialling)."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise ConnectError(f"cannot resolve SIP host {host!r}: {exc}") from exc
+    return str(infos[0][4][0])
 
 
 def local_address_for(ip: str) -> str:

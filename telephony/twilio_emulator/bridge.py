@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from telephony.base import ConnectError
+from telephony.errors import ConnectError
+from telephony.media_stream import MediaStreamLeg, StreamIds, new_sid
 from telephony.twilio_emulator.calls import CallFailure, EmulatedCall
 from telephony.twilio_emulator.twiml import StreamSpec
 from telephony.twilio_emulator.webhooks import Webhooks
-from telephony.twilio_stream import MediaStreamLeg, StreamIds, new_sid
 
 __all__ = ["LEG_OPEN_TIMEOUT_S", "LegEnded", "bridge"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from telephony.twilio_stream import MediaStreamLeg
+from telephony.media_stream import MediaStreamLeg
 
 __all__ = [
     "API_VERSION",

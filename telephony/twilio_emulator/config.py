@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
-from telephony.base import E164_PATTERN
+from telephony.target import E164_PATTERN
 
 __all__ = [
     "BEHAVIOURS",

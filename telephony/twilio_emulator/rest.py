@@ -15,9 +15,9 @@ from collections.abc import Container, Mapping
 from fastapi import Request
 from starlette.datastructures import FormData
 
+from telephony.media_stream import new_sid
 from telephony.twilio_emulator.calls import CALL_EVENTS, ApiError, EmulatedCall
 from telephony.twilio_emulator.config import EmulatorConfig, is_e164, is_url
-from telephony.twilio_stream import new_sid
 
 __all__ = [
     "MAX_TIMEOUT_S",

@@ -23,6 +23,7 @@ from loguru import logger
 from starlette.datastructures import FormData
 
 from runtime.tasks import spawn
+from telephony.media_stream import MediaStreamLeg, new_sid
 from telephony.twilio_emulator.bridge import bridge
 from telephony.twilio_emulator.calls import (
     FINAL_STATUSES,
@@ -35,7 +36,6 @@ from telephony.twilio_emulator.config import EmulatorConfig, NumberConfig
 from telephony.twilio_emulator.rest import authenticate, call_from_form, hang_up_status
 from telephony.twilio_emulator.twiml import StreamSpec, TwimlError, parse_stream_twiml
 from telephony.twilio_emulator.webhooks import Webhooks, call_params, status_callback_params
-from telephony.twilio_stream import MediaStreamLeg, new_sid
 
 __all__ = ["UNKNOWN_NUMBER_DELAY_S", "Switchboard"]
 
