@@ -2,16 +2,21 @@
 
 Stage: the end of the flow in server mode (the file ``RunStore`` is the CLI's).
 Every write is one transaction, so a reader never sees half a run, and a
-controller killed mid-write leaves the previous version of the row.
+controller killed mid-write leaves the previous version of the row.  A change of
+status that can race another (a worker starting a queued run, a user cancelling
+it) is a compare-and-set on the status (``transition``): whichever commits first
+wins, and the other sees that it lost, on SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from harness.db.tables import RunRow, RunWebhookRow, SuiteRunRow
@@ -67,23 +72,32 @@ def _requeued(run: Run, reason: str) -> Run:
     )
 
 
-def _row(run: Run) -> RunRow:
+def _columns(run: Run) -> dict[str, Any]:
     evaluation = run.evaluation
-    return RunRow(
-        id=run.id,
-        status=run.status,
-        termination_reason=run.termination_reason,
-        created_at=run.created_at,
-        started_at=run.started_at,
-        ended_at=run.ended_at,
-        channel=run.channel,
-        target=run.target,
-        case_name=run.case.name,
-        suite_run_id=run.suite_run_id,
-        score=evaluation.score if evaluation else None,
-        passed=run.passed if run.status in ("completed", "failed", "cancelled") else None,
-        data=run.model_dump(mode="json"),
-    )
+    return {
+        "id": run.id,
+        "status": run.status,
+        "termination_reason": run.termination_reason,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "channel": run.channel,
+        "target": run.target,
+        "case_name": run.case.name,
+        "suite_run_id": run.suite_run_id,
+        "score": evaluation.score if evaluation else None,
+        "passed": run.passed if run.status in ("completed", "failed", "cancelled") else None,
+        "data": run.model_dump(mode="json"),
+    }
+
+
+def _row(run: Run) -> RunRow:
+    return RunRow(**_columns(run))
+
+
+def _claimed(run: Run) -> None:
+    run.status = "running"
+    run.started_at = utcnow()
 
 
 class RunRepository:
@@ -106,6 +120,41 @@ class RunRepository:
         """Insert or replace the run (one transaction)."""
         async with self._sessions.begin() as session:
             await session.merge(_row(run))
+
+    async def transition(
+        self, run_id: str, change: Callable[[Run], None], *, only_from: Collection[str]
+    ) -> Run | None:
+        """Apply ``change`` to the stored run if its status is one of ``only_from``.
+
+        Atomic: the write is ``UPDATE ... WHERE status = <the status read>``, so a
+        transition another writer commits first makes this one re-read, and give up
+        (``None``) once the status is no longer one of ``only_from``.
+        """
+        while True:
+            async with self._sessions.begin() as session:
+                row = await session.get(RunRow, run_id)
+                if row is None:
+                    raise RunNotFound(f"no run {run_id!r}")
+                if row.status not in only_from:
+                    return None
+                read = row.status
+                run = Run.model_validate(row.data)
+                change(run)
+                columns = _columns(run)
+                del columns["id"]
+                result = await session.execute(
+                    update(RunRow)
+                    .where(RunRow.id == run_id, RunRow.status == read)
+                    .values(**columns)
+                    .execution_options(synchronize_session=False)
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    return run
+
+    async def claim(self, run_id: str) -> Run | None:
+        """``queued`` -> ``running``, only if still queued: the run as claimed, or ``None``
+        when something else (a cancel) changed it first."""
+        return await self.transition(run_id, _claimed, only_from=("queued",))
 
     async def get(self, run_id: str) -> Run:
         async with self._sessions() as session:

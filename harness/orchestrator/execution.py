@@ -7,6 +7,11 @@ with a readable message; a cancellation (Ctrl-C) hangs up and is stored as
 ``cancelled`` before the cancellation continues; an unexpected exception is
 logged once and stored as ``failed``.  The call's audio is analysed whenever
 there is any, so even a failed run keeps its transcript and recording.
+
+The run stays ``running`` until its end is stored: how the call ended is noted
+when it ends, and becomes the run's status in the same write as its transcript,
+metrics and evaluation, so no reader sees a run ended but not yet scored.  Once
+the call is over, that write happens even if the task is cancelled meanwhile.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from loguru import logger
@@ -21,7 +29,7 @@ from loguru import logger
 from audio.speech import get_transcriber
 from harness import __version__
 from harness.analysis import CallHealth, SaidLine, analyse, transcribe_agent_turns
-from harness.models import CallEvent, Case, Run, TerminationReason, utcnow
+from harness.models import CallEvent, Case, Run, RunStatus, TerminationReason, utcnow
 from harness.monitor import loop_monitor, process_cpu_s
 from harness.offload import off_loop
 from harness.orchestrator.calibration import Calibration, EchoCalibrator
@@ -103,6 +111,16 @@ def _reraise_swallowed_cancel() -> None:
         raise asyncio.CancelledError
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """How the call ended: the run's end state, given to it once it is analysed."""
+
+    status: RunStatus
+    reason: TerminationReason
+    error: str | None
+    ended_at: datetime
+
+
 class _Execution:
     """The state of one run while it executes."""
 
@@ -126,6 +144,7 @@ class _Execution:
         self.connected_at: float | None = None
         self.connected_cpu_s = 0.0
         self.call: Call | None = None
+        self.outcome: _Outcome | None = None
         self._pending_cancel = False
         self.started_mono = time.monotonic()
 
@@ -144,12 +163,12 @@ class _Execution:
 
     async def _execute(self) -> Run:
         run = self.run
-        run.status = "running"
-        run.started_at = utcnow()
-        await self.store.put(run)
-        self.progress(run, "started")
         call: Call | None = None
         try:
+            run.status = "running"
+            run.started_at = utcnow()
+            await self.store.put(run)
+            self.progress(run, "started")
             target = parse_target(run.target)
             run.channel = target.channel
             brain = make_brain(run.case, self.options.llm, on_event=self.event)
@@ -248,42 +267,69 @@ class _Execution:
             await asyncio.wait_for(asyncio.shield(finished), 8.0)
         return "timeout"
 
-    def _finish(self, status: str, reason: TerminationReason, error: str | None = None) -> None:
-        run = self.run
-        if run.status in ("completed", "failed", "cancelled"):
+    def _finish(
+        self, status: RunStatus, reason: TerminationReason, error: str | None = None
+    ) -> None:
+        """The call is over: note how.  The run takes this status when it is stored."""
+        if self.outcome is not None:
             return
-        run.status = status  # type: ignore[assignment]
-        run.termination_reason = reason
-        run.error = error
-        run.ended_at = utcnow()
-        if run.started_at is not None:
-            run.duration_ms = round((run.ended_at - run.started_at).total_seconds() * 1000.0, 1)
-        self.event("ended", f"{status} ({reason}){': ' + error if error else ''}")
+        self.outcome = _Outcome(status, reason, error, utcnow())
+        self.event("call_ended", f"{reason}{': ' + error if error else ''}")
 
     async def _wrap_up(self, call: Call | None) -> None:
-        """Hang up, stop the bot, analyse what was recorded, score, store."""
+        """Hang up, stop the bot, analyse what was recorded, score, store.
+
+        A cancellation that lands here waits until the run is stored, then goes on.
+        """
         run = self.run
+        await self._to_the_end(self._hang_up(call))
+        ended_mono, ended_cpu_s = time.monotonic(), process_cpu_s()
+        self.progress(run, CALL_OVER)
+        await self._wait_for_gate()
+        await self._to_the_end(self._store_end(ended_mono, ended_cpu_s))
+        self.progress(run, "stored")
+        if self._pending_cancel:
+            raise asyncio.CancelledError
+
+    async def _to_the_end(self, step: Coroutine[Any, Any, None]) -> None:
+        """Await ``step`` to its end even if this task is cancelled meanwhile (the
+        cancellation is kept for once the run is stored)."""
+        task = asyncio.ensure_future(step)
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                self._pending_cancel = True
+        task.result()
+
+    async def _hang_up(self, call: Call | None) -> None:
         if self.bot is not None:
             with contextlib.suppress(Exception):
                 await self.bot.stop()
         if call is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(call.hangup(), hangup_allowance(call))
-        ended_mono, ended_cpu_s = time.monotonic(), process_cpu_s()
-        self.progress(run, CALL_OVER)
-        await self._wait_for_gate()
+
+    async def _store_end(self, ended_mono: float, ended_cpu_s: float) -> None:
+        """Analyse and score, then store the run with its end state: one write."""
+        run, outcome = self.run, self.outcome
+        if outcome is None:  # _wrap_up follows _finish; a missing outcome is our bug
+            outcome = _Outcome("failed", "error", "the run ended without an outcome", utcnow())
+        error = outcome.error
         try:
             await self._analyse(ended_mono, ended_cpu_s)
         except Exception as exc:  # analysis trouble must not lose the run
             logger.exception(f"run {run.id}: analysis failed")
-            run.error = (run.error + "; " if run.error else "") + f"analysis failed: {exc}"
-        run.evaluation = await evaluate_off_loop(
-            run.case, run.turns, run.metrics, run.termination_reason
-        )
+            error = (error + "; " if error else "") + f"analysis failed: {exc}"
+        evaluation = await evaluate_off_loop(run.case, run.turns, run.metrics, outcome.reason)
+        run.evaluation = evaluation
+        run.termination_reason = outcome.reason
+        run.error = error
+        run.ended_at = outcome.ended_at
+        if run.started_at is not None:
+            run.duration_ms = round((run.ended_at - run.started_at).total_seconds() * 1000.0, 1)
+        run.status = outcome.status  # last: until now every reader sees it running
         await self.store.put(run)
-        self.progress(run, "stored")
-        if self._pending_cancel:
-            raise asyncio.CancelledError
 
     async def _wait_for_gate(self) -> None:
         """Hold the analysis until the options' gate opens (a bench's level is over).
