@@ -12,10 +12,11 @@ import os
 import secrets
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from personas.llm_brain import LLMConfig
+from telephony.egress import EgressPolicy, parse_networks
 from telephony.twilio_phone import TwilioAccount
 
 __all__ = ["Settings"]
@@ -41,12 +42,24 @@ class Settings(BaseSettings):
         default=200, ge=1, le=5000, description="the highest level a POST /benches may ask for"
     )
 
+    # What the controller may connect to (docs/security.md): targets and webhooks.
     allowed_hosts: str | None = Field(
         default=None,
         description=(
-            "comma-separated hosts the controller may call (targets, webhooks); "
-            "unset: any. Guards a shared controller against being used to reach other hosts."
+            "comma-separated hosts the controller may call (targets, webhooks); unset: any "
+            "host outside the refused ranges. A host named here is exempt from those ranges."
         ),
+    )
+    allowed_networks: str | None = Field(
+        default=None,
+        description=(
+            "comma-separated networks exempt from the refused ranges (link-local, cloud "
+            "metadata, ...), e.g. fe80::/10 for a link-local agent"
+        ),
+    )
+    refused_networks: str | None = Field(
+        default=None,
+        description="comma-separated networks refused besides the built-in ranges, e.g. 10.0.0.0/8",
     )
     webhook_secret: SecretStr | None = Field(
         default=None,
@@ -126,11 +139,19 @@ class Settings(BaseSettings):
             ring_timeout_s=self.twilio_ring_timeout_s,
         )
 
-    def host_allowed(self, host: str) -> bool:
-        if not self.allowed_hosts:
-            return True
-        allowed = {h.strip().lower().strip("[]") for h in self.allowed_hosts.split(",")}
-        return host.lower().strip("[]") in allowed
+    @field_validator("allowed_networks", "refused_networks")
+    @classmethod
+    def _networks_parse(cls, value: str | None) -> str | None:
+        parse_networks(value, "a network list")
+        return value
+
+    def egress_policy(self) -> EgressPolicy:
+        """What a controller may connect to: the built-in refusals and these settings."""
+        return EgressPolicy.of(
+            allowed_hosts=self.allowed_hosts.split(",") if self.allowed_hosts else None,
+            allowed_networks=parse_networks(self.allowed_networks, "LOOPCALL_ALLOWED_NETWORKS"),
+            refused_networks=parse_networks(self.refused_networks, "LOOPCALL_REFUSED_NETWORKS"),
+        )
 
     def webhook_key(self) -> str:
         """The webhook signing secret: configured, or made once and kept in the data dir."""

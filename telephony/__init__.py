@@ -19,9 +19,11 @@ from telephony.base import (
     parse_target,
 )
 from telephony.dial import CallSetup, call_class, line_rate, open_call
+from telephony.egress import AddressRefused, EgressPolicy
 
 __all__ = [
     "TARGET_PATTERN",
+    "AddressRefused",
     "Call",
     "CallSetup",
     "CallStateError",
@@ -29,6 +31,7 @@ __all__ = [
     "ConnectError",
     "ConnectionLost",
     "DialOptions",
+    "EgressPolicy",
     "Target",
     "TargetError",
     "TelephonyError",

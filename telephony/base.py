@@ -15,6 +15,7 @@ Errors (``raise ... from exc`` at the edge; nothing from aiortc escapes)::
     TelephonyError
     +-- TargetError        the target URL is malformed or names an unknown channel
     +-- ConnectError       the agent could not be reached, refused, or never answered
+    |   +-- AddressRefused     the egress policy forbids its host (``egress.py``)
     +-- ConnectionLost     the call dropped without a hang-up (no media for too long)
     +-- CallStateError     an operation the call's current state does not allow
 """

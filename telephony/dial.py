@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from telephony.base import Call, DialOptions, Target, TargetError
+from telephony.egress import EgressPolicy
 from telephony.twilio_phone import TwilioAccount, TwilioGateway
 
 __all__ = ["CallSetup", "call_class", "line_rate", "open_call"]
@@ -49,6 +50,9 @@ class CallSetup:
     twilio: TwilioAccount | None = field(default=None, repr=False)
     gateway: TwilioGateway | None = None
     sip: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Where the call may connect, and whether an agent's error page may be quoted
+    # (a controller's policy; the default is the CLI's: the user's own machine).
+    egress: EgressPolicy = field(default_factory=EgressPolicy.local)
 
 
 def line_rate(target: Target) -> int | None:
@@ -84,6 +88,8 @@ def open_call(target: Target, setup: CallSetup | None = None) -> Call:
     }
     if setup.use_line_rate and (rate := line_rate(target)) is not None:
         options["sample_rate"] = rate
+    if channel != "tel":
+        options["egress"] = setup.egress
     if channel in _INBOUND:
         options["inbound"] = setup.inbound
         options["answer_timeout_s"] = setup.answer_timeout_s

@@ -55,11 +55,13 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
             twilio=settings.twilio_account(),
             gateway=gateway,
             sip=settings.sip_credentials(),
+            egress=settings.egress_policy(),
         )
         webhooks = WebhookSender(
             settings.webhook_key(),
             attempts=settings.webhook_attempts,
             backoff_s=settings.webhook_backoff_s,
+            egress=options.egress,
         )
         dispatcher = Dispatcher(
             sink,

@@ -32,10 +32,10 @@ from pydantic import (
 
 from harness.api.bodies import body_error
 from harness.api.deps import CatalogueDep, SecretBoxDep, SettingsDep
+from harness.api.egress import check_urls
 from harness.api.pages import Page, PageDep, page_of
 from harness.api.plan import RunCreate, check_target, plan_runs
 from harness.api.reach import AgentUnavailable, reach_agent
-from harness.api.runs import _check_hosts
 from harness.bench.models import BenchConfig, BenchReport
 from harness.bench.report import write_report
 from harness.bench.runner import run_bench
@@ -225,7 +225,8 @@ async def create_bench(
         ) from exc
     plan = await plan_runs(request, catalogue)
     item = plan.items[0]
-    _check_hosts([item.target], None, settings)
+    whom = "target" if body.target is not None else "agent_id"
+    await check_urls(settings.egress_policy(), [(whom, item.target)])
     dial = None
     if item.agent_id is not None:
         try:

@@ -14,6 +14,7 @@ from harness.analysis.health import DEFAULT_LAG_BOUND_MS
 from harness.models import Run
 from harness.orchestrator.calibration import Calibration
 from personas.llm_brain import LLMConfig
+from telephony.egress import EgressPolicy
 from telephony.twilio_phone import TwilioAccount, TwilioGateway
 
 __all__ = ["CALL_OVER", "ProgressFn", "RunOptions"]
@@ -50,3 +51,6 @@ class RunOptions:
     sip: Mapping[str, str] = field(default_factory=dict, repr=False)
     # A turn measured while the event loop ran later than this is marked degraded.
     lag_bound_ms: float = DEFAULT_LAG_BOUND_MS
+    # Where calls may connect and what of an agent's answer a run may quote: the
+    # CLI's by default (the user's machine), a controller's policy in server mode.
+    egress: EgressPolicy = field(default_factory=EgressPolicy.local)

@@ -30,6 +30,7 @@ from loguru import logger
 from audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from audio.resample import Downsampler, Upsampler
 from telephony.base import Call, CallStateError, ConnectError, Target
+from telephony.egress import EgressPolicy
 from telephony.pump import media_pump
 from telephony.sip.dialing import DialRequest, answer, dial
 from telephony.sip.message import SipMessage
@@ -46,19 +47,18 @@ DTMF_MS = 100
 DTMF_INFO_TIMEOUT_S = 4.0
 
 
-async def resolve(host: str) -> str:
-    """The IP address to send to (a name is resolved once, at dialling)."""
+async def resolve(host: str, egress: EgressPolicy | None = None) -> str:
+    """The IP address to send to: a name is resolved once, at dialling, and the
+    address is one the egress policy allows (the call goes there and nowhere else)."""
     try:
         ipaddress.ip_address(host)
-        return host
     except ValueError:
         pass
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
-    except socket.gaierror as exc:
-        raise ConnectError(f"cannot resolve SIP host {host!r}: {exc}") from exc
-    return str(infos[0][4][0])
+    else:
+        (egress or EgressPolicy.local()).check_host(host)
+        return host
+    found = await (egress or EgressPolicy.local()).resolve(host, type=socket.SOCK_DGRAM)
+    return found[0][1]
 
 
 @dataclass
@@ -120,9 +120,11 @@ class SipCall(Call):
         answer_timeout_s: float = 60.0,
         credentials: Mapping[str, str] | None = None,
         sample_rate: int = 16_000,
+        egress: EgressPolicy | None = None,
     ) -> None:
         if sample_rate not in (8000, 16_000):
             raise ValueError(f"a SIP call carries 8000 or 16000 Hz audio, not {sample_rate}")
+        self._egress = egress or EgressPolicy.local()
         super().__init__(target, media_timeout_s=media_timeout_s, sample_rate=sample_rate)
         # At 8 kHz the persona's audio is the line's own: nothing to resample.
         self._narrowband = sample_rate == 8000
@@ -176,7 +178,7 @@ class SipCall(Call):
 
     async def _dial(self, ring_timeout_s: float) -> None:
         target = self.target
-        ip = await resolve(target.host)
+        ip = await resolve(target.host, self._egress)
         local = local_address_for(ip)
         self.phone = SipPhone(local, 0, tcp=target.transport == "tcp")
         await self.phone.open()
