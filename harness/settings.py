@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from personas.llm_brain import LLMConfig
+from telephony.credentials import SipCredentials
 from telephony.egress import EgressPolicy, parse_networks
 from telephony.twilio_phone import TwilioAccount
 
@@ -105,14 +106,26 @@ class Settings(BaseSettings):
         default=8088, description="loopcall run: port of the Twilio gateway for tel: targets"
     )
 
-    def sip_credentials(self) -> dict[str, str]:
+    def sip_credentials(self) -> SipCredentials:
         """Default SIP digest credentials and caller user, for ``RunOptions.sip``."""
-        values = {"from_user": self.sip_from_user}
-        if self.sip_username:
-            values["username"] = self.sip_username
-            if self.sip_password is not None:
-                values["password"] = self.sip_password.get_secret_value()
-        return values
+        if not self.sip_username:
+            return SipCredentials(from_user=self.sip_from_user)
+        return SipCredentials(
+            username=self.sip_username, password=self.sip_password, from_user=self.sip_from_user
+        )
+
+    def secret_values(self) -> list[str]:
+        """Every secret set here (not the ones kept in the data dir), to keep out of logs."""
+        found = [
+            self.api_key,
+            self.webhook_secret,
+            self.secret_key,
+            self.llm_api_key,
+            self.twilio_auth_token,
+            self.twilio_api_key_secret,
+            self.sip_password,
+        ]
+        return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
 
     def twilio_account(self) -> TwilioAccount | None:
         """The Twilio account for tel: targets, or None when it is not configured."""
@@ -125,15 +138,11 @@ class Settings(BaseSettings):
             return None
         return TwilioAccount(
             account_sid=self.twilio_account_sid,
-            auth_token=self.twilio_auth_token.get_secret_value(),
+            auth_token=self.twilio_auth_token,
             from_number=self.twilio_from_number,
             public_base_url=self.public_base_url,
             api_key_sid=self.twilio_api_key_sid,
-            api_key_secret=(
-                self.twilio_api_key_secret.get_secret_value()
-                if self.twilio_api_key_secret
-                else None
-            ),
+            api_key_secret=self.twilio_api_key_secret,
             api_base_url=self.twilio_api_base_url,
             record=self.twilio_record,
             ring_timeout_s=self.twilio_ring_timeout_s,

@@ -9,11 +9,11 @@ above this module names a channel.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from telephony.base import Call, DialOptions, Target, TargetError
+from telephony.credentials import SipCredentials
 from telephony.egress import EgressPolicy
 from telephony.twilio_phone import TwilioAccount, TwilioGateway
 
@@ -49,7 +49,7 @@ class CallSetup:
     use_line_rate: bool = False
     twilio: TwilioAccount | None = field(default=None, repr=False)
     gateway: TwilioGateway | None = None
-    sip: Mapping[str, str] = field(default_factory=dict, repr=False)
+    sip: SipCredentials = field(default_factory=SipCredentials)
     # Where the call may connect, and whether an agent's error page may be quoted
     # (a controller's policy; the default is the CLI's: the user's own machine).
     egress: EgressPolicy = field(default_factory=EgressPolicy.local)
@@ -94,7 +94,7 @@ def open_call(target: Target, setup: CallSetup | None = None) -> Call:
         options["inbound"] = setup.inbound
         options["answer_timeout_s"] = setup.answer_timeout_s
     if channel == "sip":
-        options["credentials"] = {**setup.sip, **dial.sip}
+        options["credentials"] = dial.sip.over(setup.sip)
     if channel == "tel":
         account = setup.twilio
         if account is not None and dial.phone:

@@ -25,12 +25,13 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
 from loguru import logger
+from pydantic import SecretStr
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.request_validator import RequestValidator
@@ -39,6 +40,7 @@ from twilio.rest import Client
 from audio.g711 import ulaw_decode, ulaw_encode
 from audio.resample import Downsampler, Upsampler
 from telephony.base import Call, CallStateError, ConnectError, Target
+from telephony.credentials import TwilioOverrides
 from telephony.twilio_stream import LIVE_CALLS, FrameClock
 
 __all__ = ["TwilioAccount", "TwilioGateway", "TwilioPhoneCall"]
@@ -64,34 +66,44 @@ class TwilioAccount:
     """
 
     account_sid: str
-    auth_token: str = field(repr=False)
+    auth_token: SecretStr
     from_number: str
     public_base_url: str
     api_key_sid: str | None = None
-    api_key_secret: str | None = field(default=None, repr=False)
+    api_key_secret: SecretStr | None = None
     api_base_url: str | None = None  # None: Twilio itself
     record: bool = False
     ring_timeout_s: int = 30
 
-    def with_overrides(self, fields: Mapping[str, str]) -> TwilioAccount:
+    def __post_init__(self) -> None:
+        # A token given as a plain string (a test, a script) is wrapped at once.
+        for name in ("auth_token", "api_key_secret"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, SecretStr(value))
+
+    def with_overrides(self, overrides: TwilioOverrides) -> TwilioAccount:
         """This account with an agent's own ``account_sid``, ``auth_token``, ``from_number``..."""
-        known = {"account_sid", "auth_token", "api_key_sid", "api_key_secret", "from_number"}
-        unknown = set(fields) - known
-        if unknown:
-            raise ValueError(f"unknown Twilio account fields: {sorted(unknown)}")
-        changes: dict[str, Any] = {k: str(v) for k, v in fields.items()}
+        changes = {
+            name: getattr(overrides, name)
+            for name in overrides.__dataclass_fields__
+            if getattr(overrides, name)
+        }
         return replace(self, **changes)
 
     def client(self) -> Client:
-        username, password = (
-            (self.api_key_sid, self.api_key_secret)
-            if self.api_key_sid and self.api_key_secret
-            else (self.account_sid, self.auth_token)
-        )
+        if self.api_key_sid and self.api_key_secret:
+            username, password = self.api_key_sid, self.api_key_secret.get_secret_value()
+        else:
+            username, password = self.account_sid, self.auth_token.get_secret_value()
         client = Client(username, password, self.account_sid, http_client=AsyncTwilioHttpClient())
         if self.api_base_url:
             client.api.base_url = self.api_base_url.rstrip("/")
         return client
+
+    def validator(self) -> RequestValidator:
+        """Checks Twilio's signatures (``X-Twilio-Signature``) with the auth token."""
+        return RequestValidator(self.auth_token.get_secret_value())
 
     def url(self, path: str) -> str:
         return self.public_base_url.rstrip("/") + path
@@ -141,9 +153,7 @@ class TwilioGateway:
     def _signed(request: Request, form: Mapping[str, str], account: TwilioAccount) -> bool:
         signature = request.headers.get("X-Twilio-Signature", "")
         url = account.url(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
-        return bool(signature) and RequestValidator(account.auth_token).validate(
-            url, dict(form), signature
-        )
+        return bool(signature) and account.validator().validate(url, dict(form), signature)
 
     def router(self) -> APIRouter:
         router = APIRouter(tags=["twilio"])
@@ -199,7 +209,7 @@ class TwilioGateway:
                 return
             # Twilio signs the websocket request too (over the stream URL, no parameters).
             signature = websocket.headers.get("X-Twilio-Signature")
-            if signature is not None and not RequestValidator(call.account.auth_token).validate(
+            if signature is not None and not call.account.validator().validate(
                 call.account.stream_url, {}, signature
             ):
                 logger.warning("twilio gateway: refused a media stream with a bad signature")

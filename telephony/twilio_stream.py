@@ -497,8 +497,10 @@ class MediaStreamLeg:
             message = json.loads(raw)
             event = message["event"]
         except (ValueError, KeyError, TypeError):
+            # Not its text: an agent may echo what it was sent (a credential) there.
             logger.warning(
-                f"twilio stream: ignoring a message that is not Twilio JSON: {raw!r:.80}"
+                f"twilio stream: ignoring a message of {len(raw)} characters "
+                "that is not Twilio JSON"
             )
             return
         if event == "media":

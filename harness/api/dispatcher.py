@@ -217,15 +217,16 @@ class Dispatcher:
                 except AgentUnavailable as exc:
                     await self._end_unstarted(run, "failed", str(exc))
                     continue
+                secrets = [*agent.secrets, *self._options.secrets()]
                 task = asyncio.create_task(
                     run_case(
                         run.case,
                         run.target,
-                        ScrubbingSink(self._sink, agent.secrets),
+                        ScrubbingSink(self._sink, secrets),
                         options=self._options,
                         calibrator=self._calibrator,
                         run=run,
-                        progress=self._progress(agent.secrets),
+                        progress=self._progress(secrets),
                         dial=agent.dial,
                     )
                 )
