@@ -253,7 +253,8 @@ class EgressPolicy:
         literal = literal_address(host)
         if literal is not None:
             family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
-            return [(family, host.strip("[]"))]
+            # A URL spells an IPv6 zone %25eth0; sockets want %eth0.
+            return [(family, str(literal).replace("%25", "%"))]
         loop = asyncio.get_running_loop()
         try:
             infos = await asyncio.wait_for(

@@ -116,6 +116,10 @@ async def test_names_are_refused_by_what_they_resolve_to(dns: dict[str, str]) ->
     assert await SHARED.resolve("ok.example.test") == [(socket.AF_INET, "127.0.0.1")]
     assert "resolves to 169.254.169.254" in (await SHARED.check("imds.example.test") or "")
     assert await SHARED.check("no-such-name.invalid") is None  # checked again at dial time
+    # A literal is connected to as the address it spells (a URL's zone, a legacy form).
+    local = EgressPolicy.local()
+    assert await local.resolve("[fe80::1%25lo]") == [(socket.AF_INET6, "fe80::1%lo")]
+    assert await local.resolve("2130706433") == [(socket.AF_INET, "127.0.0.1")]
 
 
 def _run() -> Run:
