@@ -287,7 +287,7 @@ def main() -> None:
     if args.profile and not Path(PY_SPY).exists():
         parser.error("--profile needs py-spy on PATH (pip install py-spy; it is in the dev extra)")
     logger.remove()
-    logger.add(sys.stderr, level="ERROR")
+    logger.add(sys.stderr, level="ERROR", diagnose=False)  # no variable values: credentials
     out = args.out or Path(tempfile.mkdtemp(prefix="loopcall-capacity-"))
     out.mkdir(parents=True, exist_ok=True)
     print(

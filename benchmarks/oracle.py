@@ -171,7 +171,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     logger.remove()
-    logger.add(sys.stderr, level="ERROR")
+    logger.add(sys.stderr, level="ERROR", diagnose=False)  # no variable values: credentials
     out = args.out or Path(tempfile.mkdtemp(prefix="loopcall-oracle-"))
     out.mkdir(parents=True, exist_ok=True)
     print(f"channel: {args.channel}")

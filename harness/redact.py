@@ -4,47 +4,54 @@ Stage: between the orchestrator and the store in server mode.  An agent's
 credentials reach the call (a header, a password) but must never come back in
 a run: an agent that echoes a header into an error page, or a SIP peer quoting
 a request, would otherwise put the secret into ``run.error`` or an event.
-``scrub`` replaces every occurrence of each secret in a run's text fields, and
-``ScrubbingSink`` does it to every run on its way to the store.
+``scrub`` replaces every occurrence of each secret (and of the forms it takes on
+the way: a header's bare token, an escaped copy; ``telephony.credentials``) in a
+run's text fields, or in any record (a bench's report); ``ScrubbingSink`` does it
+to every run on its way to the store.  Logs have their own: ``harness.logs``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from harness.models import Run
 from harness.store import RunSink
+from telephony.credentials import MASK, MIN_SECRET_CHARS, masking
 
-__all__ = ["MASK", "ScrubbingSink", "scrub", "scrub_text"]
+__all__ = ["MASK", "MIN_SECRET_CHARS", "ScrubbingSink", "scrub", "scrub_model", "scrub_text"]
 
-MASK = "[redacted]"
-MIN_SECRET_CHARS = 4  # shorter values would mask ordinary words; credentials are longer
+M = TypeVar("M", bound=BaseModel)
 
 
 def scrub_text(text: str, secrets: Sequence[str]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):  # longest first: no partial masks
-        if len(secret) >= MIN_SECRET_CHARS:
-            text = text.replace(secret, MASK)
-    return text
+    return masking(secrets)(text)
 
 
-def _scrub(value: Any, secrets: Sequence[str]) -> Any:
+def _scrub(value: Any, hide: Callable[[str], str]) -> Any:
     if isinstance(value, str):
-        return scrub_text(value, secrets)
+        return hide(value)
     if isinstance(value, list):
-        return [_scrub(item, secrets) for item in value]
+        return [_scrub(item, hide) for item in value]
     if isinstance(value, dict):
-        return {key: _scrub(item, secrets) for key, item in value.items()}
+        return {key: _scrub(item, hide) for key, item in value.items()}
     return value
+
+
+def scrub_model(record: M, secrets: Sequence[str]) -> M:
+    """A copy of ``record`` with every secret masked (``record`` itself if there are none)."""
+    if not secrets:
+        return record
+    hide = masking(secrets)
+    return type(record).model_validate(_scrub(record.model_dump(mode="json"), hide))
 
 
 def scrub(run: Run, secrets: Sequence[str]) -> Run:
     """A copy of ``run`` with every secret masked (``run`` itself if there are none)."""
-    if not secrets:
-        return run
-    return Run.model_validate(_scrub(run.model_dump(mode="json"), secrets))
+    return scrub_model(run, secrets)
 
 
 class ScrubbingSink:

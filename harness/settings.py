@@ -12,10 +12,12 @@ import os
 import secrets
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from personas.llm_brain import LLMConfig
+from telephony.credentials import SipCredentials
+from telephony.egress import EgressPolicy, parse_networks
 from telephony.twilio_phone import TwilioAccount
 
 __all__ = ["Settings"]
@@ -41,12 +43,24 @@ class Settings(BaseSettings):
         default=200, ge=1, le=5000, description="the highest level a POST /benches may ask for"
     )
 
+    # What the controller may connect to (docs/security.md): targets and webhooks.
     allowed_hosts: str | None = Field(
         default=None,
         description=(
-            "comma-separated hosts the controller may call (targets, webhooks); "
-            "unset: any. Guards a shared controller against being used to reach other hosts."
+            "comma-separated hosts the controller may call (targets, webhooks); unset: any "
+            "host outside the refused ranges. A host named here is exempt from those ranges."
         ),
+    )
+    allowed_networks: str | None = Field(
+        default=None,
+        description=(
+            "comma-separated networks exempt from the refused ranges (link-local, cloud "
+            "metadata, ...), e.g. fe80::/10 for a link-local agent"
+        ),
+    )
+    refused_networks: str | None = Field(
+        default=None,
+        description="comma-separated networks refused besides the built-in ranges, e.g. 10.0.0.0/8",
     )
     webhook_secret: SecretStr | None = Field(
         default=None,
@@ -92,14 +106,26 @@ class Settings(BaseSettings):
         default=8088, description="loopcall run: port of the Twilio gateway for tel: targets"
     )
 
-    def sip_credentials(self) -> dict[str, str]:
+    def sip_credentials(self) -> SipCredentials:
         """Default SIP digest credentials and caller user, for ``RunOptions.sip``."""
-        values = {"from_user": self.sip_from_user}
-        if self.sip_username:
-            values["username"] = self.sip_username
-            if self.sip_password is not None:
-                values["password"] = self.sip_password.get_secret_value()
-        return values
+        if not self.sip_username:
+            return SipCredentials(from_user=self.sip_from_user)
+        return SipCredentials(
+            username=self.sip_username, password=self.sip_password, from_user=self.sip_from_user
+        )
+
+    def secret_values(self) -> list[str]:
+        """Every secret set here (not the ones kept in the data dir), to keep out of logs."""
+        found = [
+            self.api_key,
+            self.webhook_secret,
+            self.secret_key,
+            self.llm_api_key,
+            self.twilio_auth_token,
+            self.twilio_api_key_secret,
+            self.sip_password,
+        ]
+        return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
 
     def twilio_account(self) -> TwilioAccount | None:
         """The Twilio account for tel: targets, or None when it is not configured."""
@@ -112,25 +138,29 @@ class Settings(BaseSettings):
             return None
         return TwilioAccount(
             account_sid=self.twilio_account_sid,
-            auth_token=self.twilio_auth_token.get_secret_value(),
+            auth_token=self.twilio_auth_token,
             from_number=self.twilio_from_number,
             public_base_url=self.public_base_url,
             api_key_sid=self.twilio_api_key_sid,
-            api_key_secret=(
-                self.twilio_api_key_secret.get_secret_value()
-                if self.twilio_api_key_secret
-                else None
-            ),
+            api_key_secret=self.twilio_api_key_secret,
             api_base_url=self.twilio_api_base_url,
             record=self.twilio_record,
             ring_timeout_s=self.twilio_ring_timeout_s,
         )
 
-    def host_allowed(self, host: str) -> bool:
-        if not self.allowed_hosts:
-            return True
-        allowed = {h.strip().lower().strip("[]") for h in self.allowed_hosts.split(",")}
-        return host.lower().strip("[]") in allowed
+    @field_validator("allowed_networks", "refused_networks")
+    @classmethod
+    def _networks_parse(cls, value: str | None) -> str | None:
+        parse_networks(value, "a network list")
+        return value
+
+    def egress_policy(self) -> EgressPolicy:
+        """What a controller may connect to: the built-in refusals and these settings."""
+        return EgressPolicy.of(
+            allowed_hosts=self.allowed_hosts.split(",") if self.allowed_hosts else None,
+            allowed_networks=parse_networks(self.allowed_networks, "LOOPCALL_ALLOWED_NETWORKS"),
+            refused_networks=parse_networks(self.refused_networks, "LOOPCALL_REFUSED_NETWORKS"),
+        )
 
     def webhook_key(self) -> str:
         """The webhook signing secret: configured, or made once and kept in the data dir."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from telephony.base import Call, CallTap
 from telephony.dial import CallSetup, call_class, line_rate, open_call, uses_twilio
+from telephony.egress import AddressRefused, EgressPolicy
 from telephony.errors import (
     CallStateError,
     ConnectError,
@@ -18,6 +19,7 @@ from telephony.target import TARGET_PATTERN, DialOptions, Target, parse_target
 
 __all__ = [
     "TARGET_PATTERN",
+    "AddressRefused",
     "Call",
     "CallSetup",
     "CallStateError",
@@ -25,6 +27,7 @@ __all__ = [
     "ConnectError",
     "ConnectionLost",
     "DialOptions",
+    "EgressPolicy",
     "Target",
     "TargetError",
     "TelephonyError",

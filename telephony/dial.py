@@ -9,11 +9,12 @@ above this module names a channel.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from telephony.base import Call
+from telephony.credentials import SipCredentials
+from telephony.egress import EgressPolicy
 from telephony.errors import TargetError
 from telephony.target import DialOptions, Target
 
@@ -53,7 +54,10 @@ class CallSetup:
     use_line_rate: bool = False
     twilio: TwilioAccount | None = field(default=None, repr=False)
     gateway: TwilioGateway | None = None
-    sip: Mapping[str, str] = field(default_factory=dict, repr=False)
+    sip: SipCredentials = field(default_factory=SipCredentials)
+    # Where the call may connect, and whether an agent's error page may be quoted
+    # (a controller's policy; the default is the CLI's: the user's own machine).
+    egress: EgressPolicy = field(default_factory=EgressPolicy.local)
 
 
 def line_rate(target: Target) -> int | None:
@@ -94,11 +98,13 @@ def open_call(target: Target, setup: CallSetup | None = None) -> Call:
     }
     if setup.use_line_rate and (rate := line_rate(target)) is not None:
         options["sample_rate"] = rate
+    if channel != "tel":
+        options["egress"] = setup.egress
     if channel in _INBOUND:
         options["inbound"] = setup.inbound
         options["answer_timeout_s"] = setup.answer_timeout_s
     if channel == "sip":
-        options["credentials"] = {**setup.sip, **dial.sip}
+        options["credentials"] = dial.sip.over(setup.sip)
     if channel == "tel":
         account = setup.twilio
         if account is not None and dial.phone:

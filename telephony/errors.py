@@ -8,6 +8,7 @@ and never leak past ``telephony/``::
     TelephonyError
     +-- TargetError        the target URL is malformed or names an unknown channel
     +-- ConnectError       the agent could not be reached, refused, or never answered
+    |   +-- AddressRefused     the egress policy forbids its host (``egress.py``)
     +-- ConnectionLost     the call dropped without a hang-up (no media for too long)
     +-- CallStateError     an operation the call's current state does not allow
 """

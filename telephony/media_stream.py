@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from loguru import logger
 
@@ -29,6 +30,7 @@ from audio.g711 import ulaw_decode, ulaw_encode
 from audio.resample import Downsampler, Upsampler
 from runtime.tasks import spawn
 from telephony.base import DTMF_DIGITS
+from telephony.egress import EgressPolicy
 from telephony.errors import CallStateError, ConnectError
 from telephony.frame_clock import FRAME_MS
 from telephony.playout import Playout
@@ -82,9 +84,11 @@ class MediaStreamLeg:
         custom_parameters: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         sample_rate: int = 16_000,
+        egress: EgressPolicy | None = None,
     ) -> None:
         if sample_rate not in (8000, 16_000):
             raise ValueError(f"a media stream leg carries 8000 or 16000 Hz, not {sample_rate}")
+        self._egress = egress or EgressPolicy.local()
         # At 8 kHz the PCM is the line's own: nothing to resample either way.
         self._narrowband = sample_rate == 8000
         self.sample_rate = sample_rate
@@ -137,14 +141,28 @@ class MediaStreamLeg:
 
     async def open(self) -> None:
         """Connect and send ``connected`` and ``start``; raises ``ConnectError``."""
+        address = None
+        if self._egress.checks:  # connect to the address the policy checked, no other
+            host = urlsplit(self.url).hostname or ""
+            address = (await self._egress.resolve(host))[0][1]
         try:
-            self._ws = await connect_ws(self.url, self._handle, headers=self._headers)
+            self._ws = await connect_ws(
+                self.url, self._handle, headers=self._headers, address=address
+            )
         except WsHandshakeError as exc:
+            if exc.status is not None and 300 <= exc.status < 400:
+                raise ConnectError(
+                    f"agent at {self.url} answered the media stream with a redirect "
+                    f"(HTTP {exc.status}); loopcall does not follow redirects"
+                ) from exc
             if exc.status is not None:
                 raise ConnectError(
                     f"agent at {self.url} refused the media stream: HTTP {exc.status}"
                 ) from exc
-            raise ConnectError(f"could not reach agent at {self.url}: {exc}") from exc
+            # The handshake's complaint may quote the peer's headers: a controller
+            # does not record what an arbitrary host answered (docs/security.md).
+            detail = str(exc) if self._egress.quote_peer else "not a websocket handshake"
+            raise ConnectError(f"could not reach agent at {self.url}: {detail}") from exc
         except (OSError, ValueError) as exc:
             raise ConnectError(f"could not reach agent at {self.url}: {exc}") from exc
         self._ws.closed.add_done_callback(self._on_closed)
@@ -259,8 +277,10 @@ class MediaStreamLeg:
             message = json.loads(raw)
             event = message["event"]
         except (ValueError, KeyError, TypeError):
+            # Not its text: an agent may echo what it was sent (a credential) there.
             logger.warning(
-                f"twilio stream: ignoring a message that is not Twilio JSON: {raw!r:.80}"
+                f"twilio stream: ignoring a message of {len(raw)} characters "
+                "that is not Twilio JSON"
             )
             return
         if event == "media":

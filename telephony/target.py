@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from telephony.credentials import SipCredentials, TwilioOverrides
 from telephony.errors import TargetError
 
 __all__ = [
@@ -54,12 +55,10 @@ class DialOptions:
 
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     request_data: Mapping[str, Any] = field(default_factory=dict)
-    # Phone calls: this agent's own Twilio account fields (account_sid, auth_token,
-    # api_key_sid, api_key_secret, from_number), over the configured defaults.
-    phone: Mapping[str, str] = field(default_factory=dict, repr=False)
-    # SIP calls: digest credentials (username, password) and the caller's user part
-    # (from_user), over the configured defaults.
-    sip: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Phone calls: this agent's own Twilio account fields, over the configured ones.
+    phone: TwilioOverrides = field(default_factory=TwilioOverrides)
+    # SIP calls: digest credentials and the caller's user part, over the configured ones.
+    sip: SipCredentials = field(default_factory=SipCredentials)
 
 
 @dataclass(frozen=True)

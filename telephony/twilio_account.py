@@ -10,12 +10,15 @@ the public URLs of loopcall's webhooks and media stream, and the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
 from xml.sax.saxutils import quoteattr
 
+from pydantic import SecretStr
 from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.request_validator import RequestValidator
 from twilio.rest import Client
+
+from telephony.credentials import TwilioOverrides
 
 __all__ = ["TwilioAccount", "connect_twiml"]
 
@@ -30,34 +33,44 @@ class TwilioAccount:
     """
 
     account_sid: str
-    auth_token: str = field(repr=False)
+    auth_token: SecretStr
     from_number: str
     public_base_url: str
     api_key_sid: str | None = None
-    api_key_secret: str | None = field(default=None, repr=False)
+    api_key_secret: SecretStr | None = None
     api_base_url: str | None = None  # None: Twilio itself
     record: bool = False
     ring_timeout_s: int = 30
 
-    def with_overrides(self, fields: Mapping[str, str]) -> TwilioAccount:
+    def __post_init__(self) -> None:
+        # A token given as a plain string (a test, a script) is wrapped at once.
+        for name in ("auth_token", "api_key_secret"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, SecretStr(value))
+
+    def with_overrides(self, overrides: TwilioOverrides) -> TwilioAccount:
         """This account with an agent's own ``account_sid``, ``auth_token``, ``from_number``..."""
-        known = {"account_sid", "auth_token", "api_key_sid", "api_key_secret", "from_number"}
-        unknown = set(fields) - known
-        if unknown:
-            raise ValueError(f"unknown Twilio account fields: {sorted(unknown)}")
-        changes: dict[str, Any] = {k: str(v) for k, v in fields.items()}
+        changes = {
+            name: getattr(overrides, name)
+            for name in overrides.__dataclass_fields__
+            if getattr(overrides, name)
+        }
         return replace(self, **changes)
 
     def client(self) -> Client:
-        username, password = (
-            (self.api_key_sid, self.api_key_secret)
-            if self.api_key_sid and self.api_key_secret
-            else (self.account_sid, self.auth_token)
-        )
+        if self.api_key_sid and self.api_key_secret:
+            username, password = self.api_key_sid, self.api_key_secret.get_secret_value()
+        else:
+            username, password = self.account_sid, self.auth_token.get_secret_value()
         client = Client(username, password, self.account_sid, http_client=AsyncTwilioHttpClient())
         if self.api_base_url:
             client.api.base_url = self.api_base_url.rstrip("/")
         return client
+
+    def validator(self) -> RequestValidator:
+        """Checks Twilio's signatures (``X-Twilio-Signature``) with the auth token."""
+        return RequestValidator(self.auth_token.get_secret_value())
 
     def url(self, path: str) -> str:
         return self.public_base_url.rstrip("/") + path

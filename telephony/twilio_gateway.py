@@ -18,7 +18,6 @@ from typing import Any, Protocol
 
 from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
 from loguru import logger
-from twilio.request_validator import RequestValidator
 
 from telephony.errors import ConnectError
 from telephony.target import Target
@@ -74,9 +73,7 @@ class TwilioGateway:
     def _signed(request: Request, form: Mapping[str, str], account: TwilioAccount) -> bool:
         signature = request.headers.get("X-Twilio-Signature", "")
         url = account.url(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
-        return bool(signature) and RequestValidator(account.auth_token).validate(
-            url, dict(form), signature
-        )
+        return bool(signature) and account.validator().validate(url, dict(form), signature)
 
     def router(self) -> APIRouter:
         router = APIRouter(tags=["twilio"])
@@ -132,7 +129,7 @@ class TwilioGateway:
                 return
             # Twilio signs the websocket request too (over the stream URL, no parameters).
             signature = websocket.headers.get("X-Twilio-Signature")
-            if signature is not None and not RequestValidator(call.account.auth_token).validate(
+            if signature is not None and not call.account.validator().validate(
                 call.account.stream_url, {}, signature
             ):
                 logger.warning("twilio gateway: refused a media stream with a bad signature")

@@ -24,6 +24,7 @@ from typing import Any
 
 from runtime.tasks import spawn
 from telephony.base import Call
+from telephony.egress import EgressPolicy
 from telephony.errors import CallStateError, ConnectError
 from telephony.frame_clock import FrameClock
 from telephony.media_stream import MediaStreamLeg, StreamIds, new_sid
@@ -62,6 +63,7 @@ class TwilioStreamCall(Call):
         media_timeout_s: float | None = None,
         account_sid: str | None = None,
         sample_rate: int = 16_000,
+        egress: EgressPolicy | None = None,
     ) -> None:
         # A media stream carries silence only from the carrier: an agent is quiet
         # between utterances, so silence from it says nothing. The websocket's own
@@ -82,6 +84,7 @@ class TwilioStreamCall(Call):
             custom_parameters=custom,
             headers=headers,
             sample_rate=sample_rate,
+            egress=egress,
         )
 
     @property

@@ -22,6 +22,7 @@ import fractions
 import json
 import time
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 import aiohttp
@@ -32,12 +33,14 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from runtime.tasks import spawn
 from telephony.base import Call, CallStateError, ConnectError, Target
+from telephony.egress import EgressPolicy
 from telephony.loopback import loopback_ice
 from telephony.wire_stamps import WireStamps
 
 __all__ = ["WebRTCCall"]
 
 PING_INTERVAL_S = 1.0
+MAX_ANSWER_BYTES = 1 << 20  # an SDP answer is a few kB
 
 
 class _PersonaTrack(MediaStreamTrack):
@@ -83,10 +86,12 @@ class WebRTCCall(Call):
         request_data: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         media_timeout_s: float | None = 10.0,
+        egress: EgressPolicy | None = None,
     ) -> None:
         super().__init__(target, media_timeout_s=media_timeout_s)
         self._request_data = dict(request_data or {})
         self._headers = dict(headers or {})
+        self._egress = egress or EgressPolicy.local()
         self._pc: RTCPeerConnection | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._track = _PersonaTrack(self)
@@ -178,27 +183,50 @@ class WebRTCCall(Call):
         self._spawn(self._watch_media())
 
     async def _post_offer(self, sdp: str) -> dict[str, Any]:
+        """POST the offer, never following a redirect, to an address the policy allows.
+
+        Only what the policy's ``quote_peer`` permits of the answer goes into an
+        error: a controller records the status, not the body of whatever host a
+        target named (docs/security.md).
+        """
         body = {"sdp": sdp, "type": "offer", "request_data": self._request_data}
+        url, quote = self.target.http_url, self._egress.quote_peer
+        self._egress.check_host(self.target.host)  # aiohttp resolves no literal address
         try:
             async with (
-                aiohttp.ClientSession() as session,
-                session.post(self.target.http_url, json=body, headers=self._headers) as response,
+                aiohttp.ClientSession(connector=self._egress.connector()) as session,
+                session.post(
+                    url, json=body, headers=self._headers, allow_redirects=False
+                ) as response,
             ):
-                text = await response.text()
-                if response.status != 200:
+                raw = bytearray()
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    raw += chunk
+                    if len(raw) > MAX_ANSWER_BYTES:
+                        raise ConnectError(f"agent at {url} answered with more than an SDP answer")
+                text = raw.decode(response.charset or "utf-8", errors="replace")
+                status = f"HTTP {response.status} {_phrase(response.status)}".rstrip()
+                if 300 <= response.status < 400:
+                    where = response.headers.get("Location", "") if quote else ""
                     raise ConnectError(
-                        f"agent at {self.target.http_url} refused the offer: "
-                        f"HTTP {response.status} {text[:200]}"
+                        f"agent at {url} answered the offer with a redirect ({status}"
+                        f"{' to ' + where[:200] if where else ''}); loopcall does not follow "
+                        "redirects: make the final URL the target"
                     )
+                if response.status != 200:
+                    detail = f"HTTP {response.status} {text[:200]}" if quote else status
+                    raise ConnectError(f"agent at {url} refused the offer: {detail}")
                 answer = json.loads(text)
         except aiohttp.ClientConnectorError as exc:
-            raise ConnectError(f"could not reach agent at {self.target.http_url}: {exc}") from exc
+            raise ConnectError(f"could not reach agent at {url}: {exc}") from exc
         except aiohttp.ClientError as exc:
-            raise ConnectError(f"offer to {self.target.http_url} failed: {exc}") from exc
+            detail = str(exc) if quote else type(exc).__name__  # may quote the answer
+            raise ConnectError(f"offer to {url} failed: {detail}") from exc
         except json.JSONDecodeError as exc:
-            raise ConnectError(f"agent at {self.target.http_url} answered with non-JSON") from exc
+            raise ConnectError(f"agent at {url} answered with non-JSON") from exc
         if not isinstance(answer, dict) or answer.get("type") != "answer" or "sdp" not in answer:
-            raise ConnectError(f"agent at {self.target.http_url} sent no SDP answer: {answer!r}")
+            shown = f": {answer!r}" if quote else " (JSON without type 'answer' and 'sdp')"
+            raise ConnectError(f"agent at {url} sent no SDP answer{shown}")
         self.pc_id = answer.get("pc_id")
         return answer
 
@@ -272,6 +300,14 @@ class WebRTCCall(Call):
 
     def _spawn(self, coro: Any) -> None:
         spawn(coro, owner=self._tasks)
+
+
+def _phrase(status: int) -> str:
+    """The standard reason phrase of an HTTP status (never the one the peer sent)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 async def _first(*aws: Any) -> tuple[set[asyncio.Future[Any]], set[asyncio.Future[Any]]]:

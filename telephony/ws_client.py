@@ -203,15 +203,21 @@ async def connect_ws(
     *,
     headers: Mapping[str, str] | None = None,
     max_size: int = 2**22,
+    address: str | None = None,
 ) -> WsClient:
-    """Open ``url`` (ws:// or wss://); raises ``WsHandshakeError`` or ``OSError``."""
+    """Open ``url`` (ws:// or wss://); raises ``WsHandshakeError`` or ``OSError``.
+
+    ``address``: connect there instead of resolving the URL's host again (an
+    address the egress policy checked); the handshake and TLS still name the host.
+    A redirect is not followed: it fails the handshake with its status.
+    """
     uri = parse_uri(url)
     loop = asyncio.get_running_loop()
     protocol = ClientProtocol(uri, max_size=max_size)
     context = ssl.create_default_context() if uri.secure else None
     _, client = await loop.create_connection(
         lambda: WsClient(protocol, on_text, headers or {}),
-        uri.host,
+        address or uri.host,
         uri.port,
         ssl=context,
         server_hostname=uri.host if context else None,

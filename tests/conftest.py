@@ -105,6 +105,15 @@ class Controller:
     def client(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(self.url, headers={"Authorization": f"Bearer {self.key}"})
 
+    def stop(self) -> None:
+        """SIGTERM (it stores what it was doing), then SIGKILL if it hangs."""
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
 
 @pytest.fixture
 def start_controller(tmp_path: Path) -> Iterator[Callable[..., Controller]]:
@@ -160,3 +169,34 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     finally:
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture
+def launch_controller(tmp_path: Path) -> Iterator[Callable[..., Controller]]:
+    """Factory: `loopcall serve` through tests/controller_launch.py (test doubles inside:
+    a DNS table, a fault); its stderr goes to ``tmp_path/controller.log``; stopped after."""
+    from controller_launch import start_launched_controller
+
+    started: list[Controller] = []
+
+    def start(db_url: str, *extra: str, env: dict[str, str] | None = None) -> Controller:
+        key = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "keys", "create", f"t-{uuid.uuid4().hex[:6]}"]
+            + ["--db", db_url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        proc, url = start_launched_controller(
+            db_url,
+            *extra,
+            data_dir=tmp_path / "data",
+            log_path=tmp_path / "controller.log",
+            env=env or {},
+        )
+        started.append(Controller(url, key, proc))
+        return started[-1]
+
+    yield start
+    for controller in started:
+        controller.stop()

@@ -14,6 +14,7 @@ from dental import agent_wer, booking_case
 
 from harness.orchestrator import EchoCalibrator, RunOptions, run_case
 from harness.store import RunStore
+from telephony.credentials import SipCredentials
 
 pytestmark = pytest.mark.e2e
 
@@ -51,14 +52,18 @@ async def test_sip_over_tcp_with_digest_auth(start_agent, tmp_path: Path) -> Non
     """The agent challenges every INVITE; loopcall answers with the configured credentials."""
     agent = start_agent("--sip-auth", "bob:s3cret", channel="sip")
     store = RunStore(tmp_path / "runs")
-    options = RunOptions(calibrate=False, sip={"username": "bob", "password": "s3cret"})
+    options = RunOptions(
+        calibrate=False, sip=SipCredentials.of({"username": "bob", "password": "s3cret"})
+    )
     short = booking_case().model_copy(update={"max_turns": 1})
     run = await run_case(short, agent.target + ";transport=tcp", store, options=options)
     assert run.status == "completed", run.error
     auth = [e.detail for e in run.events if e.kind == "sip_auth"]
     assert auth and "401 Unauthorized" in auth[0]
 
-    wrong = RunOptions(calibrate=False, sip={"username": "bob", "password": "nope"})
+    wrong = RunOptions(
+        calibrate=False, sip=SipCredentials.of({"username": "bob", "password": "nope"})
+    )
     failed = await run_case(short, agent.target, store, options=wrong)
     assert failed.status == "failed"
     assert "403 Forbidden after digest authentication as 'bob'" in (failed.error or "")

@@ -274,7 +274,7 @@ async def test_forged_webhooks_are_refused(phone: Phone, tmp_path: Path) -> None
     base = phone.account.public_base_url
     form = {"CallSid": "CA" + "0" * 32, "From": AGENT, "To": LOOPCALL, "CallStatus": "ringing"}
     forged = RequestValidator("not-the-token").compute_signature(f"{base}/twilio/voice", form)
-    genuine = RequestValidator(phone.account.auth_token).compute_signature(
+    genuine = phone.account.validator().compute_signature(
         f"{base}/twilio/voice", {**form, "To": "+15550009999"}
     )
     token = next(iter(phone.gateway._by_token))

@@ -41,6 +41,7 @@ LAYERS = {
     "harness.models": 3,
     "harness.offload": 3,
     "harness.monitor": 3,
+    "harness.logs": 3,
     "harness.recording": 4,
     "harness.cases": 4,
     "harness.settings": 4,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import SecretStr
 
 from telephony import TargetError, parse_target
 from telephony.sip.digest import DigestError, authorization, parse_challenge
@@ -130,7 +131,7 @@ def test_digest_matches_rfc_2617_example() -> None:
         method="GET",
         uri="/dir/index.html",
         username="Mufasa",
-        password="Circle Of Life",
+        password=SecretStr("Circle Of Life"),
         cnonce="0a4f113b",
     )
     assert 'response="6629fae49393a05397450978507c4ef1"' in value
@@ -147,7 +148,7 @@ def test_digest_refuses_what_it_cannot_answer() -> None:
             method="INVITE",
             uri="sip:a@b",
             username="u",
-            password="p",
+            password=SecretStr("p"),
         )
 
 

@@ -30,6 +30,7 @@ from harness.orchestrator import RunOptions, run_case
 from harness.recording import Recorder
 from harness.store import RunStore
 from telephony import Call, CallSetup, ConnectError, open_call, parse_target
+from telephony.credentials import SipCredentials
 
 pytestmark = pytest.mark.e2e
 
@@ -175,7 +176,7 @@ async def test_a_malformed_answer_fails_the_run_and_the_call_is_cancelled(tmp_pa
 async def test_digest_authentication_against_sipp(tmp_path: Path) -> None:
     keys = {"username": "alice", "password": "wonderland"}
     async with await start_sipp_uas("uas_auth.xml", keys=keys, rtp_echo=True) as sipp:
-        call = open_call(parse_target(sipp.uri), CallSetup(sip=keys))
+        call = open_call(parse_target(sipp.uri), CallSetup(sip=SipCredentials.of(keys)))
         events: list[str] = []
         call.on_event = lambda kind, detail: events.append(f"{kind}: {detail}")
         await call.connect(5)
@@ -185,13 +186,15 @@ async def test_digest_authentication_against_sipp(tmp_path: Path) -> None:
     assert any(e.startswith("sip_auth: 401 Unauthorized") for e in events), events
 
     async with await start_sipp_uas("uas_auth.xml", keys=keys) as sipp:
-        wrong = open_call(parse_target(sipp.uri), CallSetup(sip={**keys, "password": "x"}))
+        wrong = open_call(
+            parse_target(sipp.uri), CallSetup(sip=SipCredentials.of({**keys, "password": "x"}))
+        )
         with pytest.raises(ConnectError, match="403 Forbidden after digest authentication"):
             await wrong.connect(5)
         await sipp.wait(30)
 
     async with await start_sipp_uas("uas_proxy_auth.xml", rtp_echo=True) as sipp:
-        proxy = open_call(parse_target(sipp.uri), CallSetup(sip=keys))
+        proxy = open_call(parse_target(sipp.uri), CallSetup(sip=SipCredentials.of(keys)))
         await proxy.connect(5)
         await proxy.hangup()
         assert await sipp.wait(30) == 0, sipp.describe()

@@ -19,7 +19,8 @@ from fastapi import APIRouter, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from harness.api.bodies import found, merged, patch_model
-from harness.api.deps import CatalogueDep, SecretBoxDep
+from harness.api.deps import CatalogueDep, SecretBoxDep, SettingsDep
+from harness.api.egress import check_urls
 from harness.api.pages import Page, PageDep, page_of
 from harness.db.resources import KEEP, Keep
 from harness.db.tables import AgentRow
@@ -189,7 +190,10 @@ def _record(body: AgentIn, credentials_set: list[str]) -> dict[str, Any]:
 
 
 @router.post("/agents", status_code=201, response_model=AgentOut)
-async def create_agent(body: AgentIn, catalogue: CatalogueDep, box: SecretBoxDep) -> AgentOut:
+async def create_agent(
+    body: AgentIn, catalogue: CatalogueDep, box: SecretBoxDep, settings: SettingsDep
+) -> AgentOut:
+    await check_urls(settings.egress_policy(), [("address", body.address)])
     now = utcnow()
     credentials = body.credentials
     row = AgentRow(
@@ -225,11 +229,17 @@ async def get_agent(agent_id: str, catalogue: CatalogueDep) -> AgentOut:
 
 @router.patch("/agents/{agent_id}", response_model=AgentOut)
 async def update_agent(
-    agent_id: str, body: AgentPatch, catalogue: CatalogueDep, box: SecretBoxDep
+    agent_id: str,
+    body: AgentPatch,
+    catalogue: CatalogueDep,
+    box: SecretBoxDep,
+    settings: SettingsDep,
 ) -> AgentOut:
     row = await found(catalogue.agents.get(agent_id))
     stored = {k: v for k, v in row.data.items() if k != "credentials_set"}
     new = merged(AgentIn, stored, body)
+    if "address" in body.model_fields_set:
+        await check_urls(settings.egress_policy(), [("address", new.address)])
     credentials_set: list[str] = row.data.get("credentials_set", [])
     sealed: str | None | Keep = KEEP
     if "credentials" in body.model_fields_set:

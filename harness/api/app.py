@@ -24,6 +24,7 @@ from harness.db import DbRunSink, RunRepository, create_engine, migrate
 from harness.db.keys import KeyRepository
 from harness.db.resources import Catalogue
 from harness.db.secrets import SecretBox
+from harness.logs import SECRETS, protect
 from harness.orchestrator import RunOptions
 from harness.settings import Settings
 from telephony.twilio_phone import TwilioGateway
@@ -38,6 +39,11 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        protect()  # no secret in a log line, whoever configured the logging
+        SECRETS.hold(
+            "controller",
+            [settings.webhook_key(), settings.credentials_key(), *settings.secret_values()],
+        )
         engine = create_engine(settings.db_url)
         await migrate(engine)
         repository = RunRepository(engine)
@@ -55,11 +61,13 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
             twilio=settings.twilio_account(),
             gateway=gateway,
             sip=settings.sip_credentials(),
+            egress=settings.egress_policy(),
         )
         webhooks = WebhookSender(
             settings.webhook_key(),
             attempts=settings.webhook_attempts,
             backoff_s=settings.webhook_backoff_s,
+            egress=options.egress,
         )
         dispatcher = Dispatcher(
             sink,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -32,15 +33,16 @@ from pydantic import (
 
 from harness.api.bodies import body_error
 from harness.api.deps import CatalogueDep, SecretBoxDep, SettingsDep
+from harness.api.egress import check_urls
 from harness.api.pages import Page, PageDep, page_of
 from harness.api.plan import InlineCase, RunCreate, check_target, plan_runs
 from harness.api.reach import AgentUnavailable, reach_agent
-from harness.api.runs import _check_hosts
 from harness.bench.models import BenchConfig, BenchReport
 from harness.bench.report import write_report
 from harness.bench.runner import run_bench
 from harness.models import utcnow
 from harness.orchestrator import RunOptions
+from harness.redact import ScrubbingSink, scrub_model
 from harness.store import RunSink
 from runtime.tasks import cancel_and_wait, spawn
 from telephony import TARGET_PATTERN, DialOptions, parse_target
@@ -139,10 +141,21 @@ class BenchManager:
         return BenchReport.model_validate_json(path.read_text(encoding="utf-8"))
 
     def start(
-        self, config: BenchConfig, dial: DialOptions | None, agent_id: str | None
+        self,
+        config: BenchConfig,
+        dial: DialOptions | None,
+        agent_id: str | None,
+        secrets: Sequence[str] = (),
     ) -> BenchReport:
+        """Start a bench; ``secrets`` (the agent's and the options') are masked in its
+        runs and its report, as the dispatcher does for runs."""
         bench_id = str(uuid.uuid4())
         directory = self.directory(bench_id)
+        secrets = [*secrets, *self.options.secrets()]
+
+        def write(report: BenchReport) -> None:
+            write_report(scrub_model(report, secrets), directory)
+
         first = BenchReport(
             id=bench_id,
             target=config.target,
@@ -153,19 +166,19 @@ class BenchManager:
             lag_bound_ms=config.lag_bound_ms,
             caller=config.caller,
         )
-        write_report(first, directory)
+        write(first)
 
         async def bench() -> None:
             report = first
             try:
                 report = await run_bench(
                     config,
-                    self.sink,
+                    ScrubbingSink(self.sink, secrets),
                     bench_id=bench_id,
                     options=self.options,
                     dial=dial,
                     agent_id=agent_id,
-                    on_level=lambda partial: write_report(partial, directory),
+                    on_level=write,
                 )
             except asyncio.CancelledError:
                 report = self.get(bench_id)
@@ -176,7 +189,7 @@ class BenchManager:
                 report.status, report.error, report.ended_at = "failed", str(exc), utcnow()
                 raise
             finally:
-                write_report(report, directory)
+                write(report)
                 self.tasks.pop(bench_id, None)
                 logger.info(f"bench {bench_id}: {report.status}")
 
@@ -228,11 +241,12 @@ async def create_bench(
         ) from exc
     plan = await plan_runs(request, catalogue)
     item = plan.items[0]
-    _check_hosts([item.target], None, settings)
-    dial = None
+    whom = "target" if body.target is not None else "agent_id"
+    await check_urls(settings.egress_policy(), [(whom, item.target)])
+    reached = None
     if item.agent_id is not None:
         try:
-            dial = (await reach_agent(item.agent_id, catalogue, box, "bench")).dial
+            reached = await reach_agent(item.agent_id, catalogue, box, "bench")
         except AgentUnavailable as exc:
             raise HTTPException(409, str(exc)) from exc
     config = BenchConfig(
@@ -246,7 +260,9 @@ async def create_bench(
         transcribe=body.transcribe,
         caller=body.caller,
     )
-    return benches.start(config, dial, item.agent_id)
+    if reached is None:
+        return benches.start(config, None, item.agent_id)
+    return benches.start(config, reached.dial, item.agent_id, reached.secrets)
 
 
 @router.get("/benches", response_model=Page[BenchSummary])

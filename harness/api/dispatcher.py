@@ -339,15 +339,16 @@ class Dispatcher:
             return  # a cancel stored first: it wins, nothing is dialled
         pick.claimed = True
         agent = await reach(claimed, self._catalogue, self._secret_box)
+        secrets = [*agent.secrets, *self._options.secrets()]
         pick.calling = True
         await run_case(
             claimed.case,
             claimed.target,
-            ScrubbingSink(self._sink, agent.secrets),
+            ScrubbingSink(self._sink, secrets),
             options=self._options,
             calibrator=self._calibrator,
             run=claimed,
-            progress=self._progress(agent.secrets),
+            progress=self._progress(secrets),
             dial=agent.dial,
         )
 

@@ -15,8 +15,10 @@ from typing import Any
 from harness.db.resources import Catalogue
 from harness.db.secrets import SecretBox
 from harness.errors import LoopcallError, ResourceNotFound
+from harness.logs import SECRETS
 from harness.models import Run
 from telephony import DialOptions
+from telephony.credentials import SipCredentials, TwilioOverrides
 
 __all__ = ["AgentUnavailable", "Reach", "reach", "reach_agent"]
 
@@ -62,6 +64,7 @@ async def reach_agent(
         headers.update(secret_headers)
         secrets = [str(v) for v in secret_headers.values()]
         secrets += [str(v) for k, v in credentials.items() if k != "secret_headers" and v]
+    SECRETS.hold(f"agent {agent.id}", secrets)  # from now on, masked in the logs too
     phone = {
         "account_sid": options.get("twilio_account_sid"),
         "api_key_sid": options.get("twilio_api_key_sid"),
@@ -77,8 +80,8 @@ async def reach_agent(
         dial=DialOptions(
             headers=headers,
             request_data=dict(options.get("request_data", {})),
-            phone={k: str(v) for k, v in phone.items() if v},
-            sip={k: str(v) for k, v in sip.items() if v},
+            phone=TwilioOverrides.of({k: str(v) for k, v in phone.items() if v}),
+            sip=SipCredentials.of({k: str(v) for k, v in sip.items() if v}),
         ),
         secrets=secrets,
     )

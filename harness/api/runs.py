@@ -10,9 +10,8 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import AnyHttpUrl, BaseModel
+from pydantic import BaseModel
 
 from harness.api.deps import (
     CatalogueDep,
@@ -22,10 +21,10 @@ from harness.api.deps import (
     SinkDep,
     run_or_404,
 )
+from harness.api.egress import check_urls
 from harness.api.plan import RunCreate, plan_runs
 from harness.db.tables import SuiteRunRow
 from harness.models import Run, RunStatus, utcnow
-from harness.settings import Settings
 from telephony import parse_target
 
 __all__ = ["router"]
@@ -47,27 +46,6 @@ class RunList(BaseModel):
     offset: int
 
 
-def _check_hosts(targets: list[str], webhook_url: AnyHttpUrl | None, settings: Settings) -> None:
-    """422 for a target or webhook on a host the controller may not call."""
-    # Phone numbers are reached through the carrier, not from this host: no host to check.
-    parsed = [parse_target(target) for target in dict.fromkeys(targets)]
-    checks = [("target", t.host) for t in parsed if t.host]  # tel: has no host
-    if webhook_url is not None:
-        checks.append(("webhook_url", webhook_url.host or ""))
-    errors = [
-        {
-            "loc": ("body", field),
-            "type": "value_error",
-            "input": host,
-            "msg": f"host {host!r} is not in this controller's LOOPCALL_ALLOWED_HOSTS",
-        }
-        for field, host in checks
-        if not settings.host_allowed(host)
-    ]
-    if errors:
-        raise RequestValidationError(errors)
-
-
 @router.post("/runs", status_code=202, response_model=RunsCreated)
 async def create_runs(
     body: RunCreate,
@@ -77,7 +55,11 @@ async def create_runs(
     settings: SettingsDep,
 ) -> RunsCreated:
     plan = await plan_runs(body, catalogue)
-    _check_hosts([item.target for item in plan.items], body.webhook_url, settings)
+    whom = "target" if body.target is not None else "agent_id"
+    urls = [(whom, item.target) for item in plan.items]
+    if body.webhook_url is not None:
+        urls.append(("webhook_url", str(body.webhook_url)))
+    await check_urls(settings.egress_policy(), urls)
     suite_run_id = str(uuid.uuid4())  # one request, one suite run
     runs = [
         Run(

@@ -46,15 +46,18 @@ def settings_or_say() -> Settings | None:
     """``LOOPCALL_*`` settings, or None after printing what is wrong with them."""
     from pydantic import ValidationError
 
+    from harness.logs import SECRETS
     from harness.settings import Settings
 
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         for error in exc.errors():
             name = "LOOPCALL_" + "_".join(str(p) for p in error["loc"]).upper()
             err.print(f"[red]error:[/red] {name}: {error['msg']}")
         return None
+    SECRETS.hold("settings", settings.secret_values())  # never in a log line
+    return settings
 
 
 def twilio_account_or_say(settings: Settings) -> TwilioAccount | None:

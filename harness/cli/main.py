@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _configure_logging(command: str) -> None:
     from loguru import logger
 
+    from harness.logs import configure
+
     level = os.environ.get("LOOPCALL_LOG_LEVEL", "INFO" if command == "agent" else "WARNING")
     threshold = logger.level(level).no
     # pipecat warns about things that are fine here (no video track, ...): errors only.
@@ -60,12 +62,11 @@ def _configure_logging(command: str) -> None:
         floor = pipecat_threshold if name.startswith("pipecat") else threshold
         return bool(record["level"].no >= floor)
 
-    logger.remove()
     # The handler's level lets loguru drop records below it before building them
     # (pipecat logs a trace line per audio frame: building each one cost the agent
-    # a tenth of its CPU).
-    # No variable values in tracebacks (``diagnose``): a frame may hold a credential.
-    logger.add(sys.stderr, level=threshold, filter=keep, diagnose=False)
+    # a tenth of its CPU).  No variable values in tracebacks, and every secret the
+    # process holds masked (``harness.logs``): a frame may hold a credential.
+    configure(threshold, filter=keep)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -192,6 +192,7 @@ class _Execution:
                     twilio=self.options.twilio,
                     gateway=self.options.gateway,
                     sip=self.options.sip,
+                    egress=self.options.egress,
                 ),
             )
             call.on_event = self.event

@@ -6,7 +6,7 @@ Stage: the orchestrator's input, beside the case and the target.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -14,6 +14,8 @@ from harness.analysis.health import DEFAULT_LAG_BOUND_MS
 from harness.models import Run
 from harness.orchestrator.calibration import Calibration
 from personas.llm_brain import LLMConfig
+from telephony.credentials import SipCredentials
+from telephony.egress import EgressPolicy
 from telephony.twilio_phone import TwilioAccount, TwilioGateway
 
 __all__ = ["CALL_OVER", "ProgressFn", "RunOptions"]
@@ -47,6 +49,20 @@ class RunOptions:
     twilio: TwilioAccount | None = None
     gateway: TwilioGateway | None = None
     # SIP calls: default digest credentials and caller user (a stored agent's win).
-    sip: Mapping[str, str] = field(default_factory=dict, repr=False)
+    sip: SipCredentials = field(default_factory=SipCredentials)
     # A turn measured while the event loop ran later than this is marked degraded.
     lag_bound_ms: float = DEFAULT_LAG_BOUND_MS
+    # Where calls may connect and what of an agent's answer a run may quote: the
+    # CLI's by default (the user's machine), a controller's policy in server mode.
+    egress: EgressPolicy = field(default_factory=EgressPolicy.local)
+
+    def secrets(self) -> list[str]:
+        """Every secret these options hold (configured credentials), to keep out of runs."""
+        found = self.sip.secrets()
+        if self.twilio is not None:
+            found.append(self.twilio.auth_token.get_secret_value())
+            if self.twilio.api_key_secret is not None:
+                found.append(self.twilio.api_key_secret.get_secret_value())
+        if self.llm is not None and self.llm.api_key:
+            found.append(self.llm.api_key)
+        return found

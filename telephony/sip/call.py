@@ -26,6 +26,8 @@ from audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from audio.resample import Downsampler, Upsampler
 from runtime.tasks import spawn
 from telephony.base import DTMF_DIGITS, Call
+from telephony.credentials import SipCredentials, mask
+from telephony.egress import EgressPolicy
 from telephony.errors import CallStateError, ConnectError
 from telephony.playout import Playout
 from telephony.pump import media_pump
@@ -60,11 +62,13 @@ class SipCall(Call):
         media_timeout_s: float | None = 10.0,
         inbound: bool = False,
         answer_timeout_s: float = 60.0,
-        credentials: Mapping[str, str] | None = None,
+        credentials: SipCredentials | None = None,
         sample_rate: int = 16_000,
+        egress: EgressPolicy | None = None,
     ) -> None:
         if sample_rate not in (8000, 16_000):
             raise ValueError(f"a SIP call carries 8000 or 16000 Hz audio, not {sample_rate}")
+        self._egress = egress or EgressPolicy.local()
         super().__init__(target, media_timeout_s=media_timeout_s, sample_rate=sample_rate)
         # At 8 kHz the persona's audio is the line's own: nothing to resample.
         self._narrowband = sample_rate == 8000
@@ -72,7 +76,10 @@ class SipCall(Call):
         self.answer_timeout_s = answer_timeout_s
         self.run_id = str((request_data or {}).get("loopcall_run_id", ""))
         self._headers = dict(headers or {})
-        self._credentials = dict(credentials or {})
+        self._credentials = credentials or SipCredentials()
+        # What this call sends that must not come back in its events or errors: the
+        # password and (once dialled) its digest answers.
+        self._sent = self._credentials.secrets()
         self.phone: SipPhone | None = None
         self._listener: Listener | None = None
         self.rtp: RtpSession | None = None
@@ -101,8 +108,8 @@ class SipCall(Call):
                 # The ring timeout is the connect timeout; CANCEL and its answer follow it.
                 await asyncio.wait_for(self._dial(timeout), timeout + 10.0)
         except (SipCallError, TransactionFailed, TransactionTimeout) as exc:
-            await self._fail_connect(str(exc))
-            raise ConnectError(str(exc)) from exc
+            await self._fail_connect(self._mask(str(exc)))
+            raise ConnectError(self._mask(str(exc))) from exc
         except TimeoutError as exc:
             await self._fail_connect("timed out")
             raise ConnectError(f"the SIP call to {self.target.url} did not set up") from exc
@@ -120,7 +127,7 @@ class SipCall(Call):
 
     async def _dial(self, ring_timeout_s: float) -> None:
         target = self.target
-        ip = await resolve(target.host)
+        ip = await resolve(target.host, self._egress)
         local = local_address_for(ip)
         self.phone = SipPhone(local, 0, tcp=target.transport == "tcp")
         await self.phone.open()
@@ -130,10 +137,11 @@ class SipCall(Call):
             peer=Peer("tcp" if target.transport == "tcp" else "udp", ip, target.port),
             run_id=self.run_id,
             headers=self._headers,
-            username=self._credentials.get("username") or None,
-            password=self._credentials.get("password"),
-            from_user=self._credentials.get("from_user") or "loopcall",
+            username=self._credentials.username,
+            password=self._credentials.password,
+            from_user=self._credentials.from_user or "loopcall",
             ring_timeout_s=ring_timeout_s,
+            sent=self._sent,  # dial adds its digest answers
         )
         self._event("sip_invite", f"INVITE {request.uri} via {request.peer}")
         self.session = await dial(self.phone, rtp, request, on_event=self._event)
@@ -284,7 +292,7 @@ class SipCall(Call):
     # --------------------------------------------------------------- tear-down
 
     def _on_session_end(self, cause: str, detail: str) -> None:
-        self._mark_ended("remote_hangup", detail)
+        self._mark_ended("remote_hangup", self._mask(detail))
 
     async def _close_transport(self) -> None:
         """BYE (unless the dialog is over), then release everything the call opened.
@@ -358,9 +366,13 @@ class SipCall(Call):
             if listener is not None:
                 await unlisten(listener)
 
+    def _mask(self, text: str) -> str:
+        """``text`` (a peer's reason phrase, a BYE's Reason) without what this call sent."""
+        return mask(text, self._sent)
+
     def _event(self, kind: str, detail: str) -> None:
         if self.on_event is not None:
-            self.on_event(kind, detail)
+            self.on_event(kind, self._mask(detail))
 
     def _spawn(self, coro: Any) -> None:
         spawn(coro, owner=self._tasks)

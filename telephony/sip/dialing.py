@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from loguru import logger
+from pydantic import SecretStr
 
-from telephony.sip.digest import DigestError, authorization, parse_challenge
+from telephony.sip.digest import DigestError, authorization, parse_challenge, response_of
 from telephony.sip.message import NameAddr, SipMessage, SipParseError, new_tag, parse_name_addr
 from telephony.sip.phone import ALLOW, SipPhone
 from telephony.sip.rtp import RtpSession
@@ -47,11 +48,14 @@ class DialRequest:
     uri: str  # the Request-URI: sip:USER@HOST:PORT[;transport=tcp]
     peer: Peer  # where to send it
     run_id: str = ""
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     username: str | None = None
-    password: str | None = None
+    password: SecretStr | None = None
     from_user: str = "loopcall"
     ring_timeout_s: float = 30.0
+    # What this call sends that a peer must not see back: ``dial`` adds its digest
+    # answers here, the caller masks them in whatever the peer says.
+    sent: list[str] = field(default_factory=list, repr=False)
 
 
 async def dial(
@@ -99,8 +103,9 @@ async def dial(
                     method="INVITE",
                     uri=request.uri,
                     username=request.username,
-                    password=request.password or "",
+                    password=request.password or SecretStr(""),
                 )
+                request.sent.extend(v for v in (authorized, response_of(authorized)) if v)
             except DigestError as exc:
                 raise SipCallError(f"cannot answer the SIP challenge: {exc}", status) from exc
             answered_with = challenge_header

@@ -3,15 +3,19 @@
 Stage: call set-up.  When the agent's SIP peer answers an INVITE with 401 (or a
 proxy with 407), ``authorization`` computes the ``Authorization`` (or
 ``Proxy-Authorization``) value from its challenge and the credentials in the
-agent's configuration: MD5 or SHA-256, with or without ``qop=auth``.
+agent's configuration: MD5 or SHA-256, with or without ``qop=auth``.  The
+password arrives as a ``SecretStr`` and is unwrapped only inside the hash.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 
-__all__ = ["DigestError", "authorization", "parse_challenge"]
+from pydantic import SecretStr
+
+__all__ = ["DigestError", "authorization", "parse_challenge", "response_of"]
 
 _HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 
@@ -57,7 +61,7 @@ def authorization(
     method: str,
     uri: str,
     username: str,
-    password: str,
+    password: SecretStr,
     nonce_count: int = 1,
     cnonce: str | None = None,
 ) -> str:
@@ -72,7 +76,7 @@ def authorization(
 
     realm = challenge["realm"]
     nonce = challenge["nonce"]
-    ha1 = h(f"{username}:{realm}:{password}")
+    ha1 = h(f"{username}:{realm}:{password.get_secret_value()}")
     ha2 = h(f"{method}:{uri}")
     qops = [q.strip() for q in challenge.get("qop", "").split(",") if q.strip()]
     fields = [
@@ -94,3 +98,10 @@ def authorization(
     if "opaque" in challenge:
         fields.append(f'opaque="{challenge["opaque"]}"')
     return "Digest " + ", ".join(fields)
+
+
+def response_of(value: str) -> str | None:
+    """The ``response`` hash of a credentials header value (a secret in its own right:
+    it proves the password for this nonce, and invites a guess at the password)."""
+    match = re.search(r'response="?([0-9a-fA-F]+)', value)
+    return match.group(1) if match else None

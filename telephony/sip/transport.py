@@ -24,7 +24,7 @@ from typing import Any, Literal
 from loguru import logger
 
 from runtime.tasks import spawn
-from telephony.errors import ConnectError
+from telephony.egress import EgressPolicy
 from telephony.sip.message import SipMessage, SipParseError, parse_message, split_stream
 
 __all__ = ["Peer", "SipTransport", "TransportClosed", "local_address_for", "resolve"]
@@ -84,19 +84,18 @@ def _report_icmp_errors(udp: asyncio.DatagramTransport) -> None:
         sock.setsockopt(level, option, 1)
 
 
-async def resolve(host: str) -> str:
-    """The IP address to send to (a name is resolved once, at dialling)."""
+async def resolve(host: str, egress: EgressPolicy | None = None) -> str:
+    """The IP address to send to: a name is resolved once, at dialling, and the
+    address is one the egress policy allows (the call goes there and nowhere else)."""
     try:
         ipaddress.ip_address(host)
-        return host
     except ValueError:
         pass
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
-    except socket.gaierror as exc:
-        raise ConnectError(f"cannot resolve SIP host {host!r}: {exc}") from exc
-    return str(infos[0][4][0])
+    else:
+        (egress or EgressPolicy.local()).check_host(host)
+        return host
+    found = await (egress or EgressPolicy.local()).resolve(host, type=socket.SOCK_DGRAM)
+    return found[0][1]
 
 
 def local_address_for(ip: str) -> str:
