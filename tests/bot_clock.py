@@ -37,6 +37,8 @@ class BotClock:
     last_heard: float | None = None  # the caller's latest voiced sample, when it arrived
     last_said: float | None = None  # the bot's latest voiced sample, when it left
     onsets: list[tuple[float, float | None]] = field(default_factory=list)  # (onset, heard)
+    # Diagnostics: (time, samples, voiced sample index or -1) of every frame sent.
+    frames: list[tuple[float, int, int]] = field(default_factory=list)
 
     def heard(self, pcm: bytes, t: float, rate: int) -> None:
         """A frame of the caller's audio whose first sample arrived at ``t``."""
@@ -47,6 +49,7 @@ class BotClock:
     def said(self, pcm: bytes, t: float, rate: int) -> None:
         """A frame of the bot's audio whose first sample left at ``t``."""
         voiced = _voiced(pcm)
+        self.frames.append((t, len(pcm) // 2, int(voiced[0]) if voiced.size else -1))
         if not voiced.size:
             return
         first = t + float(voiced[0]) / rate

@@ -214,4 +214,7 @@ async def test_harness_converses_with_a_stock_pipecat_twilio_bot(
     assert all(m is not None for m in measured), measured
     gaps = [m - o - rtt for m, o in zip(measured, own[1:], strict=True)]  # type: ignore[operator]
     print(f"stock twilio bot: harness {measured} ms, bot's own {own[1:]} ms, rtt {rtt} ms")
+    for onset, _ in clock.onsets:  # the frames sent around each onset (diagnostics)
+        near = [(round((t - onset) * 1000, 1), n, i) for t, n, i in clock.frames]
+        print("  frames around onset:", [f for f in near if -200 < f[0] < 60])
     assert all(abs(g) <= TWILIO_AGREEMENT_MS for g in gaps), gaps
