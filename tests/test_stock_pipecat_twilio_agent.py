@@ -46,12 +46,13 @@ from telephony.twilio_phone import TwilioGateway
 pytestmark = pytest.mark.e2e
 GREETING = "Hello, this is the order desk. How can I help?"
 # harness latency - the bot's own (at its serializer) - the transport round trip.
-# Measured (tests/test_stock_pipecat_*.py run 3 times on the shared 2-core machine,
-# `pytest -s` prints each): 6 replies, five at -2.2..-1.2 ms and one at -24.3 ms
-# (a "Goodbye." whose first chunk the harness placed 21 ms before the bot's
-# serializer stamped it).  30 ms takes that one in and still fails a harness that
-# misplaces a reply by a frame or two of 20 ms more than today, or a missing round
-# trip; the stock bot's own latency (0.9-1.1 s, its VAD and STT) is not bounded.
+# Measured (this test run 7 times on the shared 2-core machine, `pytest -s` prints
+# each): 14 replies, 13 at -2.8..-1.2 ms and one at -24.3 ms (a "Goodbye." the
+# harness heard 21 ms sooner after the caller than the bot's own stamps say;
+# pipecat sends a media stream at twice real time, so a serializer stamp is when a
+# chunk left, not when it plays).  30 ms takes that one in and still fails a
+# harness that misplaces a reply by more than a frame or two, or loses the round
+# trip; the stock bot's own latency (0.9-1.1 s: its VAD and STT) is not bounded.
 TWILIO_AGREEMENT_MS = 30.0
 
 
