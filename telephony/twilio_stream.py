@@ -126,10 +126,10 @@ class Playout:
     stead, and the same length of audio is cut from what then arrives ahead of time
     (a jitter buffer's rule): otherwise every hiccup would delay the rest of the
     stream.  A frame late by less than that is jitter: it plays at its arrival with
-    no silence put in and the stream's timeline stays the sender's, so the
-    delivered stream keeps the sender's sample count (which the recorder's
-    placement relies on) and the frames after it, on time, neither wait nor count
-    as stale.
+    no silence put in, so the delivered stream keeps the sender's sample count
+    (which the recorder's placement relies on); on an RTP line (``drop_stale``)
+    the stream's timeline also stays the sender's, so the packets after it, on
+    time, neither wait nor count as stale.
     Between the agent's utterances the line plays silence, delivered in 20 ms
     frames so that listeners (the persona's VAD) see time pass.
     """
@@ -237,11 +237,16 @@ class Playout:
             # On time (within the sender's jitter): it plays as it arrives, stamped with
             # its arrival, so the recorder can take jitter out of the stream's timing.
             if jitter and cursor is not None:
-                # The stream's timeline stays the sender's (as a jitter buffer a frame
-                # deep would keep it): the next frame, on time, is not "early", so
-                # nothing after a late frame waits, or is dropped as stale.
                 self._deliver(pcm, now)
-                self._cursor = cursor + self._seconds(pcm)
+                if self._drop_stale:
+                    # A real-time sender's timeline stays its own (as a jitter buffer a
+                    # frame deep keeps it): the next packet, on time, is not "early",
+                    # so nothing after a late packet waits, or is dropped as stale.
+                    self._cursor = cursor + self._seconds(pcm)
+                else:
+                    # A media stream may come faster than real time (pipecat sends at
+                    # twice it): what follows queues behind what plays.
+                    self._cursor = now + self._seconds(pcm)
             else:
                 self._fill_silence(now)
                 self._deliver(pcm, now)
