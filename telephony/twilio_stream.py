@@ -126,10 +126,8 @@ class Playout:
     stead, and the same length of audio is cut from what then arrives ahead of time
     (a jitter buffer's rule): otherwise every hiccup would delay the rest of the
     stream.  A frame late by less than that is jitter: it plays at its arrival with
-    no silence put in, so the delivered stream keeps the sender's sample count
-    (which the recorder's placement relies on); on an RTP line (``drop_stale``)
-    the stream's timeline also stays the sender's, so the packets after it, on
-    time, neither wait nor count as stale.
+    no silence put in, so the delivered stream keeps the sender's sample count,
+    which the recorder's placement relies on.
     Between the agent's utterances the line plays silence, delivered in 20 ms
     frames so that listeners (the persona's VAD) see time pass.
     """
@@ -236,21 +234,10 @@ class Playout:
         if not self._queue and not early:
             # On time (within the sender's jitter): it plays as it arrives, stamped with
             # its arrival, so the recorder can take jitter out of the stream's timing.
-            if jitter and cursor is not None:
-                self._deliver(pcm, now)
-                if self._drop_stale:
-                    # A real-time sender's timeline stays its own (as a jitter buffer a
-                    # frame deep keeps it): the next packet, on time, is not "early",
-                    # so nothing after a late packet waits, or is dropped as stale.
-                    self._cursor = cursor + self._seconds(pcm)
-                else:
-                    # A media stream may come faster than real time (pipecat sends at
-                    # twice it): what follows queues behind what plays.
-                    self._cursor = now + self._seconds(pcm)
-            else:
+            if not jitter:
                 self._fill_silence(now)
-                self._deliver(pcm, now)
-                self._cursor = max(cursor if cursor is not None else now, now) + self._seconds(pcm)
+            self._deliver(pcm, now)
+            self._cursor = max(cursor if cursor is not None else now, now) + self._seconds(pcm)
             self._last_voice = self._cursor
             return
         # The agent is ahead of real time (a burst): this frame waits its turn.
