@@ -14,6 +14,10 @@ agent's SIP phone.  Prints:
 - the agent-transcript WER against the agent's known lines.
 
     .venv/bin/python benchmarks/oracle.py --calls 5 --delays 400 1200 [--channel twilio-ws|tel|sip]
+
+``--hogs N`` runs N CPU hogs beside the calls (each busy in bursts of 5-80 ms,
+``--hog-duty`` of the time, in its own process): the oracle's figures on cores
+shared with other work, as inside a test suite.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import jiwer
@@ -43,6 +47,30 @@ from telephony.embedded import serve_embedded
 from telephony.twilio_phone import TwilioAccount, TwilioGateway
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"
+
+
+# A CPU hog: busy for 5-80 ms, idle for the rest of its duty cycle, until killed.
+HOG = """
+import random, sys, time
+duty = float(sys.argv[1])
+while True:
+    burst = random.uniform(0.005, 0.08)
+    end = time.perf_counter() + burst
+    while time.perf_counter() < end:
+        pass
+    time.sleep(burst * (1.0 - duty) / duty)
+"""
+
+
+@contextlib.contextmanager
+def _hogs(n: int, duty: float) -> Iterator[None]:
+    procs = [subprocess.Popen([sys.executable, "-c", HOG, str(duty)]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 def _norm(text: str) -> str:
@@ -169,13 +197,17 @@ def main() -> None:
     parser.add_argument(
         "--channel", choices=["webrtc", "twilio-ws", "tel", "sip"], default="webrtc"
     )
+    parser.add_argument("--hogs", type=int, default=0, help="CPU hogs beside the calls")
+    parser.add_argument("--hog-duty", type=float, default=0.5)
     args = parser.parse_args()
     logger.remove()
     logger.add(sys.stderr, level="ERROR", diagnose=False)  # no variable values: credentials
     out = args.out or Path(tempfile.mkdtemp(prefix="loopcall-oracle-"))
     out.mkdir(parents=True, exist_ok=True)
-    print(f"channel: {args.channel}")
-    asyncio.run(_bench(args.delays, args.calls, out, args.channel))
+    hogs = f", {args.hogs} CPU hogs at {args.hog_duty:.0%}" if args.hogs else ""
+    print(f"channel: {args.channel}{hogs}")
+    with _hogs(args.hogs, args.hog_duty):
+        asyncio.run(_bench(args.delays, args.calls, out, args.channel))
     print(f"\nruns stored under {out}")
 
 

@@ -6,7 +6,8 @@ Twilio or by loopcall's emulator).  The websocket is read by pipecat's stock
 ``parse_telephony_websocket`` consumed ``connected`` and ``start``), into the same
 ``TurnTaker`` as the WebRTC agent.  The output is the turn taker's tape, read on
 the caller's stream clock every 20 ms (``TapeReader``) and sent as ``media``
-messages only while a clip plays: like pipecat's own websocket output, the agent
+messages only while a clip plays, on a clock that re-anchors after a stall
+rather than bursting (as the SIP line's): like pipecat's own websocket output, the agent
 is silent on the wire between utterances, so each reply's first chunk leaves
 exactly when its tape position comes due.  When the script ends the agent closes
 the websocket, which is how a media-stream agent hangs up.
@@ -41,10 +42,12 @@ from refagent.core import Agent
 from refagent.playout import TapeReader
 from refagent.turn_taker import TurnTaker
 from runtime.tasks import cancel_and_wait, spawn
+from telephony.frame_clock import FrameClock
 
 __all__ = ["serve_media_stream"]
 
-FRAME_S = 0.02
+# Later than this, the sender re-anchors its 20 ms clock instead of bursting.
+MAX_LATE_S = 0.04
 
 
 async def serve_media_stream(agent: Agent, websocket: WebSocket) -> None:
@@ -78,6 +81,10 @@ async def serve_media_stream(agent: Agent, websocket: WebSocket) -> None:
         ),
     )
     turn_taker: TurnTaker = agent.turn_taker(phone_line=True)
+    # The timing log names the harness's run, as the light agent's does.
+    params = call_data.get("body") or {}
+    run_id = params.get("loopcall_run_id") if isinstance(params, dict) else None
+    turn_taker.logic.run_id = str(run_id) if run_id else None
     worker = PipelineWorker(
         Pipeline([transport.input(), turn_taker, transport.output()]),
         enable_rtvi=False,
@@ -136,17 +143,20 @@ class _PhoneLineSerializer(TwilioFrameSerializer):
 
 
 async def _send_tape(websocket: WebSocket, stream_sid: str, reader: TapeReader) -> None:
-    """Every 20 ms, send the tape's frame for "now" if a clip plays in it."""
+    """Every 20 ms, send the tape's frame for "now" if a clip plays in it.
+
+    Like the SIP line's sender, it never bursts to catch up after a stall longer
+    than ``MAX_LATE_S``: a carrier plays what it receives at real-time pace, so a
+    burst would only queue behind what is playing (and loopcall's carrier drops it
+    as stale).  Each frame is read at its own due time, and a clip's onset is
+    logged when its frame really leaves, so the timing log says when the oracle was
+    late instead of when it meant to send.
+    """
     down = Downsampler()
-    start = time.monotonic()
-    sent = 0
+    clock = FrameClock(max_late_s=MAX_LATE_S)
     while websocket.client_state == WebSocketState.CONNECTED:
-        due = start + sent * FRAME_S
-        sent += 1
-        wait = due - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        samples, voiced = reader.read(due)
+        due = await clock.tick()
+        samples, voiced = reader.read(due, sent_at=time.monotonic())
         band = down.process(samples.tobytes())  # every frame: the filter's state runs on
         if not voiced:
             continue

@@ -30,6 +30,7 @@ from refagent.core import Agent
 from refagent.light import serve_light_sip
 from refagent.playout import TapeReader
 from runtime.tasks import cancel_and_wait, spawn
+from telephony.frame_clock import FrameClock
 from telephony.sip.dialing import answer
 from telephony.sip.digest import parse_challenge
 from telephony.sip.message import SipMessage
@@ -37,7 +38,6 @@ from telephony.sip.phone import SipPhone
 from telephony.sip.rtp import RtpSession
 from telephony.sip.session import SipCallError
 from telephony.sip.transport import Peer
-from telephony.twilio_stream import FrameClock
 
 __all__ = ["SipLine"]
 

@@ -34,9 +34,12 @@ class Playout:
     that arrives while nothing is playing, or within ``ON_TIME_S`` of the end of
     what plays, plays at once (no jitter buffer: its time is its arrival); one that
     arrives further ahead (an agent sending faster than real time) waits its turn.
-    When a stream that was flowing comes late, silence plays in its stead, and the
-    same length of audio is cut from what then arrives ahead of time (a jitter
-    buffer's rule): otherwise every hiccup would delay the rest of the stream.
+    When a stream that was flowing comes a frame or more late, silence plays in its
+    stead, and the same length of audio is cut from what then arrives ahead of time
+    (a jitter buffer's rule): otherwise every hiccup would delay the rest of the
+    stream.  A frame late by less than that is jitter: it plays at its arrival with
+    no silence put in, so the delivered stream keeps the sender's sample count,
+    which the recorder's placement relies on.
     Between the agent's utterances the line plays silence, delivered in 20 ms
     frames so that listeners (the persona's VAD) see time pass.
     """
@@ -99,11 +102,24 @@ class Playout:
             self._push_frame(pcm[i : i + step], now)
 
     def _push_frame(self, pcm: bytes, now: float) -> None:
+        jitter = False
         if not self._queue and self._last_voice is not None and now > self._last_voice:
             # The sender resumes after a gap: a short one was a hiccup mid-stream, whose
             # silence stood in for audio now late; a longer one was a pause.
             gap = now - self._last_voice
-            self._late_debt = self._late_debt + gap if gap < ACTIVE_GAP_S else 0.0
+            if gap >= ACTIVE_GAP_S:
+                self._late_debt = 0.0
+            elif self._cursor is not None and self._cursor <= self._last_voice:
+                # Later than the audio before it, but before the line played a frame of
+                # silence (``step``): sender jitter.  It plays at its arrival with no
+                # silence put in front, so the stream keeps the sender's sample count.
+                # (Silence put in here and never taken back made every later chunk look
+                # that much less delayed than it was, and the recorder, which anchors a
+                # stream on its least-delayed chunks, laid the earlier ones, a reply's
+                # onset among them, early: twilio-ws oracle turns read up to 7 ms short.)
+                jitter = True
+            else:
+                self._late_debt += gap
         cursor = self._cursor
         early = cursor is not None and now < cursor - ON_TIME_S
         if early and self._drop_stale:
@@ -130,7 +146,8 @@ class Playout:
         if not self._queue and not early:
             # On time (within the sender's jitter): it plays as it arrives, stamped with
             # its arrival, so the recorder can take jitter out of the stream's timing.
-            self._fill_silence(now)
+            if not jitter:
+                self._fill_silence(now)
             self._deliver(pcm, now)
             self._cursor = max(cursor if cursor is not None else now, now) + self._seconds(pcm)
             self._last_voice = self._cursor

@@ -311,12 +311,15 @@ async def test_sigkill_mid_suite_loses_no_run(
     agent = start_agent()
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     first = start_controller(db, "--no-calibrate", "--concurrency", "2")
+    # One persona line: what is checked is where each run ends up, not the talk
+    # (the whole booking conversation made this test 100 s).
+    short = {**booking_case(), "script": ["Hi, this is Alex Morgan."], "success_criteria": []}
     async with first.client() as http:
-        once = {"case": booking_case(), "target": agent.target}
+        once = {"case": short, "target": agent.target}
         async with http.post("/runs", json=once) as response:
             plain = await _json(response)
         retried = {
-            "case": {**booking_case(), "retries": 1},
+            "case": {**short, "retries": 1},
             "target": agent.target,
             "frequency": 3,
             "concurrency_limit": 1,

@@ -24,6 +24,14 @@ from harness.store import RunStore
 
 pytestmark = pytest.mark.e2e
 DELAY_MS = 400.0
+# The bound on the oracle error (|latency - 400 ms - transport round trip|) of a
+# level with nothing degraded.  Measured with these tests (`pytest -s
+# tests/test_bench.py` prints every level's figures), run twice on the shared
+# 2-core machine: 14 levels of 1-3 calls over SIP, twilio-ws and WebRTC, worst
+# |error| 0.1-2.0 ms per level (p95 = max at these sizes; earlier runs reached
+# 3.7 ms); the capacity benchmark keeps p95 under 3.7 ms up to 150 calls (README).
+# 8 ms is twice the worst ever seen: a level 8 ms off is a harness bug.
+ORACLE_BOUND_MS = 8.0
 
 
 async def test_bench_cli_measures_the_bundled_oracle_over_sip(tmp_path: Path) -> None:
@@ -41,11 +49,13 @@ async def test_bench_cli_measures_the_bundled_oracle_over_sip(tmp_path: Path) ->
     assert report["status"] == "completed" and report["oracle_delay_ms"] == DELAY_MS
     assert [lv["concurrency"] for lv in report["levels"]] == [1, 3]
     for level in report["levels"]:
+        print(f"bench sip C={level['concurrency']}: oracle {level['oracle_error_ms']}")
         assert level["completed"] == level["calls"] == level["concurrency"], level
         assert level["peak_concurrency"] == level["concurrency"]
         assert level["turns"] >= level["calls"]  # at least one measured reply per call
-        assert abs(level["latency_ms"]["p50"] - DELAY_MS) < 20, level["latency_ms"]
-        assert level["oracle_error_ms"]["p95"] < 20, level["oracle_error_ms"]
+        rtt = level["transport_rtt_ms"]
+        assert abs(level["latency_ms"]["p50"] - DELAY_MS - rtt) < ORACLE_BOUND_MS, level
+        assert level["oracle_error_ms"]["max"] < ORACLE_BOUND_MS, level["oracle_error_ms"]
         assert not level["degraded"]
         for key in ("cpu_percent", "loop_lag_ms_p99", "agent_cpu_percent", "rss_mb_peak"):
             assert level[key] is not None, key
@@ -66,9 +76,10 @@ async def test_bench_on_media_streams_and_webrtc(channel: str, start_agent, tmp_
     report = await run_bench(config, RunStore(tmp_path), bench_id="b-" + channel)
     assert report.status == "completed", report.error
     (level,) = report.levels
+    print(f"bench {channel}: oracle {level.oracle_error_ms}")
     assert level.completed == 2, level.failures
     assert level.turns >= 4 and level.oracle_error_ms is not None
-    assert level.oracle_error_ms.p95 is not None and level.oracle_error_ms.p95 < 20
+    assert level.oracle_error_ms.max is not None and level.oracle_error_ms.max < ORACLE_BOUND_MS
     runs = [RunStore(tmp_path).load(call.run_id) for call in report.calls]
     for run in runs:
         said = [t.text for t in run.turns if t.role == "persona"]
@@ -126,10 +137,11 @@ async def test_a_starved_harness_marks_its_measurements_degraded(
             hog.cancel()
     assert report.status == "completed", report.error
     quiet, starved = report.levels
+    print(f"bench starved {channel}: quiet oracle {quiet.oracle_error_ms}")
     assert quiet.completed == starved.completed == 1
     # Unstarved: nothing degraded, and the oracle holds.
     assert not quiet.degraded and quiet.degraded_turns == 0
-    assert quiet.oracle_error_ms is not None and (quiet.oracle_error_ms.max or 99) < 20
+    assert quiet.oracle_error_ms is not None and (quiet.oracle_error_ms.max or 99) < ORACLE_BOUND_MS
     # Starved: the loop ran late, and the bench saw it.
     assert starved.loop_lag_ms_p99 is not None
     assert starved.loop_lag_ms_p99 > config.lag_bound_ms

@@ -51,7 +51,9 @@ async def test_a_bench_runs_on_the_controller(
             report = await _json(response)
         assert report["status"] == "completed", report["error"]
         (level,) = report["levels"]
-        assert level["completed"] == 2 and level["oracle_error_ms"]["p95"] < 20, level
+        # The same light SIP oracle as tests/test_bench.py, whose levels measured within
+        # 2.0 ms (3.7 ms at worst in earlier runs); its 8 ms bound holds here too.
+        assert level["completed"] == 2 and level["oracle_error_ms"]["max"] < 8, level
         async with http.get(f"/benches/{bench_id}/report.html") as response:
             assert response.status == 200 and "<svg" in await response.text()
         async with http.get("/benches") as response:

@@ -53,7 +53,9 @@ async def test_chromium_echo_against_loopcall_echo(chromium: None) -> None:
         assert len(data["wire_ms"]) == len(data["recv_ms"]) == BURSTS, (far_end, data)
         assert data["unstamped_frames"] == 0, (far_end, data)
         assert all(0 < rtt < 1000 for rtt in data["wire_ms"]), (far_end, data)
-        # aiortc's jitter buffer holds a packet until four more have come (80 ms):
-        # the frames' wire stamps are that much ahead of recv().
+        # aiortc's jitter buffer holds a packet until four more have come (4 x 20 ms):
+        # the frames' wire stamps are that much ahead of recv().  Measured 80.2-80.7 ms
+        # per frame, and 80.2 / 80.4 ms between the medians (loopcall / Chromium echo,
+        # 24 bursts each); 5 ms is more than the decoder thread's hop back to the loop.
         share = statistics.median(data["recv_ms"]) - statistics.median(data["wire_ms"])
-        assert share > 60, (far_end, share, data)
+        assert abs(share - 80) <= 5, (far_end, share, data)

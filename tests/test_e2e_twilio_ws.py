@@ -35,14 +35,24 @@ async def test_latency_oracle_over_twilio_ws(start_agent, tmp_path: Path, delay_
     replies = [t for t in run.turns if t.role == "agent" and t.latency_ms is not None]
     assert len(replies) == 3
     errors = [t.latency_ms - delay_ms - rtt for t in replies]  # type: ignore[operator]
-    print(f"twilio-ws oracle D={delay_ms}: rtt {rtt} ms, errors {errors}")
-    # On a quiet machine the oracle holds within 5 ms (benchmarks/oracle.py: worst 3.9 ms
-    # over 24 turns).  Inside the full suite on 2 cores single turns have reached -5.9
-    # and -6.9 ms (the recorder anchors a burst of late frames on its least-delayed
-    # chunk); this guard allows that much, and the README reports both.
-    assert all(abs(e) <= 8 for e in errors), errors
     logged = [r for r in agent.timings() if r["caller_offset_epoch_ms"] is not None]
+    # When each reply really left the agent, against when it was due (its own account).
+    left_late = [
+        round(r["reply_onset_epoch_ms"] - r["caller_offset_epoch_ms"] - delay_ms, 2) for r in logged
+    ]
+    print(f"twilio-ws oracle D={delay_ms}: rtt {rtt} ms, errors {errors}, left late {left_late}")
+    # The bound follows the measured distribution.  After the playout's jitter rule,
+    # the README's setup (benchmarks/oracle.py --calls 3 --delays 400 1200 --channel
+    # twilio-ws, the agent with STT) measured 18 turns at worst +1.1 ms, and 18 at
+    # worst +2.2 ms with two CPU hogs at 50 % beside the calls (--hogs 2); 36 more
+    # at D = 400, 800, 1200 ms stayed within -0.4..+1.8 ms, and this test's own 9
+    # turns (3 runs) within +0.4..+1.2 ms, on this shared 2-core machine.  Before
+    # it, the loaded setup read 36 turns at mean -2.0 ms, worst -6.2 ms, and the
+    # quiet one 24 at mean -1.0 ms, worst -3.6 ms (the playout's silence moved
+    # onsets early).  5 ms, the goal, is twice the worst turn measured.
+    assert all(abs(e) <= 5 for e in errors), errors
     assert len(logged) == 3 and all(r["late_ms"] == 0 for r in logged), logged
+    assert all(r["run_id"] == run.id for r in logged), logged
     # What the caller heard over 8 kHz mu-law is still the agent's script.
     wer = agent_wer(run)
     print(f"agent-transcript WER over mu-law: {wer:.3f}")

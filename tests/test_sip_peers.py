@@ -101,9 +101,13 @@ async def test_twenty_concurrent_calls_to_sipp_echo_lose_no_rtp() -> None:
     print(
         f"SIPp echo round trip over 20 calls: median {np.median(rtts):.1f} ms, max {max(rtts):.1f}"
     )
-    # (Bursts under the load of 20 calls place a few echoes up to ~10 ms early: the
-    # recorder anchors a stream on its least-delayed chunks.)
-    assert abs(float(np.median(rtts))) < 10
+    # Measured (5 runs of this test alone, after the playout stopped putting silence
+    # in front of jitter-late packets; `pytest -s` prints it): at least 180 echoes a
+    # run, median 0.1 ms, worst 0.7 ms.  (The bound was the median under 10 ms, for
+    # "a few echoes up to ~10 ms early" under this load; that was not measured
+    # again before the fix.)  5 ms on every echo is 7x the worst measured.
+    assert abs(float(np.median(rtts))) < 2, rtts
+    assert max(abs(r) for r in rtts) < 5, rtts
 
 
 # -------------------------------------------------------------------- dumb agent

@@ -22,6 +22,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from audio.g711 import ulaw_decode, ulaw_encode
 from harness.models import Case, Persona
 from harness.orchestrator import RunOptions, run_case
+from harness.recording import Recorder
 from harness.store import RunStore
 from telephony import CallSetup, DialOptions, open_call, parse_target
 from telephony.embedded import serve_embedded
@@ -321,12 +322,48 @@ def test_playout_paces_a_burst_at_real_time() -> None:
 def test_playout_cuts_what_silence_stood_in_for_after_a_hiccup() -> None:
     playout, played = _playout()
     playout.push(FRAME, 1.0)
-    playout.push(FRAME * 2, 1.025)  # 5 ms late, 40 ms in one message (pipecat's size)
-    playout.step(1.1)
-    assert playout.dropped_s == pytest.approx(0.005)
-    # 20 ms, then 5 ms of silence, 20 ms at arrival and 15 ms after it: the sound
-    # ends at 1.06, where it would have ended without the hiccup.
-    assert voice(played) == [(1.0, 320), (1.025, 320), (1.045, 240)]
+    playout.step(1.04)  # nothing came for a frame: the line plays 20 ms of silence
+    playout.push(FRAME * 3, 1.045)  # 25 ms late, then caught up in one message
+    playout.step(1.2)
+    assert playout.dropped_s == pytest.approx(0.025)
+    # 20 ms, then 25 ms of silence, 20 ms at arrival, the next 20 ms cut and 15 ms
+    # after: the sound ends at 1.08, where it would have ended without the hiccup.
+    assert voice(played) == [(1.0, 320), (1.045, 320), (1.065, 240)]
+
+
+def test_playout_lets_jitter_through_without_adding_silence() -> None:
+    """A frame a few ms late plays at its arrival with nothing put in front of it."""
+    playout, played = _playout()
+    for k, late in enumerate([0.0, 0.0, 0.005, 0.001, 0.0]):
+        playout.push(FRAME, 1.0 + 0.02 * k + late)
+    playout.step(1.2)
+    assert playout.dropped_s == 0
+    assert [t for t, _ in voice(played)] == [1.0, 1.02, 1.045, 1.061, 1.08]
+    # Between the first word and the end, only the sender's own samples: the stream's
+    # sample count is the sender's, which the recorder's placement relies on.
+    assert sum(n for t, n, _ in played if 1.0 <= t < 1.1) == 5 * 320
+
+
+def test_a_late_frame_mid_reply_does_not_move_the_reply_onset() -> None:
+    """The twilio-ws oracle's 5-7 ms: silence put in for late frames moved the onset early.
+
+    A reply's onset arrives on time; frames after it come a few ms late (the agent's
+    sender on a busy loop).  The recording must lay the onset where it arrived.
+    """
+    recorder = Recorder(16_000)
+    playout = Playout(16_000, lambda pcm, t: recorder.on_received(t, pcm))
+    playout.begin(0.0)
+    onset = 1.0
+    lateness = [0.0, 0.0, 0.004, 0.0, 0.003, 0.0, 0.006, 0.0] + [0.0] * 60
+    loud = np.full(320, 8000, dtype=np.int16).tobytes()
+    for k, late in enumerate(lateness):
+        now = onset + 0.02 * k + late
+        playout.step(now)
+        playout.push(loud, now)
+    playout.step(onset + 0.02 * len(lateness) + 0.5)
+    agent = recorder.recording(0.0).agent
+    first = int(np.flatnonzero(agent)[0])
+    assert first == round(onset * 16_000), (first / 16.0, "ms")
 
 
 def test_playout_keeps_every_sample_after_a_pause() -> None:
