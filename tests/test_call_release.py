@@ -148,10 +148,10 @@ async def test_sip_calls_whose_bye_is_never_answered_release_everything(
     tmp_path: Path, traced: None
 ) -> None:
     store = RunStore(tmp_path / "runs")
-    live_bytes: list[int] = []  # traced memory while a call is still up (its "ended" event)
+    live_bytes: list[int] = []  # traced memory while a call is still up (its "call_ended")
 
     def progress(run: Run, message: str) -> None:
-        if message.startswith("ended"):
+        if message.startswith("call_ended"):
             live_bytes.append(tracemalloc.get_traced_memory()[0])
 
     async with await start_sipp_uas("uas_no_bye.xml", rtp_echo=True, calls=WAVE + CALLS) as sipp:
