@@ -4,7 +4,7 @@ schemathesis runs against a real controller and writes its verdict as a JSON
 report and a JUnit file; the test reads those, not the printed output: every
 operation in the document was tested (a JUnit case each, none failed), the
 phases ran to completion, no check failed and nothing errored.  It is the
-CI-sized run; the long exploration is ``benchmarks/api_fuzz.py`` (README,
+CI-sized run; the long exploration is ``benchmarks/api_fuzz.py`` (docs/latency.md,
 "Measured").
 """
 
@@ -26,7 +26,7 @@ from api_fuzz import CONTROLLER_ENV, schemathesis_command  # noqa: E402
 # reach stored objects by their real ids), every operation: 464 requests in 28 s
 # here.  The coverage phase's systematic boundary and negative values for every
 # field (195 s of the 258 s the whole run took in CI before, 5,088 test cases) is
-# the long exploration: benchmarks/api_fuzz.py runs it, figures in the README.
+# the long exploration: benchmarks/api_fuzz.py runs it, figures in docs/latency.md.
 PHASES = "examples,fuzzing,stateful"  # examples: the document's own, when it has any
 MAX_EXAMPLES = 10
 

@@ -29,7 +29,7 @@ DELAY_MS = 400.0
 # tests/test_bench.py` prints every level's figures), run twice on the shared
 # 2-core machine: 14 levels of 1-3 calls over SIP, twilio-ws and WebRTC, worst
 # |error| 0.1-2.0 ms per level (p95 = max at these sizes; earlier runs reached
-# 3.7 ms); the capacity benchmark keeps p95 under 3.7 ms up to 150 calls (README).
+# 3.7 ms); the capacity benchmark keeps p95 under 3.7 ms up to 150 calls (docs/bench.md).
 # 8 ms is twice the worst ever seen: a level 8 ms off is a harness bug.
 ORACLE_BOUND_MS = 8.0
 

@@ -40,8 +40,8 @@ async def test_latency_oracle_over_sip(start_agent, tmp_path: Path, delay_ms: in
     assert len(replies) == 3
     errors = [t.latency_ms - delay_ms - rtt for t in replies]  # type: ignore[operator]
     print(f"sip oracle D={delay_ms}: rtt {rtt} ms, errors {errors}")
-    # Measured with the README's setup (benchmarks/oracle.py --channel sip, the agent
-    # with STT): 24 turns at D = 400 and 1200 ms, worst 3.0 ms (README); again after
+    # Measured with docs/latency.md's setup (benchmarks/oracle.py --channel sip, the agent
+    # with STT): 24 turns at D = 400 and 1200 ms, worst 3.0 ms (docs/latency.md); again after
     # the playout's jitter rule, 12 turns, mean +0.6 ms, worst +1.4 ms.  The issue
     # allows SIP 10 ms; 6 ms is twice the worst measured, so a few-ms bias fails.
     assert all(abs(e) <= 6 for e in errors), errors

@@ -42,7 +42,7 @@ async def test_latency_oracle_over_twilio_ws(start_agent, tmp_path: Path, delay_
     ]
     print(f"twilio-ws oracle D={delay_ms}: rtt {rtt} ms, errors {errors}, left late {left_late}")
     # The bound follows the measured distribution.  After the playout's jitter rule,
-    # the README's setup (benchmarks/oracle.py --calls 3 --delays 400 1200 --channel
+    # docs/latency.md's setup (benchmarks/oracle.py --calls 3 --delays 400 1200 --channel
     # twilio-ws, the agent with STT) measured 18 turns at worst +1.1 ms, and 18 at
     # worst +2.2 ms with two CPU hogs at 50 % beside the calls (--hogs 2); 36 more
     # at D = 400, 800, 1200 ms stayed within -0.4..+1.8 ms, and this test's own 9

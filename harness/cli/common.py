@@ -67,7 +67,7 @@ def twilio_account_or_say(settings: Settings) -> TwilioAccount | None:
         err.print(
             "[red]error:[/red] tel: targets place calls through Twilio: set "
             "LOOPCALL_TWILIO_ACCOUNT_SID, LOOPCALL_TWILIO_AUTH_TOKEN, "
-            "LOOPCALL_TWILIO_FROM_NUMBER and LOOPCALL_PUBLIC_BASE_URL (see the README)"
+            "LOOPCALL_TWILIO_FROM_NUMBER and LOOPCALL_PUBLIC_BASE_URL (see docs/channels.md)"
         )
     return account
 
