@@ -1,7 +1,7 @@
 """WebRTC round trip against a stack that is not aiortc: Debian's Chromium as an echo.
 
 loopcall's ``WebRTCCall`` calls two echo far ends with tone bursts, as the
-calibration does (``harness/calibration.py``), and times each burst's round trip
+calibration does (``harness/orchestrator/calibration.py``), and times each burst's round trip
 from the recorded audio:
 
 - **Chromium echo**: headless Chromium (Debian's ``/usr/bin/chromium``, driven by
