@@ -7,11 +7,21 @@ and what loopcall stores and serves (``Run`` with its ``Turn``s, ``Metrics`` and
 ``Evaluation``).  Field names follow Yappr's agent-eval API where the two overlap
 so that the peer views stay thin.  It imports nothing of ours:
 ``common.py`` (statuses, roles, ids), ``case.py`` (what the user writes),
-``run.py`` (what loopcall stores).
+``run.py`` (what loopcall stores), ``agent_side.py`` (mock tools, the agent's
+tool calls, events and stage timings), ``dynamics.py`` (turn-taking from the audio).
 """
 
+from harness.models.agent_side import (
+    AgentEvent,
+    AgentTurnTiming,
+    MockTool,
+    ToolCall,
+    ToolMatch,
+    Usage,
+)
 from harness.models.case import (
     Case,
+    CountCheck,
     Criterion,
     LatencyCheck,
     Persona,
@@ -28,10 +38,12 @@ from harness.models.common import (
     new_run_id,
     utcnow,
 )
+from harness.models.dynamics import DYNAMICS_METRICS, DeadAir, Dynamics, DynamicsCheck, Interruption
 from harness.models.run import (
     CallEvent,
     CriterionResult,
     Evaluation,
+    Evidence,
     HarnessHealth,
     LatencySummary,
     Metrics,
@@ -41,17 +53,27 @@ from harness.models.run import (
 )
 
 __all__ = [
+    "DYNAMICS_METRICS",
     "TERMINATION_REASONS",
+    "AgentEvent",
+    "AgentTurnTiming",
     "CallEvent",
     "Case",
+    "CountCheck",
     "Criterion",
     "CriterionResult",
+    "DeadAir",
+    "Dynamics",
+    "DynamicsCheck",
     "Evaluation",
+    "Evidence",
     "HarnessHealth",
+    "Interruption",
     "LatencyCheck",
     "LatencyStat",
     "LatencySummary",
     "Metrics",
+    "MockTool",
     "Persona",
     "Role",
     "Run",
@@ -59,8 +81,11 @@ __all__ = [
     "ScriptLine",
     "Suite",
     "TerminationReason",
+    "ToolCall",
+    "ToolMatch",
     "Turn",
     "TurnCountCheck",
+    "Usage",
     "new_run_id",
     "utcnow",
     "vouched_latencies",

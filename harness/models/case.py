@@ -12,11 +12,14 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from harness.models.agent_side import TOOL_NAME_PATTERN, MockTool
 from harness.models.common import LatencyStat, Regex, Role, Strict, TerminationReason
+from harness.models.dynamics import DynamicsCheck
 
 __all__ = [
     "Case",
     "Criterion",
+    "CountCheck",
     "LatencyCheck",
     "Persona",
     "ScriptLine",
@@ -95,7 +98,39 @@ class TurnCountCheck(Strict):
         return self
 
 
-_CHECK_FIELDS = ("pattern", "latency_ms", "termination_reason", "turn_count")
+class CountCheck(Strict):
+    """How many times something happened: within [min, max]."""
+
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _has_bound(self) -> CountCheck:
+        if self.min is None and self.max is None:
+            raise ValueError("give at least one of 'min' and 'max'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("'min' must not exceed 'max'")
+        return self
+
+
+_CHECK_FIELDS = (
+    "pattern",
+    "latency_ms",
+    "termination_reason",
+    "turn_count",
+    "tool_name",
+    "node_id",
+    "rubric",
+    "semantic",
+    "dynamics",
+)
+# Fields that refine one check only: (field, the check it belongs to).
+_REFINES = (
+    ("args_match", ("tool_name",)),
+    ("times", ("tool_name", "node_id")),
+    ("after", ("tool_name", "node_id")),
+    ("threshold", ("semantic",)),
+)
 
 
 class Criterion(Strict):
@@ -103,6 +138,9 @@ class Criterion(Strict):
 
     ``pattern`` is Yappr's regex assertion; ``role`` says whose speech it is
     matched against and ``must_match: false`` turns it into "must not say".
+    ``tool_name`` (with ``args_match``), ``node_id`` and ``rubric`` are Yappr's
+    assertion fields; ``semantic`` (offline sentence similarity) and
+    ``dynamics`` (a bound on ``metrics.dynamics``) are loopcall's.
     """
 
     weight: float = Field(default=1.0, ge=0)
@@ -113,6 +151,24 @@ class Criterion(Strict):
     latency_ms: LatencyCheck | None = None
     termination_reason: list[TerminationReason] | None = None
     turn_count: TurnCountCheck | None = None
+    tool_name: str | None = Field(default=None, pattern=TOOL_NAME_PATTERN)
+    args_match: dict[str, Any] | None = Field(
+        default=None,
+        description="A subset of the tool call's arguments: values exact, a regex "
+        "('(?i)tue' or '/.../'), or '$present'.",
+    )
+    node_id: str | None = Field(default=None, min_length=1)
+    times: CountCheck | None = Field(
+        default=None, description="How many matching tool calls or node visits (default: >= 1)."
+    )
+    after: str | None = Field(
+        default=None,
+        description="A tool name or node id that must have happened before the first match.",
+    )
+    rubric: str | None = Field(default=None, min_length=1)
+    semantic: str | None = Field(default=None, min_length=1)
+    threshold: float | None = Field(default=None, gt=0, le=1)
+    dynamics: DynamicsCheck | None = None
 
     @field_validator("termination_reason", mode="before")
     @classmethod
@@ -127,6 +183,9 @@ class Criterion(Strict):
                 f"a criterion needs exactly one check among {', '.join(_CHECK_FIELDS)}; "
                 f"got {', '.join(given) if given else 'none'}"
             )
+        for name, owners in _REFINES:
+            if getattr(self, name) is not None and given[0] not in owners:
+                raise ValueError(f"'{name}' goes with {' or '.join(owners)}, not {given[0]}")
         return self
 
     @property
@@ -175,12 +234,27 @@ class Case(Strict):
         "(the target is where loopcall answers: the number it calls, e.g. tel:+15550100, "
         "or the SIP URI loopcall listens on, e.g. sip:persona@0.0.0.0:5070).",
     )
+    tool_policy: Literal["mock", "real"] = Field(
+        default="mock",
+        description="mock: loopcall serves `tools` at the run's tools URL; real: it serves "
+        "nothing and relies on the agent's reports (spans, event webhook).",
+    )
+    tools: list[MockTool] = Field(default_factory=list)
     answer_timeout_s: float = Field(
         default=60,
         gt=0,
         le=3600,
         description="Inbound: how long to wait for the agent's call before the run fails.",
     )
+
+    @field_validator("tools")
+    @classmethod
+    def _tool_names_unique(cls, value: list[MockTool]) -> list[MockTool]:
+        names = [tool.name for tool in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"tool names must be unique: {', '.join(twice)} given twice")
+        return value
 
     @field_validator("script", mode="before")
     @classmethod

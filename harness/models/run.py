@@ -11,13 +11,16 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from harness.models.agent_side import AgentEvent, AgentTurnTiming, ToolCall, Usage
 from harness.models.case import Case, Criterion
 from harness.models.common import Role, RunStatus, TerminationReason, new_run_id, utcnow
+from harness.models.dynamics import Dynamics
 
 __all__ = [
     "CallEvent",
     "CriterionResult",
     "Evaluation",
+    "Evidence",
     "HarnessHealth",
     "LatencySummary",
     "Metrics",
@@ -42,6 +45,11 @@ class Turn(BaseModel):
         default=False,
         description="The harness's event loop ran later than its bound while this turn's "
         "latency was measured: the figure is kept but not counted as the agent's latency.",
+    )
+    agent_timing: AgentTurnTiming | None = Field(
+        default=None,
+        description="Agent turns: the agent's own account of this reply (its spans), "
+        "beside the latency heard in the audio.",
     )
 
 
@@ -120,6 +128,19 @@ class Metrics(BaseModel):
     harness: HarnessHealth | None = Field(
         default=None, description="The harness's own timing health during the call."
     )
+    dynamics: Dynamics | None = Field(
+        default=None, description="Turn-taking from both sides' audio: interruptions, silences."
+    )
+
+
+class Evidence(BaseModel):
+    """What a verdict rests on: a turn, a quote, a tool call or event, a moment."""
+
+    turn_index: int | None = None
+    quote: str | None = None
+    tool_call_index: int | None = None
+    agent_event_index: int | None = None
+    at_ms: float | None = Field(default=None, description="From the recording's start.")
 
 
 class CriterionResult(BaseModel):
@@ -129,6 +150,7 @@ class CriterionResult(BaseModel):
     passed: bool
     weight: float
     reason: str
+    evidence: list[Evidence] = Field(default_factory=list)
 
 
 class Evaluation(BaseModel):
@@ -174,6 +196,12 @@ class Run(BaseModel):
     evaluation: Evaluation | None = None
     recording: str | None = Field(default=None, description="Path of the stereo WAV.")
     events: list[CallEvent] = Field(default_factory=list)
+    tools_url: str | None = Field(
+        default=None, description="Where this run's mock tools were served to the agent."
+    )
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    agent_events: list[AgentEvent] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
     error: str | None = None
     loopcall_version: str | None = None
 

@@ -1,0 +1,135 @@
+"""What the agent did, beside what it said: mock tools, tool calls, flow nodes, its timings.
+
+Part of the contract (``harness.models``); imports nothing of ours but ``common``.
+Case side: the ``MockTool``s a case asks loopcall to serve (Yappr's
+``tool_policy: mock``).  Run side: every ``ToolCall`` and ``AgentEvent`` that
+reached loopcall (from its tools URL, the agent's OpenTelemetry spans or its
+event webhook), placed on the recording's clock, and the agent's own account of
+a turn's stages (``AgentTurnTiming``) from its spans.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from harness.models.common import Strict
+
+__all__ = [
+    "AgentEvent",
+    "AgentEventType",
+    "AgentTurnTiming",
+    "EventSource",
+    "MockTool",
+    "ToolCall",
+    "ToolMatch",
+    "Usage",
+]
+
+AgentEventType = Literal["tool_call", "node", "metric", "log"]
+EventSource = Literal["tools_url", "otel", "webhook"]
+
+TOOL_NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+
+
+class ToolMatch(Strict):
+    """A response chosen by the call's arguments: ``args`` is a subset to match."""
+
+    args: dict[str, Any] = Field(
+        description="Arguments the call must carry (values exact, or a regex as a string "
+        "starting with '(?' or written /.../, or '$present')."
+    )
+    response: Any
+
+
+class MockTool(Strict):
+    """One tool loopcall serves for a run at ``POST {tools_url}/{name}``.
+
+    The response is the first ``match`` whose ``args`` the call carries, else the
+    next of ``responses`` (the last one repeats), else ``response``.
+    """
+
+    name: str = Field(pattern=TOOL_NAME_PATTERN)
+    description: str = ""
+    response: Any = None
+    responses: list[Any] | None = Field(default=None, min_length=1)
+    match: list[ToolMatch] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _answers_something(self) -> MockTool:
+        if "response" not in self.model_fields_set and self.responses is None and not self.match:
+            raise ValueError("a tool needs `response`, `responses` or `match`")
+        return self
+
+
+class ToolCall(BaseModel):
+    """One invocation of a tool by the agent, on the recording's clock."""
+
+    name: str
+    args: Any = None
+    response: Any = None
+    status_code: int | None = Field(
+        default=None, description="What the tools URL answered (200, 404 unknown, 400 bad JSON)."
+    )
+    source: EventSource = "tools_url"
+    at_ms: float | None = Field(
+        default=None, description="Milliseconds from the recording's start (the call's clock)."
+    )
+    duration_ms: float | None = None
+    turn_index: int | None = Field(
+        default=None, description="Index in ``Run.turns`` of the agent turn it belongs to."
+    )
+    error: str | None = None
+
+
+class AgentEvent(BaseModel):
+    """Something the agent reported: a tool call, a flow node, a metric, a log line."""
+
+    type: AgentEventType
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    value: float | None = Field(default=None, description="A metric's value.")
+    source: EventSource = "webhook"
+    at_ms: float | None = Field(
+        default=None, description="Milliseconds from the recording's start (the call's clock)."
+    )
+
+
+class AgentTurnTiming(BaseModel):
+    """The agent's own account of one reply (from its spans), beside what the ear heard.
+
+    Every figure is in ms; ``None`` where the agent did not report it.
+    ``unaccounted_ms`` is the heard latency minus what the agent accounts for
+    (endpointing, transport, buffering).
+    """
+
+    source: str = Field(default="otel", description="otel: pipecat or LiveKit spans.")
+    end_of_speech_ms: float | None = Field(
+        default=None, description="The persona's end of speech -> the agent detected it."
+    )
+    stt_ms: float | None = Field(default=None, description="Its STT's final, after end of speech.")
+    llm_ttfb_ms: float | None = Field(default=None, description="Its LLM's first token.")
+    tts_ttfb_ms: float | None = Field(default=None, description="Its TTS's first audio byte.")
+    accounted_ms: float | None = None
+    unaccounted_ms: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+class Usage(BaseModel):
+    """Tokens and cost of one run, by who spent them."""
+
+    agent_input_tokens: int = 0
+    agent_output_tokens: int = 0
+    persona_input_tokens: int = 0
+    persona_output_tokens: int = 0
+    judge_input_tokens: int = 0
+    judge_output_tokens: int = 0
+    telephony_cost_cents: float | None = Field(
+        default=None, description="The carrier's price for the call, when it reports one."
+    )
+    agent_cost_cents: float | None = None
+    persona_cost_cents: float | None = None
+    judge_cost_cents: float | None = None
+    total_cost_cents: float | None = None
