@@ -116,11 +116,12 @@ def test_a_criterion_that_times_out_fails_saying_so(must_match: bool) -> None:
 
 
 async def test_scoring_off_the_loop_leaves_it_alone(monitor: LoopMonitor) -> None:
-    from harness.scoring import evaluate_off_loop
+    from harness.scoring import CallFacts, evaluate_off_loop
 
     case = _case(success_criteria=[{"pattern": CATASTROPHIC}])
     t0 = time.monotonic()
-    evaluation = await evaluate_off_loop(case, _turns(LONG_TURN), Metrics(), "agent_ended")
+    facts = CallFacts(_turns(LONG_TURN), Metrics(), "agent_ended")
+    evaluation = await evaluate_off_loop(case, facts)
     t1 = time.monotonic()
     assert "timed out" in evaluation.results[0].reason
     assert await _lag_p99_ms(monitor, t0, t1) < DEFAULT_LAG_BOUND_MS

@@ -29,7 +29,7 @@ from harness.models import Run, vouched_latencies
 from harness.monitor import loop_monitor, process_cpu_s, rss_mb
 from harness.orchestrator import CALL_OVER, RunOptions, run_case
 from harness.recording import Recording
-from harness.scoring import evaluate_off_loop
+from harness.scoring import CallFacts, evaluate_off_loop
 from harness.store import RunSink
 from telephony import DialOptions
 
@@ -246,7 +246,8 @@ async def _transcribe(run: Run, store: RunSink) -> None:
         logger.warning(f"bench: run {run.id}: cannot read its recording: {exc}")
         return
     await transcribe_agent_turns(run.turns, recording, get_transcriber())
-    run.evaluation = await evaluate_off_loop(
-        run.case, run.turns, run.metrics, run.termination_reason
+    facts = CallFacts(
+        run.turns, run.metrics, run.termination_reason, run.tool_calls, run.agent_events
     )
+    run.evaluation = await evaluate_off_loop(run.case, facts)
     await store.put(run)

@@ -35,7 +35,7 @@ from harness.offload import off_loop
 from harness.orchestrator.calibration import Calibration, EchoCalibrator
 from harness.orchestrator.options import CALL_OVER, ProgressFn, RunOptions
 from harness.recording import Recorder
-from harness.scoring import evaluate_off_loop
+from harness.scoring import CallFacts, evaluate_off_loop
 from harness.store import RunSink
 from personas.bot import PersonaBot
 from personas.brains import Brain, BrainError
@@ -322,7 +322,8 @@ class _Execution:
         except Exception as exc:  # analysis trouble must not lose the run
             logger.exception(f"run {run.id}: analysis failed")
             error = (error + "; " if error else "") + f"analysis failed: {exc}"
-        evaluation = await evaluate_off_loop(run.case, run.turns, run.metrics, outcome.reason)
+        facts = CallFacts(run.turns, run.metrics, outcome.reason, run.tool_calls, run.agent_events)
+        evaluation = await evaluate_off_loop(run.case, facts)
         run.evaluation = evaluation
         run.termination_reason = outcome.reason
         run.error = error
