@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import secrets
 import statistics
 import subprocess
@@ -123,15 +124,20 @@ async def _bench(delays: list[int], calls: int, out: Path, channel: str) -> None
     jitters: list[float] = []
     refs: list[str] = []
     hyps: list[str] = []
+    split: list[tuple[int, list[float], list[float]]] = []
     async with EchoCalibrator() as calibrator:
         for delay in delays:
+            timing_log = out / f"timing-{delay}.jsonl"
             proc, target = start_agent_process(
                 "--reply-delay-ms",
                 str(delay),
+                "--timing-log",
+                str(timing_log),
                 log_path=out / f"agent-{delay}.log",
                 channel=channel if channel in ("webrtc", "sip") else "twilio-ws",
             )
             errors: list[float] = []
+            heard: dict[tuple[str, int], float] = {}  # (run, turn) -> latency - rtt
             try:
                 async with contextlib.AsyncExitStack() as stack:
                     options = RunOptions()
@@ -149,9 +155,10 @@ async def _bench(delays: list[int], calls: int, out: Path, channel: str) -> None
                         rtts.append(rtt)
                         jitters.append(run.metrics.transport_rtt_jitter_ms or 0.0)
                         agent_turns = [t for t in run.turns if t.role == "agent"]
-                        for t in agent_turns:
+                        for turn, t in enumerate(agent_turns):
                             if t.latency_ms is not None:
                                 errors.append(t.latency_ms - delay - rtt)
+                                heard[(run.id, turn)] = t.latency_ms - rtt
                         if len(agent_turns) == len(DENTAL_SCRIPT.lines):
                             refs += [_norm(x) for x in DENTAL_SCRIPT.lines]
                             hyps += [_norm(t.text) for t in agent_turns]
@@ -160,6 +167,7 @@ async def _bench(delays: list[int], calls: int, out: Path, channel: str) -> None
                 proc.wait(10)
             all_errors += errors
             rows.append((delay, errors))
+            split.append((delay, *_against_the_log(timing_log, heard, delay)))
 
     print("\nTransport round trip (echo calibration before every call)")
     spread = max(rtts) - min(rtts)
@@ -182,11 +190,47 @@ async def _bench(delays: list[int], calls: int, out: Path, channel: str) -> None
             f"{_pct(errors, 50):>7.1f} {_pct(errors, 95):>7.1f} {min(errors):>7.1f} "
             f"{max(errors):>7.1f} {max(abs(e) for e in errors):>7.1f}"
         )
+    print(
+        "\nSplit by the agent's own timing log (each reply's real departure): the agent's"
+        "\nlateness (departure - caller's end - D) and the harness's error against the log"
+        "\n(latency_ms - transport_rtt_ms - (departure - caller's end))"
+    )
+    print(
+        f"  {'D ms':>6} {'turns':>6} {'late max':>9} {'harness mean':>13} "
+        f"{'p95|e|':>7} {'max|e|':>7}"
+    )
+    for delay, late, harness in split:
+        if not harness:
+            continue
+        worst = sorted(abs(e) for e in harness)
+        print(
+            f"  {delay!s:>6} {len(harness):>6} {max(late):>9.1f} {statistics.mean(harness):>13.1f} "
+            f"{_pct(worst, 95):>7.1f} {worst[-1]:>7.1f}"
+        )
     if refs:
         print(
             f"\nAgent-transcript WER vs the agent's known lines: {jiwer.wer(refs, hyps):.3f} "
             f"({len(refs)} turns, Whisper tiny.en on the 16 kHz recording of the {channel} call)"
         )
+
+
+def _against_the_log(
+    timing_log: Path, heard: dict[tuple[str, int], float], delay: int
+) -> tuple[list[float], list[float]]:
+    """Each measured reply against the agent's log line for it: (lateness, harness error)."""
+    late: list[float] = []
+    harness: list[float] = []
+    if not timing_log.exists():
+        return late, harness
+    for line in timing_log.read_text().splitlines():
+        record = json.loads(line)
+        key = (record.get("run_id"), record.get("turn"))
+        if record.get("caller_offset_epoch_ms") is None or key not in heard:
+            continue
+        took = record["reply_onset_epoch_ms"] - record["caller_offset_epoch_ms"]
+        late.append(took - delay)
+        harness.append(heard[key] - took)
+    return late, harness
 
 
 def main() -> None:
