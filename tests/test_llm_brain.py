@@ -8,13 +8,11 @@ object, error object, bearer auth).  The brain talks to it through the real
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
+from fake_openai import FakeOpenAI
 
 from harness.cases import load_cases
 from harness.models import Case
@@ -25,47 +23,6 @@ from personas.factory import make_brain
 from personas.llm_brain import END_CALL, OPENING, LLMBrain, LLMConfig, system_prompt
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"
-
-
-@dataclass
-class FakeOpenAI:
-    """A chat-completions endpoint that replies with queued lines and records requests."""
-
-    replies: list[str] = field(default_factory=list)
-    status: int = 200
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    auth: list[str | None] = field(default_factory=list)
-    base_url: str = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.requests.append(body)
-        self.auth.append(request.headers.get("Authorization"))
-        if self.status != 200:
-            error = {
-                "message": "Incorrect API key provided",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "invalid_api_key",
-            }
-            return web.json_response({"error": error}, status=self.status)
-        content = self.replies.pop(0) if self.replies else "Okay."
-        return web.json_response(
-            {
-                "id": f"chatcmpl-{len(self.requests)}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": content},
-                    }
-                ],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-            }
-        )
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from harness.db.resources import Catalogue
 from harness.db.secrets import SecretBox
 from harness.logs import SECRETS, protect
 from harness.orchestrator import RunOptions
+from harness.scoring import make_judge
 from harness.settings import Settings
 from telephony.twilio_phone import TwilioGateway
 
@@ -58,6 +59,7 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
         options = RunOptions(
             calibrate=calibrate,
             llm=settings.llm_config(),
+            judge=make_judge(settings.judge_config()),
             twilio=settings.twilio_account(),
             gateway=gateway,
             sip=settings.sip_credentials(),

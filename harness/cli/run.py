@@ -74,6 +74,7 @@ def execute(args: argparse.Namespace) -> int:
         err.print(f"[red]error:[/red] {exc}")
         return 2
     from harness.orchestrator import RunOptions
+    from harness.scoring import make_judge
 
     settings = settings_or_say()
     if settings is None:
@@ -85,6 +86,7 @@ def execute(args: argparse.Namespace) -> int:
         media_timeout_s=args.media_timeout if args.media_timeout > 0 else None,
         calibrate=not args.no_calibrate,
         llm=settings.llm_config(),
+        judge=make_judge(settings.judge_config()),
         sip=settings.sip_credentials(),
     )
     if uses_twilio(parse_target(args.target)):

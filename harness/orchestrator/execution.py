@@ -323,7 +323,7 @@ class _Execution:
             logger.exception(f"run {run.id}: analysis failed")
             error = (error + "; " if error else "") + f"analysis failed: {exc}"
         facts = CallFacts(run.turns, run.metrics, outcome.reason, run.tool_calls, run.agent_events)
-        evaluation = await evaluate_off_loop(run.case, facts)
+        evaluation = await evaluate_off_loop(run.case, facts, self.options.judge, run.usage)
         run.evaluation = evaluation
         run.termination_reason = outcome.reason
         run.error = error

@@ -13,6 +13,7 @@ from typing import Literal
 from harness.analysis.health import DEFAULT_LAG_BOUND_MS
 from harness.models import Run
 from harness.orchestrator.calibration import Calibration
+from harness.scoring import Judge
 from personas.llm_brain import LLMConfig
 from telephony.credentials import SipCredentials
 from telephony.egress import EgressPolicy
@@ -33,6 +34,8 @@ class RunOptions:
     connect_timeout_s: float = 15.0
     media_timeout_s: float | None = 10.0
     llm: LLMConfig | None = None
+    # The rubric criterion's LLM judge (one per process: its verdict cache is shared).
+    judge: Judge | None = None
     calibrate: bool = True
     # A calibration measured beforehand (a bench measures once per level, at rest):
     # used instead of an echo call before this run.
@@ -65,4 +68,6 @@ class RunOptions:
                 found.append(self.twilio.api_key_secret.get_secret_value())
         if self.llm is not None and self.llm.api_key:
             found.append(self.llm.api_key)
+        if self.judge is not None and self.judge.config.api_key is not None:
+            found.append(self.judge.config.api_key.get_secret_value())
         return found
