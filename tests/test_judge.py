@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,10 +19,11 @@ from fake_openai import FakeOpenAI
 from pydantic import SecretStr
 
 from harness.models import AgentEvent, Case, Criterion, Metrics, Persona, ToolCall, Turn, Usage
-from harness.orchestrator import RunOptions
+from harness.orchestrator import RunOptions, run_case
 from harness.scoring import CallFacts, Judge, evaluate, evaluate_off_loop
-from harness.scoring.judge import NOT_CONFIGURED
+from harness.scoring.judge import NOT_CONFIGURED, NOTHING_SAID
 from harness.settings import JudgeConfig, Settings
+from harness.store import RunStore
 
 RUBRIC = "The agent read the date and time back before ending the call."
 TURNS = [
@@ -225,3 +227,19 @@ def test_the_judge_falls_back_to_the_personas_llm_but_not_its_key_elsewhere() ->
     assert "sk-own" not in repr(own.judge_config()) and "sk-own" in own.secret_values()
     judge = Judge(own.judge_config())  # type: ignore[arg-type]
     assert "sk-own" in RunOptions(judge=judge).secrets()
+
+
+async def test_a_run_hands_its_rubrics_to_the_judge_and_stores_the_verdict(
+    fake, tmp_path: Path
+) -> None:
+    # The orchestrator's path, on a call that fails at once (nothing listens on
+    # port 9): the run is stored failed, its rubric judged by the options' judge,
+    # which is not asked (nor paid) when nothing was said.
+    store = RunStore(tmp_path)
+    options = RunOptions(calibrate=False, judge=make_judge(fake.base_url))
+    run = await run_case(case(), "webrtc://127.0.0.1:9/api/offer", store, options=options)
+    assert run.status == "failed"
+    stored = store.load(run.id)
+    assert stored.evaluation is not None
+    assert stored.evaluation.results[0].reason == NOTHING_SAID
+    assert fake.requests == [] and stored.usage.judge_input_tokens == 0

@@ -56,6 +56,7 @@ NOT_CONFIGURED = (
     "endpoint), LOOPCALL_JUDGE_MODEL and, if it needs one, LOOPCALL_JUDGE_API_KEY "
     "(unset, they fall back to the persona's LOOPCALL_LLM_*); see docs/criteria.md"
 )
+NOTHING_SAID = "nothing was said on the call, so the judge was not asked"
 SYSTEM_PROMPT = (
     "You judge recorded phone calls between a company's voice AI agent (AGENT) and a "
     "caller (CALLER). The transcript has one line per turn, with its time from the start "
@@ -126,6 +127,9 @@ class Judge:
         wanted = list(dict.fromkeys(rubrics))
         if not wanted:
             return Judged()
+        if not any(turn.text.strip() for turn in facts.turns):  # nothing to judge: no tokens
+            silent = Verdict(False, NOTHING_SAID)
+            return Judged(verdicts=dict.fromkeys(wanted, silent))
         transcript = render(facts)
         key = self.config.api_key.get_secret_value() if self.config.api_key else "unused"
         async with openai.AsyncOpenAI(
@@ -194,8 +198,10 @@ class Judge:
                 self._schema = False  # this endpoint refuses json_schema: parse the text
                 response = await ask(False)
         except openai.APITimeoutError as exc:
+            tries = self.config.max_retries + 1
+            each = f" ({tries} tries)" if tries > 1 else ""
             raise _Failure(
-                f"{self.where} did not answer within {self.config.timeout_s:g} s"
+                f"{self.where} did not answer within {self.config.timeout_s:g} s{each}"
             ) from exc
         except openai.APIConnectionError as exc:
             raise _Failure(f"could not reach {self.where}: {exc}") from exc
