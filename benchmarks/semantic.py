@@ -113,7 +113,7 @@ def unrelated_scores(pairs: list[Pair]) -> dict[str, list[float]]:
         sims = vectors[1:] @ vectors[0]
         best = [-1.0] * len(turns)
         for c, sim in zip(found, sims, strict=True):
-            if turns[c.turn_index] not in own and veto(meaning, c.text, c.context) is None:
+            if turns[c.turn_index] not in own and veto(meaning, c.text) is None:
                 best[c.turn_index] = max(best[c.turn_index], float(sim))
         scores[statement] = [b for t, b in zip(turns, best, strict=True) if t not in own]
     return scores

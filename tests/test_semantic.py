@@ -86,17 +86,16 @@ def test_no_agent_speech_fails_with_a_reason() -> None:
     assert not result.passed and "said nothing" in result.reason
 
 
-def test_candidates_keep_abbreviations_and_cut_clauses() -> None:
-    turn = Turn(
-        role="agent",
-        text="That's 10 a.m. with Dr. Patel. I can't move it, sorry.",
-        start_ms=0,
-        end_ms=1,
-    )
-    texts = [c.text for c in candidates([turn])]
-    assert "That's 10 a.m. with Dr. Patel." in texts
-    assert "I can't move it" in texts  # a clause, judged with its sentence as context
-    assert "That's 10 a.m. with Dr. Patel. I can't move it, sorry." in texts  # a window
+def test_candidates_are_sentences_and_adjacent_pairs() -> None:
+    text = "That's 10 a.m. with Dr. Patel. I can't move it, sorry. Anything else?"
+    turn = Turn(role="agent", text=text, start_ms=0, end_ms=1)
+    assert [c.text for c in candidates([turn])] == [
+        "That's 10 a.m. with Dr. Patel.",  # abbreviations do not end a sentence
+        "I can't move it, sorry.",
+        "Anything else?",
+        "That's 10 a.m. with Dr. Patel. I can't move it, sorry.",
+        "I can't move it, sorry. Anything else?",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -121,12 +120,13 @@ def test_the_calibrated_threshold_keeps_its_measured_precision_and_recall() -> N
     guarded = bench.figures(scored, DEFAULT_THRESHOLD)
     bare = bench.figures(scored, DEFAULT_THRESHOLD, guard=False)
     # Measured by `python benchmarks/semantic.py` (deterministic: a static model, no
-    # sampling): at 0.40, guard on: tp=41 fp=6 fn=22 (P 0.872, R 0.651); embedding
-    # only: P 0.583, R 0.667.  The bounds allow one pair either way (float summation
+    # sampling): at 0.34, guard on: tp=44 fp=6 fn=19 (P 0.880, R 0.698); embedding
+    # only: P 0.584, R 0.714.  The bounds allow one pair either way (float summation
     # order may move a score sitting on the threshold), no more.
-    assert guarded.tp >= 40 and guarded.fp <= 7, guarded
-    assert guarded.precision >= 0.85 and guarded.recall >= 0.63, guarded
-    assert bare.precision <= 0.62  # the guard is what buys the precision
-    # The calibration's rule: a 6-turn call that never says X passes <= 5 % (measured 5.0 %).
+    assert guarded.tp >= 43 and guarded.fp <= 7, guarded
+    assert guarded.precision >= 0.86 and guarded.recall >= 0.68, guarded
+    assert bare.precision <= 0.61  # the guard is what buys the precision
+    # The calibration's rule: a 6-turn call that never says X passes <= 5 % (measured
+    # 55 of 1109 calls, 4.96 %).
     unrelated = bench.unrelated_scores(bench.load_pairs())
     assert bench.call_false_pass(unrelated, DEFAULT_THRESHOLD) <= bench.MAX_CALL_FALSE_PASS

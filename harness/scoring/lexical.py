@@ -67,13 +67,8 @@ _STOP = set(
 )
 
 
-def veto(statement: str, candidate: str, context: str | None = None) -> str | None:
-    """Why ``candidate`` cannot mean ``statement`` whatever its similarity, or None.
-
-    ``context`` is the sentence the candidate was cut from: "please call us again
-    tomorrow" does not promise a call back when its sentence began "I won't be able
-    to call you back".
-    """
+def veto(statement: str, candidate: str) -> str | None:
+    """Why ``candidate`` cannot mean ``statement`` whatever its similarity, or None."""
     said, meant = _words(candidate), _words(statement)
     for kind, found in (("day", _days), ("time of day", _parts), ("number", _numbers)):
         wanted, named = found(meant), found(said)
@@ -81,7 +76,7 @@ def veto(statement: str, candidate: str, context: str | None = None) -> str | No
             other, own = ", ".join(sorted(named)), ", ".join(sorted(wanted))
             return f"names another {kind} ({other}, not {own})"
     if not _negative(statement):
-        negated = _negated_content(context or candidate) & _content(statement)
+        negated = _negated_content(candidate) & _content(statement)
         if negated:
             return f"negates what the statement says ({', '.join(sorted(negated))})"
     return None
