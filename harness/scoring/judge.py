@@ -56,7 +56,10 @@ NOT_CONFIGURED = (
     "endpoint), LOOPCALL_JUDGE_MODEL and, if it needs one, LOOPCALL_JUDGE_API_KEY "
     "(unset, they fall back to the persona's LOOPCALL_LLM_*); see docs/criteria.md"
 )
-NOTHING_SAID = "nothing was said on the call, so the judge was not asked"
+NOTHING_SAID = (
+    "the agent's turns have no text (it said nothing, or its speech was not transcribed), "
+    "so the judge was not asked"
+)
 SYSTEM_PROMPT = (
     "You judge recorded phone calls between a company's voice AI agent (AGENT) and a "
     "caller (CALLER). The transcript has one line per turn, with its time from the start "
@@ -127,20 +130,25 @@ class Judge:
         wanted = list(dict.fromkeys(rubrics))
         if not wanted:
             return Judged()
-        if not any(turn.text.strip() for turn in facts.turns):  # nothing to judge: no tokens
+        if not any(t.role == "agent" and t.text.strip() for t in facts.turns):  # no tokens
             silent = Verdict(False, NOTHING_SAID)
             return Judged(verdicts=dict.fromkeys(wanted, silent))
-        transcript = render(facts)
-        key = self.config.api_key.get_secret_value() if self.config.api_key else "unused"
-        async with openai.AsyncOpenAI(
-            base_url=self.config.base_url,
-            api_key=key,  # local endpoints often need none
-            timeout=self.config.timeout_s,
-            max_retries=self.config.max_retries,
-        ) as client:
-            answers = await asyncio.gather(
-                *(self._one(client, rubric, transcript, facts) for rubric in wanted)
-            )
+        try:
+            transcript = render(facts)
+            key = self.config.api_key.get_secret_value() if self.config.api_key else "unused"
+            async with openai.AsyncOpenAI(
+                base_url=self.config.base_url,
+                api_key=key,  # local endpoints often need none
+                timeout=self.config.timeout_s,
+                max_retries=self.config.max_retries,
+            ) as client:
+                answers = await asyncio.gather(
+                    *(self._one(client, rubric, transcript, facts) for rubric in wanted)
+                )
+        except Exception as exc:  # e.g. a base URL the client refuses: fail the rubrics only
+            logger.exception(f"rubric judge at {self.where} failed")
+            failed = Verdict(False, f"the judge gave no verdict: {type(exc).__name__}: {exc}")
+            return Judged(verdicts=dict.fromkeys(wanted, failed))
         return Judged(
             verdicts={
                 rubric: verdict for rubric, (verdict, _, _) in zip(wanted, answers, strict=True)
