@@ -29,13 +29,13 @@ from harness.scoring.facts import CallFacts
 from harness.scoring.lexical import veto
 from harness.scoring.semantic import (
     DEFAULT_THRESHOLD,
-    FRAMING,
     MODEL_NAME,
     Candidate,
     best_match,
     candidates,
     check_semantic,
     load_model,
+    meaning,
 )
 
 PAIRS = Path(__file__).resolve().parent / "data" / "semantic_pairs.yaml"
@@ -108,12 +108,12 @@ def unrelated_scores(pairs: list[Pair]) -> dict[str, list[float]]:
     scores: dict[str, list[float]] = {}
     for statement in dict.fromkeys(p.statement for p in pairs):
         own = {p.said for p in pairs if p.statement == statement}
-        meaning = FRAMING.sub("", statement).strip()
-        vectors = model.embed([meaning, *texts])
+        meant = meaning(statement)
+        vectors = model.embed([meant, *texts])
         sims = vectors[1:] @ vectors[0]
         best = [-1.0] * len(turns)
         for c, sim in zip(found, sims, strict=True):
-            if turns[c.turn_index] not in own and veto(meaning, c.text) is None:
+            if turns[c.turn_index] not in own and veto(meant, c.text) is None:
                 best[c.turn_index] = max(best[c.turn_index], float(sim))
         scores[statement] = [b for t, b in zip(turns, best, strict=True) if t not in own]
     return scores

@@ -41,6 +41,39 @@ CALL = [
 ]
 
 
+# A real call: the reference agent over WebRTC, its side as Whisper heard it ("Bright
+# Smile Bendhole"), from a run of benchmarks/oracle.py (role, start, end, text).
+HEARD = [
+    Turn(role=role, start_ms=start, end_ms=end, text=text)
+    for role, start, end, text in [
+        (
+            "agent",
+            464,
+            4847,
+            "Thank you for calling Bright Smile Bendhole. This is Joe. "
+            "May I have your name, please?",
+        ),
+        ("persona", 6715, 8482, "Hi, this is Alex Morgan."),
+        (
+            "agent",
+            9022,
+            13148,
+            "Thanks, I have an opening on Tuesday at 10 in the morning. Does that work for you?",
+        ),
+        ("persona", 15056, 17133, "Yes, Tuesday at ten works for me."),
+        (
+            "agent",
+            17673,
+            21787,
+            "Perfect, you're all set for Tuesday at 10. "
+            "Is there anything else I can help you with?",
+        ),
+        ("persona", 24190, 26048, "No, that's everything. Thanks."),
+        ("agent", 26588, 29168, "Thank you for calling Bright Smile Dental. Goodbye."),
+    ]
+]
+
+
 def judge(statement: str, turns: list[Turn], threshold: float | None = None):
     criterion = Criterion(semantic=statement, threshold=threshold)
     case = Case(name="c", persona=Persona(name="p"), success_criteria=[criterion])
@@ -73,6 +106,24 @@ def test_another_day_is_vetoed_and_the_reason_says_so() -> None:
     assert not result.passed
     assert "another day (thursday, not tuesday)" in result.reason
     assert any(e.quote and "Thursday" in e.quote for e in result.evidence)
+
+
+@pytest.mark.parametrize(
+    ("statement", "passed", "turn"),
+    [
+        ("the agent offers an appointment on Tuesday morning", True, 2),
+        ("the agent asks for the caller's name", True, 0),
+        ("the agent asks if there is anything else", True, 4),
+        ("the agent says goodbye", True, 6),
+        ("the agent offers an appointment on Thursday", False, None),
+        ("the agent gives medical advice", False, None),
+    ],
+)
+def test_a_real_transcript(statement: str, passed: bool, turn: int | None) -> None:
+    result = judge(statement, HEARD)
+    assert result.passed is passed, result.reason
+    if passed:
+        assert result.evidence[0].turn_index == turn
 
 
 def test_the_criterion_threshold_overrides_the_default() -> None:
@@ -120,13 +171,13 @@ def test_the_calibrated_threshold_keeps_its_measured_precision_and_recall() -> N
     guarded = bench.figures(scored, DEFAULT_THRESHOLD)
     bare = bench.figures(scored, DEFAULT_THRESHOLD, guard=False)
     # Measured by `python benchmarks/semantic.py` (deterministic: a static model, no
-    # sampling): at 0.34, guard on: tp=44 fp=6 fn=19 (P 0.880, R 0.698); embedding
-    # only: P 0.584, R 0.714.  The bounds allow one pair either way (float summation
-    # order may move a score sitting on the threshold), no more.
-    assert guarded.tp >= 43 and guarded.fp <= 7, guarded
-    assert guarded.precision >= 0.86 and guarded.recall >= 0.68, guarded
-    assert bare.precision <= 0.61  # the guard is what buys the precision
+    # sampling): at 0.35, guard on: tp=47 fp=6 fn=16 (P 0.887, R 0.746); embedding
+    # only: P 0.600, R 0.762.  One pair sits at 0.3499, on the threshold: the bounds
+    # allow one pair either way (float summation order), no more.
+    assert guarded.tp >= 46 and guarded.fp <= 7, guarded
+    assert guarded.precision >= 0.86 and guarded.recall >= 0.73, guarded
+    assert bare.precision <= 0.62  # the guard is what buys the precision
     # The calibration's rule: a 6-turn call that never says X passes <= 5 % (measured
-    # 55 of 1109 calls, 4.96 %).
+    # 52 of 1109 calls, 4.7 %).
     unrelated = bench.unrelated_scores(bench.load_pairs())
     assert bench.call_false_pass(unrelated, DEFAULT_THRESHOLD) <= bench.MAX_CALL_FALSE_PASS

@@ -49,13 +49,14 @@ __all__ = [
     "candidates",
     "check_semantic",
     "load_model",
+    "meaning",
 ]
 
 # Calibrated on benchmarks/data/semantic_pairs.yaml (112 labelled pairs) by
-# `python benchmarks/semantic.py`: the best F1 (0.779: precision 0.880, recall 0.698)
+# `python benchmarks/semantic.py`: the best F1 (0.810: precision 0.887, recall 0.746)
 # among thresholds at which at most 5 % of 6-turn calls that never say the
-# statement pass (55 of 1109 at 0.34).
-DEFAULT_THRESHOLD = 0.34
+# statement pass (52 of 1109 at 0.35).
+DEFAULT_THRESHOLD = 0.35
 MODEL_NAME = "wordllama l2_supercat 256d"
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
@@ -67,6 +68,24 @@ FRAMING = re.compile(
     r"(?:(?:says|said|tells\s+the\s+caller|tells|mentions|explains)\s+(?:that\s+)?)?",
     re.IGNORECASE,
 )
+# The agent speaks *to* the caller: "the caller's name" is "your name" on the call.
+_CALLER = (
+    (re.compile(r"\bthe caller's\b", re.I), "your"),
+    (re.compile(r"\bthe caller\b", re.I), "you"),
+)
+
+
+def meaning(statement: str) -> str:
+    """The statement as the agent would say it: no framing, the caller as "you".
+
+    Measured by ``benchmarks/semantic.py``: "you" for "the caller" raised F1 from
+    0.779 to 0.810 under the calibration rule; stripping speech-act verbs as well
+    ("asks", "confirms", "offers") lowered it.
+    """
+    text = FRAMING.sub("", statement).strip() or statement
+    for pattern, spoken in _CALLER:
+        text = pattern.sub(spoken, text)
+    return text
 
 
 class SentenceModel:
@@ -165,14 +184,14 @@ def best_match(
     """(the best candidate the guard lets through, the best one it vetoed), by similarity."""
     if not found:
         return None, None
-    meaning = FRAMING.sub("", statement).strip() or statement
-    vectors = model.embed([meaning, *(c.text for c in found)])
+    meant = meaning(statement)
+    vectors = model.embed([meant, *(c.text for c in found)])
     scores = vectors[1:] @ vectors[0]
     kept: Match | None = None
     vetoed: Match | None = None
     for position in np.argsort(-scores):
         candidate, score = found[int(position)], float(scores[int(position)])
-        why = veto(meaning, candidate.text) if guard else None
+        why = veto(meant, candidate.text) if guard else None
         if why is None:
             kept = kept or Match(candidate, score)
             break
@@ -200,7 +219,7 @@ def check_semantic(criterion: Criterion, facts: CallFacts) -> Verdict:
     reason = f'nothing the agent said means "{statement}"'
     if kept is not None:
         reason += f'; the closest was "{kept.candidate.text}" ({kept.score:.2f} < {threshold:.2f})'
-    if vetoed is not None and vetoed.score >= threshold:
+    if vetoed is not None and (kept is None or vetoed.score > kept.score):
         reason += f'; "{vetoed.candidate.text}" scored {vetoed.score:.2f} but {vetoed.vetoed}'
     return Verdict(False, reason, evidence)
 
