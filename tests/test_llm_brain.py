@@ -54,6 +54,7 @@ def test_system_prompt_carries_the_persona_scenario_and_script() -> None:
 
 async def test_the_agent_speaks_as_user_and_the_persona_as_assistant(fake_openai) -> None:
     fake_openai.replies = ["Hi, this is Alex.", "Tuesday works."]
+    fake_openai.prompt_tokens, fake_openai.completion_tokens = 13, 4
     brain = LLMBrain(booking_case(), config(fake_openai))
     first = await brain.next_reply("Thanks for calling, may I have your name?")
     second = await brain.next_reply("I have Tuesday at ten.")
@@ -64,6 +65,7 @@ async def test_the_agent_speaks_as_user_and_the_persona_as_assistant(fake_openai
     assert [m["role"] for m in last["messages"]] == ["system", "user", "assistant", "user"]
     assert last["messages"][1]["content"] == "Thanks for calling, may I have your name?"
     assert fake_openai.auth[0] == "Bearer sk-test"
+    assert (brain.input_tokens, brain.output_tokens) == (26, 8)  # each answer's usage, summed
 
 
 async def test_end_call_marker_hangs_up_and_is_not_spoken(fake_openai) -> None:
@@ -143,3 +145,8 @@ async def test_llm_persona_converses_with_the_reference_agent(
     # The model was given what the agent actually said, as heard over the call.
     first_user = fake_openai.requests[0]["messages"][1]["content"].lower()
     assert "bright smile" in first_user and "name" in first_user
+    # The persona's tokens, summed from each answer's usage, are in the run.
+    asked = len(fake_openai.requests)
+    assert asked >= 2
+    assert run.usage.persona_input_tokens == asked * fake_openai.prompt_tokens
+    assert run.usage.persona_output_tokens == asked * fake_openai.completion_tokens

@@ -141,6 +141,7 @@ class _Execution:
         self.progress = progress
         self.recorder: Recorder | None = None
         self.bot: PersonaBot | LeanBot | None = None
+        self.brain: Brain | None = None
         self.connected_at: float | None = None
         self.connected_cpu_s = 0.0
         self.call: Call | None = None
@@ -171,7 +172,7 @@ class _Execution:
             self.progress(run, "started")
             target = parse_target(run.target)
             run.channel = target.channel
-            brain = make_brain(run.case, self.options.llm, on_event=self.event)
+            brain = self.brain = make_brain(run.case, self.options.llm, on_event=self.event)
             if self.options.calibration is not None:
                 self._use_calibration(self.options.calibration, "measured before the run")
             elif self.options.calibrate:
@@ -322,6 +323,9 @@ class _Execution:
         except Exception as exc:  # analysis trouble must not lose the run
             logger.exception(f"run {run.id}: analysis failed")
             error = (error + "; " if error else "") + f"analysis failed: {exc}"
+        # The persona's tokens, as its endpoint reported them (an LLM brain counts them).
+        run.usage.persona_input_tokens = getattr(self.brain, "input_tokens", 0)
+        run.usage.persona_output_tokens = getattr(self.brain, "output_tokens", 0)
         facts = CallFacts(run.turns, run.metrics, outcome.reason, run.tool_calls, run.agent_events)
         evaluation = await evaluate_off_loop(run.case, facts, self.options.judge, run.usage)
         run.evaluation = evaluation
