@@ -1,0 +1,50 @@
+"""Where ``loopcall report`` and ``loopcall compare`` find a suite run's runs.
+
+Stage: reading the store (``harness/store.py``).  A suite run is named by its id
+or a unique prefix (looked up under ``--out``), or by a path: a runs folder (its
+``*/run.json``), a folder of run files (``*.json``), or one run's ``run.json`` or
+folder.  A folder holding the runs of several suite runs is ambiguous: the error
+lists them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from harness.models import Run
+from harness.store import RunNotFound, RunStore, read_run
+
+__all__ = ["RunNotFound", "is_path", "load_runs"]
+
+
+def is_path(name: str) -> bool:
+    """Whether ``name`` names a file or folder rather than an id."""
+    return "/" in name or os.sep in name or name.endswith(".json") or Path(name).exists()
+
+
+def _from_folder(folder: Path) -> list[Run]:
+    if (folder / "run.json").is_file():
+        return [read_run(folder)]
+    files = sorted(folder.glob("*/run.json")) + sorted(folder.glob("*.json"))
+    if not files:
+        raise RunNotFound(f"{folder} holds no run.json, nor run folders, nor *.json run files")
+    runs = [read_run(file) for file in files]
+    suite_runs = sorted({r.suite_run_id for r in runs if r.suite_run_id})
+    if len(suite_runs) > 1:
+        listed = ", ".join(s[:8] for s in suite_runs)
+        raise RunNotFound(
+            f"{folder} holds the runs of {len(suite_runs)} suite runs ({listed}): name one "
+            f"by its id with --out {folder}"
+        )
+    return runs
+
+
+def load_runs(name: str, out: Path) -> list[Run]:
+    """The runs ``name`` stands for: a suite run id or prefix under ``out``, or a path."""
+    if is_path(name):
+        path = Path(name)
+        if path.is_dir():
+            return _from_folder(path)
+        return [read_run(path)]
+    return RunStore(out).suite_run(name)
