@@ -25,7 +25,7 @@ _SUBSTITUTIONS = (
     (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I), "<id>"),
     (re.compile(r"\b(?=[0-9a-f]*\d)[0-9a-f]{8,}\b", re.IGNORECASE), "<id>"),
     (re.compile(r"\"[^\"]*\"|“[^”]*”|(?<!\w)'[^']*'(?!\w)"), "'…'"),
-    (re.compile(r"[-+]?\d+(?:[.,:]\d+)*"), "N"),
+    (re.compile(r"(?<![A-Za-z_\d])[-+]?\d+(?:[.,:]\d+)*"), "N"),
     (re.compile(r"\s+"), " "),
 )
 

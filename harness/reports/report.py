@@ -41,6 +41,9 @@ __all__ = [
 
 FINISHED = ("completed", "failed", "cancelled")
 WORST = 5  # criteria listed as the worst performing
+# The fields that refine a check (``harness.models.case``); role and must_match refine
+# a pattern only.
+_REFINEMENTS = ("args_match", "times", "after", "threshold")
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,14 @@ class CriterionId:
 
 
 def criterion_id(criterion: Criterion) -> CriterionId:
-    """The criterion's identity: its check with its refinements; weight does not count."""
-    check = criterion.model_dump(
-        mode="json", exclude={"weight", "description"}, exclude_defaults=True
-    )
+    """The criterion's identity: its check with its refinements (a pattern's with its role
+    and ``must_match``); weight does not count."""
+    kind = criterion.kind
+    keep = {kind, *_REFINEMENTS, *(("role", "must_match") if kind == "pattern" else ())}
+    dumped = criterion.model_dump(mode="json", exclude_none=True)
+    check = {name: value for name, value in dumped.items() if name in keep}
     return CriterionId(
-        criterion.kind,
+        kind,
         json.dumps(check, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
         criterion.description,
     )
