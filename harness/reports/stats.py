@@ -117,7 +117,9 @@ def rank_test(
     """Two-sided Mann-Whitney U of ``a`` against ``b`` (scipy's exact p for small
     samples without ties, else the normal approximation with the tie correction),
     and a seeded percentile bootstrap of the difference of medians."""
-    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    # Sorted: the same values in another order (runs read from another folder) resample
+    # alike, so the interval depends on the samples only.
+    xa, xb = np.sort(np.asarray(a, dtype=float)), np.sort(np.asarray(b, dtype=float))
     if xa.size == 0 or xb.size == 0:
         raise ValueError("each side needs at least one value")
     result = stats.mannwhitneyu(xb, xa, alternative="two-sided")
