@@ -140,7 +140,9 @@ async def _get(http: aiohttp.ClientSession, path: str, status: int = 200, **para
         return json.loads(body)
 
 
-async def test_the_controller_serves_the_report_and_the_comparison(tmp_path: Path) -> None:
+async def test_the_controller_serves_the_report_and_the_comparison(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     before, after = _suites()
     async with controller(tmp_path, [*before, *after]) as (url, key):
         headers = {"Authorization": f"Bearer {key}"}
@@ -169,3 +171,14 @@ async def test_the_controller_serves_the_report_and_the_comparison(tmp_path: Pat
             assert "nope" in missing["detail"]
         async with aiohttp.ClientSession(url) as anonymous:
             await _get(anonymous, f"/suite-runs/{BEFORE}/compare/{AFTER}", 401)
+
+        # The CLI asks the controller the same (main runs its own event loop: a thread).
+        monkeypatch.setenv("LOOPCALL_API_KEY", key)
+        capsys.readouterr()
+        code = await asyncio.to_thread(main, ["compare", BEFORE, AFTER, "--server", url, "--json"])
+        assert code == 1
+        assert Comparison.model_validate_json(capsys.readouterr().out) == comparison
+        code = await asyncio.to_thread(main, ["report", AFTER, "--server", url])
+        assert code == 0 and "8/20 = 40.0 %" in capsys.readouterr().out
+        code = await asyncio.to_thread(main, ["report", "nope", "--server", url])
+        assert code == 2 and "HTTP 404" in capsys.readouterr().err

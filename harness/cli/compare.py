@@ -35,25 +35,36 @@ def add_parser(sub: Any) -> None:
         "--alpha", type=float, default=0.05, help="significance level (default 0.05)"
     )
     compare.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    compare.add_argument(
+        "--server",
+        default=None,
+        help="read from a controller (loopcall serve) by full suite run ids; key from "
+        "LOOPCALL_API_KEY",
+    )
     compare.set_defaults(handler=execute)
 
 
 def execute(args: argparse.Namespace) -> int:
     from harness.cli.report_display import print_comparison
-    from harness.cli.sources import RunNotFound, load_runs
+    from harness.cli.sources import RunNotFound, from_server, load_runs
     from harness.reports import compare_runs
 
     if not 0 < args.alpha < 1:
         err.print(f"[red]error:[/red] --alpha must lie between 0 and 1, not {args.alpha}")
         return 2
-    sides = []
-    for name in (args.a, args.b):
-        try:
-            sides.append(load_runs(name, args.out))
-        except RunNotFound as exc:
-            err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+    if args.server:
+        comparison = from_server(args.server, lambda c: c.compare(args.a, args.b, args.alpha))
+        if comparison is None:
             return 2
-    comparison = compare_runs(sides[0], sides[1], alpha=args.alpha, names=(args.a, args.b))
+    else:
+        sides = []
+        for name in (args.a, args.b):
+            try:
+                sides.append(load_runs(name, args.out))
+            except RunNotFound as exc:
+                err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+                return 2
+        comparison = compare_runs(sides[0], sides[1], alpha=args.alpha, names=(args.a, args.b))
     if args.json:
         print(comparison.model_dump_json(indent=2))
     else:

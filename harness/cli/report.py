@@ -27,20 +27,31 @@ def add_parser(sub: Any) -> None:
     )
     report.add_argument("--out", type=Path, default=Path("runs"), help="where runs are stored")
     report.add_argument("--json", action="store_true", help="print the report as JSON")
+    report.add_argument(
+        "--server",
+        default=None,
+        help="read from a controller (loopcall serve) by full suite run ids; key from "
+        "LOOPCALL_API_KEY",
+    )
     report.set_defaults(handler=execute)
 
 
 def execute(args: argparse.Namespace) -> int:
     from harness.cli.report_display import print_report
-    from harness.cli.sources import RunNotFound, load_runs
+    from harness.cli.sources import RunNotFound, from_server, load_runs
     from harness.reports import build_report
 
-    try:
-        runs = load_runs(args.suite_run, args.out)
-    except RunNotFound as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-        return 2
-    report = build_report(runs)
+    if args.server:
+        report = from_server(args.server, lambda c: c.suite_report(args.suite_run))
+        if report is None:
+            return 2
+    else:
+        try:
+            runs = load_runs(args.suite_run, args.out)
+        except RunNotFound as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+            return 2
+        report = build_report(runs)
     if args.json:
         print(report.model_dump_json(indent=2))
     else:

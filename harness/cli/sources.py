@@ -4,18 +4,29 @@ Stage: reading the store (``harness/store.py``).  A suite run is named by its id
 or a unique prefix (looked up under ``--out``), or by a path: a runs folder (its
 ``*/run.json``), a folder of run files (``*.json``), or one run's ``run.json`` or
 folder.  A folder holding the runs of several suite runs is ambiguous: the error
-lists them.
+lists them.  With ``--server URL`` the controller computes it (``from_server``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
+from rich.markup import escape
+
+from harness.cli.common import err, settings_or_say
 from harness.models import Run
 from harness.store import RunNotFound, RunStore, read_run
 
-__all__ = ["RunNotFound", "is_path", "load_runs"]
+if TYPE_CHECKING:
+    from harness.cli.client import ControllerClient
+
+__all__ = ["RunNotFound", "from_server", "is_path", "load_runs"]
+
+T = TypeVar("T")
 
 
 def is_path(name: str) -> bool:
@@ -48,3 +59,24 @@ def load_runs(name: str, out: Path) -> list[Run]:
             return _from_folder(path)
         return [read_run(path)]
     return RunStore(out).suite_run(name)
+
+
+def from_server(server: str, ask: Callable[[ControllerClient], Awaitable[T]]) -> T | None:
+    """``ask`` the controller at ``server`` (key from the settings); None once the error
+    is printed."""
+    from harness.cli.client import ControllerClient, ControllerError
+
+    settings = settings_or_say()
+    if settings is None:
+        return None
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+
+    async def go() -> T:
+        async with ControllerClient(server, key) as client:
+            return await ask(client)
+
+    try:
+        return asyncio.run(go())
+    except ControllerError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        return None

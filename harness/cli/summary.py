@@ -53,7 +53,11 @@ def print_summary(runs: list[Run], where: str) -> None:
     console.print(table)
     suite_runs = sorted({r.suite_run_id for r in runs if r.suite_run_id})
     for suite_run_id in suite_runs:
-        console.print(f"suite run {suite_run_id} (loopcall show {suite_run_id[:8]} --view cekura)")
+        short = suite_run_id[:8]
+        console.print(
+            f"suite run {suite_run_id} (loopcall report {short}; loopcall compare {short} "
+            f"OTHER; loopcall show {short} --view cekura)"
+        )
     for run in runs:
         if run.error:
             console.print(f"[red]{run.id[:8]}[/red] {run.case.name}: {run.error}")
