@@ -469,6 +469,7 @@ async def test_cli_run_through_a_controller(start_agent, start_controller, tmp_p
     output = out.decode()
     assert proc.returncode == 0, output + err.decode()
     assert "submitted 2 run(s)" in output and "persona_says" in output
+    assert "2/2 = 100.0 % (95 % CI 34.2–100.0 %) passed" in output  # the suite report
     async with controller.client() as http, http.get("/runs") as response:
         listing = await _json(response)
     assert listing["total"] == 2

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.cases import LoadedCases
 from harness.cli.common import console, err, load_or_say, settings_or_say, twilio_account_or_say
-from harness.cli.summary import print_summary
+from harness.cli.summary import print_suite_report, print_summary
 from harness.models import Run
 from harness.store import RunStore
 
@@ -134,6 +134,8 @@ def _run_on_server(loaded: LoadedCases, args: argparse.Namespace, settings: Sett
         err.print(f"[red]error:[/red] {exc}")
         return 1
     print_summary(runs, f"on the controller at {server}")
+    if loaded.suite_name or args.repeat > 1:
+        print_suite_report(runs)
     return 0 if runs and all(r.passed for r in runs) else 1
 
 
@@ -154,11 +156,15 @@ def run_suite(
         asyncio.run(_execute(loaded, target, store, options, repeat, runs, gateway_port))
     except KeyboardInterrupt:
         print_summary(runs, f"stored under {store.root}/")
+        if loaded.suite_name or repeat > 1:
+            print_suite_report(runs)
         err.print(
             "[yellow]interrupted: the current call was hung up and stored as cancelled[/yellow]"
         )
         return 130
     print_summary(runs, f"stored under {store.root}/")
+    if loaded.suite_name or repeat > 1:
+        print_suite_report(runs)
     return 0 if runs and all(r.passed for r in runs) else 1
 
 
