@@ -17,9 +17,19 @@ from audio.edges import Segment
 from harness.analysis import SaidLine, analyse
 from harness.analysis.dynamics import fill_speech_rates, measure_dynamics, word_count
 from harness.analysis.turns import build_turns
-from harness.models import Case, Criterion, Dynamics, Interruption, Metrics, Persona, Turn
+from harness.models import (
+    Case,
+    Criterion,
+    Dynamics,
+    Interruption,
+    Metrics,
+    Persona,
+    Run,
+    Turn,
+)
 from harness.recording import Recording
 from harness.scoring import evaluate
+from harness.views import to_cekura_result
 
 SR = 16000
 
@@ -245,4 +255,40 @@ def test_the_criterion_says_when_nothing_was_measured() -> None:
     assert (
         unmeasured.reason
         == "agent words per minute was not measured in this call; wanted at most 200"
+    )
+
+
+# ------------------------------------------------------------------- the Cekura view
+
+
+def test_the_cekura_view_carries_the_turn_taking_figures() -> None:
+    criterion = Criterion.model_validate({"dynamics": {"metric": "agent_interruptions", "max": 0}})
+    case = Case(name="c", persona=Persona(name="p"), success_criteria=[criterion])
+    found = dynamics_of([seg(1000, 6000)], [seg(200, 800), seg(2500, 3500)])
+    found.agent_words_per_minute = 150.0
+    runs = [
+        Run(
+            channel="sip",
+            target="sip:a@127.0.0.1",
+            case=case,
+            status="completed",
+            metrics=Metrics(dynamics=found),
+        ),
+        Run(channel="sip", target="sip:a@127.0.0.1", case=case, status="failed"),
+    ]
+    result = to_cekura_result(runs)
+    per_run = {m["name"]: m["score"] for m in result["runs"][runs[0].id]["evaluation"]["metrics"]}
+    assert per_run == {
+        "AI Interrupting User": 1.0,
+        "User Interrupting AI": 0.0,
+        "Talk Ratio": round(1600 / 6600, 4),
+        "Words Per Minute": 150.0,
+        "Longest Silence": 200.0,
+    }
+    assert result["runs"][runs[1].id]["evaluation"]["metrics"] == []
+    numeric = {m["name"]: m["value"] for m in result["overall_evaluation"]["numeric_metrics"]}
+    assert numeric["AI Interrupting User"] == 1.0 and numeric["Words Per Minute"] == 150.0
+    assert (
+        "agent_interruptions <= 0"
+        in result["overall_evaluation"]["metric_summary"]["criterion_1"]["name"]
     )
