@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from audio.edges import Segment
+from audio.edges import Segment, detect_speech
+from audio.speech import get_voice
 from harness.analysis import SaidLine, analyse
 from harness.analysis.dynamics import fill_speech_rates, measure_dynamics, word_count
 from harness.analysis.turns import build_turns
@@ -30,6 +31,8 @@ from harness.models import (
 from harness.recording import Recording
 from harness.scoring import evaluate
 from harness.views import to_cekura_result
+from refagent.script import DENTAL_SCRIPT
+from refagent.turn_taker import TurnLogic, TurnTakerConfig
 
 SR = 16000
 
@@ -292,3 +295,34 @@ def test_the_cekura_view_carries_the_turn_taking_figures() -> None:
         "agent_interruptions <= 0"
         in result["overall_evaluation"]["metric_summary"]["criterion_1"]["name"]
     )
+
+
+# ------------------------------------------------------- the oracle agent's cut-in timing
+
+
+def test_the_oracle_agent_lays_its_reply_x_ms_after_the_caller_starts() -> None:
+    # The caller's audio goes in 20 ms at a time, as from the wire; each reply's first
+    # voiced sample must sit on the tape exactly X after the caller's first voiced one
+    # (the tape is read on the caller's clock, so that is when it leaves).
+    rate, x_ms = 8000, 500
+    logic = TurnLogic(
+        script=DENTAL_SCRIPT,
+        voice=get_voice("flite:rms"),
+        config=TurnTakerConfig(sample_rate=rate, interrupt_after_ms=x_ms, phone_line=True),
+    )
+    caller = np.zeros(11 * rate, dtype=np.int16)
+    # Two utterances of 2 s, the second after the first reply has played out.
+    onsets = [rate // 2 + 7, 8 * rate + 3]
+    for onset in onsets:
+        t = np.arange(2 * rate)
+        caller[onset : onset + t.size] = (6000 * np.sin(2 * np.pi * 300 * t / rate)).astype(
+            np.int16
+        )
+    for i in range(0, caller.size, rate // 50):
+        logic.feed(caller[i : i + rate // 50], i / rate)
+    logic.close()
+    voiced = [c.start + c.lead for c in logic.tape._clips]
+    # The caller's first voiced samples, by the harness's own edge rule.
+    first = [s.start for s in detect_speech(caller, rate)]
+    assert len(first) == 2 and abs(first[0] - onsets[0]) < 10
+    assert voiced == [f + x_ms * rate // 1000 for f in first]  # one reply per utterance
