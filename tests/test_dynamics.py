@@ -7,6 +7,8 @@ Then the ``dynamics`` criterion's verdicts, reasons and evidence.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from audio.edges import Segment, detect_speech
+from audio.g711 import ulaw_decode, ulaw_encode
 from audio.speech import get_voice
 from harness.analysis import SaidLine, analyse
 from harness.analysis.dynamics import fill_speech_rates, measure_dynamics, word_count
@@ -33,6 +36,9 @@ from harness.scoring import evaluate
 from harness.views import to_cekura_result
 from refagent.script import DENTAL_SCRIPT
 from refagent.turn_taker import TurnLogic, TurnTakerConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from dynamics_oracle import LINES  # noqa: E402
 
 SR = 16000
 
@@ -326,3 +332,36 @@ def test_the_oracle_agent_lays_its_reply_x_ms_after_the_caller_starts() -> None:
     first = [s.start for s in detect_speech(caller, rate)]
     assert len(first) == 2 and abs(first[0] - onsets[0]) < 10
     assert voiced == [f + x_ms * rate // 1000 for f in first]  # one reply per utterance
+
+
+@pytest.mark.parametrize("x_ms", [300, 1500])
+def test_the_oracle_offline_agent_and_analysis_agree_to_the_sample(x_ms: int) -> None:
+    # The oracle with no transport between (round trip 0): the persona's real line
+    # (flite) goes into the agent 20 ms at a time; the agent's tape, G.711 both ways,
+    # becomes the recording's agent channel.  analyse() must find the reply as an
+    # interruption exactly X into the persona's turn, overlapping to the line's end.
+    rate = 8000
+    line = get_voice("flite:slt").synthesize(LINES[0], rate)
+    caller = np.zeros(rate // 2 + line.size + 6 * rate, dtype=np.int16)
+    caller[rate // 2 : rate // 2 + line.size] = line
+    caller = np.frombuffer(ulaw_decode(ulaw_encode(caller.tobytes())), dtype=np.int16)
+    logic = TurnLogic(
+        script=DENTAL_SCRIPT,
+        voice=get_voice("flite:rms"),
+        config=TurnTakerConfig(sample_rate=rate, interrupt_after_ms=x_ms, phone_line=True),
+    )
+    for i in range(0, caller.size, rate // 50):
+        logic.feed(caller[i : i + rate // 50], i / rate)
+    logic.close()
+    agent = np.zeros_like(caller)
+    (clip,) = logic.tape._clips
+    agent[clip.start : clip.end] = clip.audio[: caller.size - clip.start]
+    agent = np.frombuffer(ulaw_decode(ulaw_encode(agent.tobytes())), dtype=np.int16)
+    turns, metrics = analyse(Recording(rate, persona=caller, agent=agent), [])
+    assert metrics.dynamics is not None
+    (cut,) = metrics.dynamics.agent_interruptions
+    persona = turns[cut.interrupted_turn_index or 0]
+    assert [t.role for t in turns] == ["persona", "agent"]
+    assert cut.into_turn_ms == pytest.approx(x_ms, abs=1000 / rate)
+    assert cut.overlap_ms == pytest.approx(persona.end_ms - cut.at_ms, abs=1000 / rate)
+    assert cut.stopped and turns[1].latency_ms is None
