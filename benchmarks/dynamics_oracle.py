@@ -1,6 +1,6 @@
 """How exact are loopcall's interruption figures? Calls the reference agent as a dynamics oracle.
 
-For each X, starts `loopcall agent --interrupt-after-ms X --no-stt` in its own
+For each X, starts `loopcall agent --interrupt-after-ms X --no-stt --voice flite:rms` in its own
 process: it starts each reply exactly X ms after the caller's first voiced
 sample reached it, so it talks over the caller.  Then runs a case whose persona
 lines are long (about 4 s) N times over a channel where both ends are exact (SIP
@@ -10,8 +10,9 @@ interruption it prints:
 
 - onset error = into_turn_ms - X - transport_rtt_ms (into_turn_ms: the agent's
   onset minus the start of the persona turn it cut into);
-- overlap error = overlap_ms - (the persona turn's end - the agent's onset), the
-  overlap against the persona channel's own edge (the persona does not stop);
+- overlap error = overlap_ms - the overlap expected from the agent's known reply
+  (its script line in its voice, its pauses included) placed at the measured
+  onset, against the persona's segment there;
 - how many of the agent's replies were counted as interruptions, and whether
   any latency came out negative (none may).
 
@@ -31,12 +32,21 @@ from pathlib import Path
 import numpy as np
 from loguru import logger
 
+from audio.edges import detect_speech
+from audio.g711 import phone_band
+from audio.speech import get_voice
 from harness.cases import load_cases
 from harness.cli.processes import start_agent_process
 from harness.models import Case, Run
 from harness.orchestrator import EchoCalibrator, RunOptions, run_case
+from harness.recording import Recording
 from harness.store import RunStore
+from refagent.script import DENTAL_SCRIPT
 
+# The agent's voice: flite is deterministic (piper's sampling noise changes every
+# rendering), so the benchmark can render the very reply the agent sent.
+AGENT_VOICE = "flite:rms"
+AGENT_RATE = 16_000  # the full agent's turns run at 16 kHz and go out band-limited
 EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"
 # Long lines with no commas: a pause inside a line could hide the agent's onset in it.
 LINES = (
@@ -55,17 +65,30 @@ def interrupting_case() -> Case:
 
 
 def oracle_errors(run: Run, offset_ms: float) -> tuple[list[float], list[float], int]:
-    """(onset errors, overlap errors, agent replies after the greeting) of one run."""
+    """(onset errors, overlap errors, agent replies after the greeting) of one run.
+
+    The expected overlap is worked out without the agent's channel: the agent's
+    known reply (its script line in its voice, over the phone line, as it laid it
+    on its tape) placed with its first voiced sample at the measured onset, against
+    the persona's segment there (the persona channel is what the harness sent).
+    """
     rtt = run.metrics.transport_rtt_ms or 0.0
     dynamics = run.metrics.dynamics
     found = dynamics.agent_interruptions if dynamics else []
     onsets = [i.into_turn_ms - offset_ms - rtt for i in found if i.into_turn_ms is not None]
+    recording = Recording.read_wav(Path(run.recording or ""))
+    rate = recording.sample_rate
+    persona = [s.ms(rate) for s in detect_speech(recording.persona, rate)]
+    voice = get_voice(AGENT_VOICE)
     overlaps = []
-    for cut in found:
-        if cut.interrupted_turn_index is None:
-            continue
-        persona = run.turns[cut.interrupted_turn_index]
-        overlaps.append(cut.overlap_ms - (persona.end_ms - cut.at_ms))
+    for cut, text in zip(found, DENTAL_SCRIPT.replies, strict=False):
+        spoken = voice.synthesize(text, AGENT_RATE).tobytes()
+        clip = np.frombuffer(phone_band(spoken), dtype=np.int16)
+        said = [s.ms(AGENT_RATE) for s in detect_speech(clip, AGENT_RATE)]
+        shift = cut.at_ms - said[0][0]
+        start, end = next((a, b) for a, b in persona if a < cut.at_ms < b)
+        expected = sum(max(0.0, min(b + shift, end) - max(a + shift, start)) for a, b in said)
+        overlaps.append(round(cut.overlap_ms - expected, 2))
     replies = sum(1 for t in run.turns[1:] if t.role == "agent")
     return onsets, overlaps, replies
 
@@ -92,6 +115,8 @@ async def _bench(offsets: list[int], calls: int, out: Path, channel: str) -> Non
                 "--interrupt-after-ms",
                 str(offset),
                 "--no-stt",
+                "--voice",
+                AGENT_VOICE,
                 log_path=out / f"agent-{offset}.log",
                 channel=channel,
             )
@@ -130,7 +155,7 @@ async def _bench(offsets: list[int], calls: int, out: Path, channel: str) -> Non
     for label, o, _ in rows:
         print(_row(label, o))
     print(_row("all", every_onset))
-    print("\nOverlap error = overlap_ms - (persona turn end - agent onset) (ms)")
+    print("\nOverlap error = overlap_ms - the overlap of the agent's known reply (ms)")
     print(header)
     for label, _, v in rows:
         print(_row(label, v))

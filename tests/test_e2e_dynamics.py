@@ -20,7 +20,7 @@ from harness.orchestrator import EchoCalibrator, run_case
 from harness.store import RunStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from dynamics_oracle import interrupting_case, oracle_errors  # noqa: E402
+from dynamics_oracle import AGENT_VOICE, interrupting_case, oracle_errors  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,9 @@ OFFSET_MS = 800
 
 
 async def test_interruption_oracle_over_sip(start_agent, tmp_path: Path) -> None:
-    agent = start_agent("--interrupt-after-ms", str(OFFSET_MS), "--no-stt", channel="sip")
+    agent = start_agent(
+        "--interrupt-after-ms", str(OFFSET_MS), "--no-stt", "--voice", AGENT_VOICE, channel="sip"
+    )
     store = RunStore(tmp_path / "runs")
     async with EchoCalibrator() as calibrator:
         run = await run_case(interrupting_case(), agent.target, store, calibrator=calibrator)
