@@ -45,8 +45,15 @@ async def test_interruption_oracle_over_sip(start_agent, tmp_path: Path) -> None
     assert replies == 3 and len(found) == 3, run.turns
     assert all(t.latency_ms is None for t in run.turns)
     assert all(run.turns[i.interrupted_turn_index or 0].role == "persona" for i in found)
-    # BOUNDS
-    assert all(abs(e) <= 20 for e in onsets), onsets
-    assert all(abs(e) <= 20 for e in overlaps), overlaps
+    # The bounds follow the measured distribution (this shared 2-core machine, under the
+    # heavy lock).  Onset error = into_turn_ms - X - transport_rtt_ms: 57 interruptions
+    # over SIP (benchmarks/dynamics_oracle.py --calls 3 --offsets 300 800 1500, 27; the
+    # same with --calls 2, 18; one call at X = 800, 3; this test 3 times, 9) within
+    # -0.6..+1.1 ms.  Overlap error (against the agent's own reply placed at the onset):
+    # 27 over SIP within -0.1..+0.6 ms; over twilio-ws (--channel twilio-ws --calls 2)
+    # onsets -0.3..+1.4 ms and overlaps 0..+3.8 ms in 18.  The issue asks for 20 ms;
+    # 5 ms is over four times the worst SIP figure, so a frame's slip (20 ms) fails.
+    assert all(abs(e) <= 5 for e in onsets), onsets
+    assert all(abs(e) <= 5 for e in overlaps), overlaps
     logged = [r for r in agent.timings() if r["caller_onset_epoch_ms"] is not None]
     assert len(logged) == 3 and all(r["late_ms"] == 0 for r in logged), logged
