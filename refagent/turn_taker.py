@@ -12,8 +12,11 @@ one past the caller's last voiced sample, so it leaves exactly ``D`` ms after th
 sample arrived.  The end of the caller's speech is found with
 ``StreamingEndpointer`` (the rule the harness uses on its recording) with a
 hangover shorter than ``D``.  Without a delay the reply goes out as soon as the
-hangover has passed.  In echo mode the caller's audio is laid back on the tape
-``ECHO_HOLD_MS`` later: the harness's transport calibration subtracts that hold.
+hangover has passed.  With an interruption delay ``X`` (the dynamics oracle) the
+reply is laid at ``u + X`` instead, ``u`` the caller's first voiced sample, so it
+talks over the caller from exactly ``X`` ms into each of its utterances.  In echo
+mode the caller's audio is laid back on the tape ``ECHO_HOLD_MS`` later: the
+harness's transport calibration subtracts that hold.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ HISTORY_FRAMES = 1500  # 30 s of 20 ms frames, for transcribing the caller
 class TurnTakerConfig:
     sample_rate: int = 16_000
     reply_delay_ms: float | None = None
+    # The dynamics oracle: reply this long after the caller STARTS speaking.
+    interrupt_after_ms: float | None = None
     hangover_ms: float = 600.0
     greeting_delay_ms: float = 300.0
     echo: bool = False
@@ -78,6 +83,7 @@ class _Reply:
     caller_offset_epoch_ms: float | None
     late_ms: float
     caller_audio: np.ndarray | None = None
+    caller_onset_epoch_ms: float | None = None
 
 
 class TurnLogic:
@@ -115,6 +121,7 @@ class TurnLogic:
         self._received = 0
         self._history: deque[tuple[int, np.ndarray]] = deque(maxlen=HISTORY_FRAMES)
         self._turn = 0
+        self._cut_into: int | None = None  # the caller onset last interrupted
         self._greeted = False
         self._hanging_up = False
         self._ended = False
@@ -149,7 +156,9 @@ class TurnLogic:
             due = self.tape.read_position + self._ms(self._config.greeting_delay_ms)
             self._schedule(self._script.greeting, None, due)
         utterance = self._endpointer.push(samples)
-        if utterance is not None and not self._hanging_up:
+        if self._config.interrupt_after_ms is not None:
+            self._maybe_cut_in()
+        elif utterance is not None and not self._hanging_up:
             self._on_caller_done(utterance.start, utterance.end)
         tail = self._ms(HANGUP_TAIL_MS)
         if self._hanging_up and not self._ended and self.tape.read_position >= self.tape.end + tail:
@@ -157,6 +166,21 @@ class TurnLogic:
             logger.info("reference agent: script finished, hanging up")
             return True
         return False
+
+    def _maybe_cut_in(self) -> None:
+        """Interruption oracle: once per caller utterance, lay the reply X ms after its onset."""
+        onset = self._endpointer.onset
+        if not self._endpointer.speaking or onset is None or onset == self._cut_into:
+            return
+        self._cut_into = onset
+        text = self._cursor.next_reply()
+        if text is None or self._hanging_up:
+            return
+        assert self._config.interrupt_after_ms is not None
+        due = onset + self._ms(self._config.interrupt_after_ms)
+        self._schedule(text, None, due, self._epoch_ms(self.clock.time_of(onset)))
+        if self._cursor.finished and self._script.hang_up_after_last:
+            self._hanging_up = True
 
     def _on_caller_done(self, onset: int, offset: int) -> None:
         text = self._cursor.next_reply()
@@ -174,7 +198,13 @@ class TurnLogic:
         if self._cursor.finished and self._script.hang_up_after_last:
             self._hanging_up = True
 
-    def _schedule(self, text: str, caller_offset_ms: float | None, due: int) -> _Reply:
+    def _schedule(
+        self,
+        text: str,
+        caller_offset_ms: float | None,
+        due: int,
+        caller_onset_ms: float | None = None,
+    ) -> _Reply:
         """Lay ``text`` so that its first voiced sample sits at ``due`` (or as soon after)."""
         audio = self._voice.synthesize(text, self._sr)
         # The voice's leading silence is not part of the delay.
@@ -188,9 +218,10 @@ class TurnLogic:
             audio, lead, start = audio[cut:], lead - cut, start + cut
         start = max(start, earliest)
         late_ms = (start + lead - due) * 1000.0 / self._sr
-        if late_ms > 0 and caller_offset_ms is not None and self._config.reply_delay_ms:
+        timed = caller_offset_ms is not None and self._config.reply_delay_ms
+        if late_ms > 0 and (timed or caller_onset_ms is not None):
             logger.warning(f"reference agent: reply {self._turn} goes out {late_ms:.0f} ms late")
-        reply = _Reply(self._turn, text, caller_offset_ms, late_ms)
+        reply = _Reply(self._turn, text, caller_offset_ms, late_ms, None, caller_onset_ms)
         self._turn += 1
 
         def on_onset(t: float) -> None:
@@ -212,11 +243,13 @@ class TurnLogic:
                 {
                     "turn": reply.turn,
                     "caller_offset_epoch_ms": reply.caller_offset_epoch_ms,
+                    "caller_onset_epoch_ms": reply.caller_onset_epoch_ms,
                     "reply_onset_epoch_ms": onset_epoch_ms,
                     "run_id": self.run_id,
                     "text": reply.text,
                     "heard": heard,
                     "reply_delay_ms": self._config.reply_delay_ms,
+                    "interrupt_after_ms": self._config.interrupt_after_ms,
                     "late_ms": reply.late_ms,
                 }
             )

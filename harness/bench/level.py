@@ -245,7 +245,7 @@ async def _transcribe(run: Run, store: RunSink, judge: Judge | None) -> None:
     except (OSError, ValueError) as exc:
         logger.warning(f"bench: run {run.id}: cannot read its recording: {exc}")
         return
-    await transcribe_agent_turns(run.turns, recording, get_transcriber())
+    await transcribe_agent_turns(run.turns, recording, get_transcriber(), run.metrics)
     facts = CallFacts(
         run.turns, run.metrics, run.termination_reason, run.tool_calls, run.agent_events
     )

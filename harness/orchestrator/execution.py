@@ -384,9 +384,11 @@ class _Execution:
             transport_rtt_ms=run.metrics.transport_rtt_ms,
             transport_rtt_jitter_ms=run.metrics.transport_rtt_jitter_ms,
             health=health,
+            dead_air_ms=run.case.dead_air_ms,
+            min_overlap_ms=run.case.min_overlap_ms,
         )
         if self.options.transcribe:
-            await transcribe_agent_turns(run.turns, recording, get_transcriber())
+            await transcribe_agent_turns(run.turns, recording, get_transcriber(), run.metrics)
         harness = run.metrics.harness
         if harness is not None and harness.degraded_turns:
             self.event("degraded", harness.degraded_reason or "")
