@@ -108,6 +108,11 @@ class BookingFlow:
         for task in self._tasks:
             task.cancel()
 
+    async def settled(self) -> None:
+        """Once the tool calls under way have been answered (and their nodes reported)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
     def _node(self, name: str, args: dict[str, Any] | None = None) -> None:
         if self.link is not None:
             self.link.report("node", name, args)
