@@ -10,12 +10,18 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from websockets.asyncio.server import ServerConnection, serve
 
+from harness.ingest import serve_ingest
+from harness.models import Case
+from harness.orchestrator import RunOptions, run_case
+from harness.store import RunStore
 from refagent.loopcall_link import Handover
 from telephony import CallSetup, ConnectError, DialOptions, open_call, parse_target
 from telephony.sip.message import SipMessage, parse_message
@@ -98,7 +104,7 @@ async def test_the_sip_invite_carries_them_as_headers() -> None:
     try:
         call = open_call(parse_target(f"sip:agent@127.0.0.1:{port}"), SETUP)
         with pytest.raises(ConnectError):
-            await call.connect(1.0)  # nobody answers
+            await call.connect(0.3)  # nobody answers
     finally:
         transport.close()
     invite = peer.invites[0]
@@ -112,3 +118,64 @@ async def test_the_sip_invite_carries_them_as_headers() -> None:
 def test_nothing_is_handed_over_when_nothing_is_served() -> None:
     assert Handover.from_params({"loopcall_run_id": "r-2"}) == Handover(run_id="r-2")
     assert Handover.from_params(None) == Handover()
+
+
+async def test_a_run_hands_over_and_lays_in_what_its_agent_reported(tmp_path: Path) -> None:
+    """The orchestrator's side, on a media stream: the stub agent calls a tool and reports
+    a node as the stream starts, then hangs up; the run holds both, judged."""
+    reported: list[int] = []
+
+    async def agent(ws: ServerConnection) -> None:
+        async for raw in ws:
+            message = json.loads(raw)
+            if message["event"] != "start":
+                continue
+            params = message["start"]["customParameters"]
+            async with aiohttp.ClientSession() as http:
+                url = f"{params['loopcall_tools_url']}/check_availability"
+                async with http.post(url, json={"day": "Tuesday"}) as response:
+                    reported.append(response.status)
+                headers = {"X-Loopcall-Token": params["loopcall_token"]}
+                events = [{"type": "node", "name": "greet"}]
+                async with http.post(params["loopcall_events_url"], json=events, headers=headers):
+                    pass
+            await ws.close(1000, "bye")
+            return
+
+    case = Case.model_validate(
+        {
+            "name": "reports",
+            "persona": {"name": "Caller", "voice": "flite:slt"},
+            "script": ["Hello?"],
+            "tools": [{"name": "check_availability", "response": {"slots": ["Tuesday 10:00"]}}],
+            "success_criteria": [
+                {"tool_name": "check_availability", "args_match": {"day": "(?i)^tue"}},
+                {"node_id": "greet"},
+            ],
+            "max_duration_s": 30,
+        }
+    )
+    store = RunStore(tmp_path)
+    async with serve(agent, "127.0.0.1", 0) as server, serve_ingest() as ingest:
+        port = server.sockets[0].getsockname()[1]
+        options = RunOptions(
+            calibrate=False, caller="lean", inboxes=ingest.inboxes, agent_base_url=ingest.base_url
+        )
+        run = await run_case(case, f"twilio-ws://127.0.0.1:{port}/ws", store, options=options)
+    assert reported == [200]
+    assert run.status == "completed", run.error
+    [call] = run.tool_calls
+    assert (call.name, call.args, call.response) == (
+        "check_availability",
+        {"day": "Tuesday"},
+        {"slots": ["Tuesday 10:00"]},
+    )
+    [node] = run.agent_events
+    assert node.name == "greet"
+    # Both arrived just after the stream started: at the call's beginning, on its clock.
+    assert call.at_ms is not None and node.at_ms is not None
+    assert 0 <= call.at_ms <= node.at_ms < 5000
+    assert run.evaluation is not None and all(r.passed for r in run.evaluation.results)
+    assert run.tools_url == f"{ingest.base_url}/runs/{run.id}/tools/[redacted]"
+    assert "/tools/[redacted]" in (tmp_path / run.id / "run.json").read_text()
+    assert ingest.inboxes.get(run.id) is None  # closed: the token works no more

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import aiohttp
@@ -22,6 +22,7 @@ CASE: dict[str, Any] = {
     "persona": {"name": "p"},
     "tools": [
         {"name": "check_availability", "response": {"slots": ["Tuesday 10:00"]}},
+        {"name": "next_holiday", "response": {"day": date(2026, 12, 25)}},  # YAML reads dates
         {"name": "book_appointment", "responses": [{"status": "booked"}, {"status": "full"}]},
         {
             "name": "lookup_order",
@@ -76,10 +77,11 @@ async def test_mock_tools_answer_by_match_then_sequence_then_default(server: Ing
         assert status == 422 and "no `match`" in body["error"]
         # No body counts as no arguments.
         assert (await _post(http, f"{url}/check_availability"))[0] == 200
+        assert await _post(http, f"{url}/next_holiday") == (200, {"day": "2026-12-25"})
     calls = inbox.tool_calls
     assert [c.name for c in calls] == ["check_availability"] + ["book_appointment"] * 3 + [
         "lookup_order"
-    ] * 5 + ["only_match", "check_availability"]
+    ] * 5 + ["only_match", "check_availability", "next_holiday"]
     assert all(c.source == "tools_url" for c in calls)
     assert calls[4].args == {"order_id": "A1"} and calls[4].response == {"status": "shipped"}
     assert calls[9].status_code == 422 and calls[9].error
@@ -164,6 +166,13 @@ async def test_the_event_webhook_takes_the_run_token_and_names_bad_fields(
             headers={"Authorization": f"Bearer {inbox.token}"},
         )
         assert status == 422  # a time without its zone is ambiguous
+        status, body = await _post(
+            http,
+            url,
+            json=[{"type": "node", "name": "n", "at": origin * 1000}],
+            headers={"X-Loopcall-Token": inbox.token},
+        )
+        assert status == 422 and "milliseconds" in body["detail"]
         status, body = await _post(
             http, url, json=events, headers={"Authorization": f"Bearer {inbox.token}"}
         )

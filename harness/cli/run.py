@@ -215,6 +215,9 @@ async def _execute(
                 )
             )
             options = replace(options, inboxes=ingest.inboxes, agent_base_url=ingest.base_url)
+            console.print(
+                f"[dim]agents reach their tools and event webhook at {ingest.base_url}[/dim]"
+            )
         calibrator = await stack.enter_async_context(EchoCalibrator())
         for i in range(repeat):
             for j, case in enumerate(loaded.cases):

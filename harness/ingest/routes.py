@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import Field, TypeAdapter, ValidationError
 
@@ -51,6 +52,7 @@ MAX_TOOL_BODY = 64 * 1024
 MAX_EVENT_BODY = 256 * 1024
 MAX_EVENTS = 500  # per request
 PREVIEW_CHARS = 500  # of a body that is not JSON, kept in the record
+EPOCH_S_BEYOND = 1e11  # epoch seconds past this (year 5138) are epoch ms by mistake
 
 router = APIRouter(tags=["agent"])
 
@@ -171,7 +173,7 @@ async def call_tool(
     call.response = inbox.answer(tool, matched)
     call.status_code = 200
     inbox.add_tool_call(call, arrived)
-    return JSONResponse(call.response)
+    return JSONResponse(jsonable_encoder(call.response))  # YAML may hold dates
 
 
 def _first_match(candidates: list[dict[str, Any]], args: dict[str, Any]) -> int | None:
@@ -252,4 +254,6 @@ def _epoch(at: float | datetime | None, arrived: float) -> float:
         if at.tzinfo is None:
             raise HTTPException(422, "an ISO time in `at` needs its zone (e.g. Z or +00:00)")
         return at.timestamp()
+    if at > EPOCH_S_BEYOND:
+        raise HTTPException(422, f"`at` is epoch seconds; {at:.0f} looks like milliseconds")
     return float(at)
