@@ -64,7 +64,7 @@ async def serve_media_stream(agent: Agent, websocket: WebSocket) -> None:
     stream_sid = call_data["stream_id"]
     logger.info(
         f"reference agent: media stream {stream_sid} for call {call_data['call_id']} "
-        f"(parameters {call_data.get('body') or {}})"
+        f"(parameters {sorted(call_data.get('body') or {})})"  # names: the token is a secret
     )
     serializer = _PhoneLineSerializer(
         stream_sid=stream_sid,
