@@ -124,6 +124,21 @@ class Settings(BaseSettings):
     gateway_port: int = Field(
         default=8088, description="loopcall run: port of the Twilio gateway for tel: targets"
     )
+    # Where agents reach loopcall during a run: their mock tools and event webhook.
+    ingest_host: str = Field(
+        default="127.0.0.1", description="loopcall run: address its agent-facing server binds"
+    )
+    ingest_port: int = Field(
+        default=0, ge=0, le=65535, description="loopcall run: its port (0: a free one)"
+    )
+    ingest_public_url: str | None = Field(
+        default=None,
+        description=(
+            "the base URL agents are given for their tools URL and event webhook (a tunnel "
+            "in front of loopcall, for an agent on another machine); default: the CLI's "
+            "server's own address, or the controller's public_base_url / listening address"
+        ),
+    )
 
     def sip_credentials(self) -> SipCredentials:
         """Default SIP digest credentials and caller user, for ``RunOptions.sip``."""

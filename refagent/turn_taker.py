@@ -38,6 +38,8 @@ from audio.edges import DEFAULT_THRESHOLD_DBFS, threshold_amplitude
 from audio.endpointer import StreamingEndpointer
 from audio.g711 import phone_band, ulaw_decode, ulaw_encode
 from audio.speech import Transcriber, Voice
+from refagent.booking import BookingFlow
+from refagent.loopcall_link import Handover, LoopcallLink
 from refagent.playout import Clip, StreamClock, Tape
 from refagent.script import AgentScript, ScriptCursor
 from runtime.tasks import spawn
@@ -48,6 +50,7 @@ ECHO_HOLD_MS = 100.0
 ECHO_FLOOR = 100  # about -50 dBFS: codec and filter residue below it is not echoed
 HANGUP_TAIL_MS = 400.0
 HISTORY_FRAMES = 1500  # 30 s of 20 ms frames, for transcribing the caller
+_closing: set[asyncio.Task[None]] = set()  # links letting their last reports leave
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,16 @@ class TurnLogic:
         self._epoch_offset = time.time() - time.monotonic()
         # The harness's run id, when the call carried it (timing log entries name it).
         self.run_id: str | None = None
+        self.link: LoopcallLink | None = None
+        self.flow = BookingFlow(None, voice, self._sr) if script.name == "dental" else None
+
+    def attach(self, handover: Handover) -> None:
+        """What the call carried about its run: its id, tools URL and event webhook."""
+        self.run_id = handover.run_id
+        if handover.tools_url or handover.events_url:
+            self.link = LoopcallLink(handover)
+            if self.flow is not None:
+                self.flow.link = self.link
 
     @property
     def sample_rate(self) -> int:
@@ -137,6 +150,11 @@ class TurnLogic:
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self.flow is not None:
+            self.flow.close()
+        if self.link is not None:
+            spawn(self.link.close(), owner=_closing)
+            self.link = None
 
     def feed(self, samples: np.ndarray, now: float) -> bool:
         """The caller's next chunk, arrived at ``now``; True once the call should end."""
@@ -155,6 +173,8 @@ class TurnLogic:
             self._greeted = True
             due = self.tape.read_position + self._ms(self._config.greeting_delay_ms)
             self._schedule(self._script.greeting, None, due)
+            if self.flow is not None:
+                self.flow.greeted()
         utterance = self._endpointer.push(samples)
         if self._config.interrupt_after_ms is not None:
             self._maybe_cut_in()
@@ -186,6 +206,9 @@ class TurnLogic:
         text = self._cursor.next_reply()
         if text is None:
             return
+        position = self._cursor.position - 1
+        if self.flow is not None:  # a line it has ready, never one it must wait for
+            text = self.flow.reply(position, text)
         if self._config.reply_delay_ms is not None:
             due = offset + self._ms(self._config.reply_delay_ms)
         else:
@@ -197,6 +220,8 @@ class TurnLogic:
             reply.caller_audio = self._slice(onset, offset)
         if self._cursor.finished and self._script.hang_up_after_last:
             self._hanging_up = True
+        if self.flow is not None:
+            self.flow.caller_done(position)
 
     def _schedule(
         self,
@@ -238,6 +263,8 @@ class TurnLogic:
             except Exception as exc:  # STT trouble must not end the call
                 logger.warning(f"reference agent: STT failed: {exc}")
         logger.info(f"reference agent reply {reply.turn}: {reply.text!r} (heard {heard!r})")
+        if self.flow is not None:
+            self.flow.heard(reply.turn, heard)
         if self._timing_log is not None:
             self._timing_log.write(
                 {

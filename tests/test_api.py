@@ -91,6 +91,10 @@ async def test_every_route_but_health_needs_a_valid_key(start_controller, tmp_pa
                 async with anonymous.get(path, headers=headers) as response:
                     assert response.status == 401, (path, headers)
                     assert response.headers["WWW-Authenticate"] == "Bearer"
+            # The agent-facing routes take a run's own token instead: no run, no inbox.
+            for path in ("/runs/x/agent-events", "/runs/x/tools/token/book"):
+                async with anonymous.post(path, json=[], headers=headers) as response:
+                    assert response.status == 404, (path, headers)
     async with controller.client() as http, http.get("/runs") as response:
         assert response.status == 200
     listing = await _loopcall("keys", "list", "--db", db)

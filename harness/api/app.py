@@ -24,6 +24,8 @@ from harness.db import DbRunSink, RunRepository, create_engine, migrate
 from harness.db.keys import KeyRepository
 from harness.db.resources import Catalogue
 from harness.db.secrets import SecretBox
+from harness.ingest import Inboxes
+from harness.ingest import router as agent_router
 from harness.logs import SECRETS, protect
 from harness.orchestrator import RunOptions
 from harness.scoring import make_judge
@@ -64,6 +66,8 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
             gateway=gateway,
             sip=settings.sip_credentials(),
             egress=settings.egress_policy(),
+            inboxes=inboxes,
+            agent_base_url=settings.ingest_public_url or settings.public_base_url,
         )
         webhooks = WebhookSender(
             settings.webhook_key(),
@@ -104,6 +108,10 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
     # Twilio's webhooks and media streams: checked by their signatures, not API keys.
     gateway = TwilioGateway()
     app.include_router(gateway.router())
+    # The agent under test's tools URL and event webhook: checked by each run's token.
+    inboxes = Inboxes()
+    app.state.inboxes = inboxes
+    app.include_router(agent_router)
 
     @app.get("/health", tags=["health"])
     async def health() -> dict[str, str]:

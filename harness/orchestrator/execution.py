@@ -34,6 +34,7 @@ from harness.monitor import loop_monitor, process_cpu_s
 from harness.offload import off_loop
 from harness.orchestrator.calibration import Calibration, EchoCalibrator
 from harness.orchestrator.options import CALL_OVER, ProgressFn, RunOptions
+from harness.orchestrator.reports import AgentReports
 from harness.recording import Recorder
 from harness.scoring import CallFacts, evaluate_off_loop
 from harness.store import RunSink
@@ -148,6 +149,7 @@ class _Execution:
         self.outcome: _Outcome | None = None
         self._pending_cancel = False
         self.started_mono = time.monotonic()
+        self.reports = AgentReports(run, options)
 
     def event(self, kind: str, detail: str = "") -> None:
         t_ms = round((time.monotonic() - self.started_mono) * 1000.0, 1)
@@ -177,9 +179,13 @@ class _Execution:
                 self._use_calibration(self.options.calibration, "measured before the run")
             elif self.options.calibrate:
                 await self._calibrate(target)
+            given = self.reports.open()
             call = open_call(
                 target,
                 CallSetup(
+                    tools_url=given.tools_url,
+                    events_url=given.events_url,
+                    agent_token=given.token,
                     dial=DialOptions(
                         headers=self.dial.headers,
                         request_data={**self.dial.request_data, "loopcall_run_id": run.id},
@@ -205,6 +211,7 @@ class _Execution:
             _reraise_swallowed_cancel()
             self.connected_at = call.connected_at
             self.connected_cpu_s = process_cpu_s()
+            self.reports.connected(self.connected_at)
             self.event("connected")
             reason = await self._converse(call, brain)
             self._finish("completed", reason)
@@ -323,6 +330,7 @@ class _Execution:
         except Exception as exc:  # analysis trouble must not lose the run
             logger.exception(f"run {run.id}: analysis failed")
             error = (error + "; " if error else "") + f"analysis failed: {exc}"
+        error = await self.reports.collect(error, self.event)
         # The persona's tokens, as its endpoint reported them (an LLM brain counts them).
         run.usage.persona_input_tokens = getattr(self.brain, "input_tokens", 0)
         run.usage.persona_output_tokens = getattr(self.brain, "output_tokens", 0)

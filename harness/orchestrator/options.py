@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from harness.analysis.health import DEFAULT_LAG_BOUND_MS
+from harness.ingest import Inboxes
 from harness.models import Run
 from harness.orchestrator.calibration import Calibration
 from harness.scoring import Judge
@@ -58,6 +59,11 @@ class RunOptions:
     # Where calls may connect and what of an agent's answer a run may quote: the
     # CLI's by default (the user's machine), a controller's policy in server mode.
     egress: EgressPolicy = field(default_factory=EgressPolicy.local)
+    # What the agent may report into during its run (tools URL, event webhook): the
+    # registry the serving routes read, and the base URL agents reach them at.  Either
+    # unset: nothing is served or handed over.
+    inboxes: Inboxes | None = None
+    agent_base_url: str | None = None
 
     def secrets(self) -> list[str]:
         """Every secret these options hold (configured credentials), to keep out of runs."""
