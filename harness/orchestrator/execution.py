@@ -5,8 +5,7 @@ bot, recorder -> analysis, scoring -> Run).  Every outcome ends as a ``Run`` wit
 a status and a reason: a refused or unreachable target is ``failed``/``error``
 with a readable message; a cancellation (Ctrl-C) hangs up and is stored as
 ``cancelled`` before the cancellation continues; an unexpected exception is
-logged once and stored as ``failed``.  The call's audio is analysed whenever
-there is any, so even a failed run keeps its transcript and recording.
+logged once and stored as ``failed``.  Audio is analysed whenever there is any.
 
 The run stays ``running`` until its end is stored: how the call ended is noted
 when it ends, and becomes the run's status in the same write as its transcript,
@@ -331,8 +330,7 @@ class _Execution:
             logger.exception(f"run {run.id}: analysis failed")
             error = (error + "; " if error else "") + f"analysis failed: {exc}"
         error = await self.reports.collect(error, self.event)
-        # The persona's tokens, as its endpoint reported them (an LLM brain counts them).
-        run.usage.persona_input_tokens = getattr(self.brain, "input_tokens", 0)
+        run.usage.persona_input_tokens = getattr(self.brain, "input_tokens", 0)  # LLM brains
         run.usage.persona_output_tokens = getattr(self.brain, "output_tokens", 0)
         facts = CallFacts(run.turns, run.metrics, outcome.reason, run.tool_calls, run.agent_events)
         evaluation = await evaluate_off_loop(run.case, facts, self.options.judge, run.usage)
