@@ -5,8 +5,9 @@ suite (``name`` + ``cases``).  A case's ``persona`` may be a persona from the
 library by name (``persona: busy_professional``), optionally with overrides
 (``persona: {use: busy_professional, voice: "flite:awb"}``).  Every problem is
 reported as ``CaseFileError`` naming the file, the field and what is wrong,
-including a regex (a criterion's ``pattern``, a script line's ``when``) that
-backtracks catastrophically on a short probe (``pattern_problems``).
+including a regex (a criterion's ``pattern`` or ``args_match``, a script line's
+``when``, a mock tool's ``match`` arguments) that does not compile or backtracks
+catastrophically on a short probe (``pattern_problems``).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import regex
 import yaml
 from pydantic import ValidationError
 
 from harness.errors import CaseFileError
 from harness.models import Case, Persona, Suite
-from runtime.patterns import probe
+from runtime.arguments import regexes_in
+from runtime.patterns import FLAGS, probe
 
 __all__ = [
     "CaseFileError",
@@ -121,6 +124,26 @@ def pattern_problems(case: Case) -> list[tuple[FieldPath, str]]:
     for i, line in enumerate(case.script):
         if line.when is not None and (problem := probe(line.when)):
             found.append((("script", i, "when"), problem))
+    for i, criterion in enumerate(case.success_criteria):
+        if criterion.args_match:
+            found += _args_problems(("success_criteria", i, "args_match"), criterion.args_match)
+    for i, tool in enumerate(case.tools):
+        for j, match in enumerate(tool.match):
+            found += _args_problems(("tools", i, "match", j, "args"), match.args)
+    return found
+
+
+def _args_problems(where: FieldPath, expected: dict[str, Any]) -> list[tuple[FieldPath, str]]:
+    """The regexes among expected arguments that do not compile or would time out."""
+    found: list[tuple[FieldPath, str]] = []
+    for keys, pattern in regexes_in(expected):
+        try:
+            regex.compile(pattern, FLAGS)
+        except regex.error as exc:
+            found.append(((*where, *keys), f"invalid regex /{pattern}/: {exc}"))
+            continue
+        if problem := probe(pattern):
+            found.append(((*where, *keys), problem))
     return found
 
 

@@ -47,6 +47,12 @@ class SecretRegistry:
             self._held[owner] = tuple(v for v in values if v)
             self._hide = masking(v for held in self._held.values() for v in held)
 
+    def release(self, owner: str) -> None:
+        """Stop masking ``owner``'s values (a run's token once the run is over)."""
+        with self._lock:
+            if self._held.pop(owner, None) is not None:
+                self._hide = masking(v for held in self._held.values() for v in held)
+
     def values(self) -> list[str]:
         with self._lock:
             return [v for held in self._held.values() for v in held]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -20,7 +21,18 @@ from telephony.credentials import SipCredentials
 from telephony.egress import EgressPolicy, parse_networks
 from telephony.twilio_phone import TwilioAccount
 
-__all__ = ["Settings"]
+__all__ = ["JudgeConfig", "Settings"]
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """Where the ``rubric`` criterion's LLM judge answers (any OpenAI-compatible endpoint)."""
+
+    base_url: str | None
+    api_key: SecretStr | None
+    model: str
+    timeout_s: float = 30.0
+    max_retries: int = 1
 
 
 class Settings(BaseSettings):
@@ -82,6 +94,13 @@ class Settings(BaseSettings):
     llm_temperature: float = 0.6
     llm_timeout_s: float = 15.0
 
+    # The `rubric` criterion's judge; each unset field falls back to the persona's LLM
+    # (llm_*), the key only with the URL it belongs to (docs/criteria.md).
+    judge_base_url: str | None = None
+    judge_api_key: SecretStr | None = None
+    judge_model: str | None = None
+    judge_timeout_s: float = Field(default=30.0, gt=0, le=600)
+
     # Phone calls through Twilio (tel: targets). Twilio reaches loopcall at
     # public_base_url (a tunnel in front of the controller, or of the CLI's gateway).
     twilio_account_sid: str | None = None
@@ -105,6 +124,21 @@ class Settings(BaseSettings):
     gateway_port: int = Field(
         default=8088, description="loopcall run: port of the Twilio gateway for tel: targets"
     )
+    # Where agents reach loopcall during a run: their mock tools and event webhook.
+    ingest_host: str = Field(
+        default="127.0.0.1", description="loopcall run: address its agent-facing server binds"
+    )
+    ingest_port: int = Field(
+        default=0, ge=0, le=65535, description="loopcall run: its port (0: a free one)"
+    )
+    ingest_public_url: str | None = Field(
+        default=None,
+        description=(
+            "the base URL agents are given for their tools URL and event webhook (a tunnel "
+            "in front of loopcall, for an agent on another machine); default: the CLI's "
+            "server's own address, or the controller's public_base_url / listening address"
+        ),
+    )
 
     def sip_credentials(self) -> SipCredentials:
         """Default SIP digest credentials and caller user, for ``RunOptions.sip``."""
@@ -121,6 +155,7 @@ class Settings(BaseSettings):
             self.webhook_secret,
             self.secret_key,
             self.llm_api_key,
+            self.judge_api_key,
             self.twilio_auth_token,
             self.twilio_api_key_secret,
             self.sip_password,
@@ -196,4 +231,24 @@ class Settings(BaseSettings):
             model=self.llm_model,
             temperature=self.llm_temperature,
             timeout_s=self.llm_timeout_s,
+        )
+
+    def judge_config(self) -> JudgeConfig | None:
+        """The rubric judge's endpoint, or None when neither it nor the persona's LLM is set.
+
+        An unset judge field takes the persona LLM's.  The persona's key goes along only
+        when the judge's URL is the persona's too: a key is never sent to another host.
+        """
+        judge_set = any((self.judge_base_url, self.judge_api_key, self.judge_model))
+        if not judge_set and self.llm_base_url is None and self.llm_api_key is None:
+            return None
+        base_url = self.judge_base_url or self.llm_base_url
+        api_key = self.judge_api_key
+        if api_key is None and base_url == self.llm_base_url:
+            api_key = self.llm_api_key
+        return JudgeConfig(
+            base_url=base_url,
+            api_key=api_key,
+            model=self.judge_model or self.llm_model,
+            timeout_s=self.judge_timeout_s,
         )

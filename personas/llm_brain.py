@@ -88,6 +88,8 @@ class LLMBrain:
         self._goodbye_line = case.goodbye
         self.max_turns = case.max_turns
         self.turns_taken = 0
+        self.input_tokens = 0  # as the endpoint reports them (its ``usage``), summed
+        self.output_tokens = 0
 
     @property
     def messages(self) -> list[ChatCompletionMessageParam]:
@@ -112,6 +114,10 @@ class LLMBrain:
             ) from exc
         except openai.APIError as exc:
             raise BrainError(f"LLM brain: {where} failed: {exc}") from exc
+        usage = getattr(response, "usage", None)
+        if usage is not None:
+            self.input_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
+            self.output_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
         if not response.choices:
             raise BrainError(f"LLM brain: {where} returned no choices")
         text = (response.choices[0].message.content or "").strip()

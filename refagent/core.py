@@ -26,6 +26,7 @@ class AgentOptions:
     """How the reference agent behaves; the CLI's flags map onto these."""
 
     reply_delay_ms: float | None = None
+    interrupt_after_ms: float | None = None
     hangover_ms: float = 600.0
     timing_log: Path | None = None
     voice: str | None = None  # None: piper "joe" if installed, else flite "rms"
@@ -66,6 +67,7 @@ class Agent:
             "config": TurnTakerConfig(
                 sample_rate=sample_rate,
                 reply_delay_ms=self.options.reply_delay_ms,
+                interrupt_after_ms=self.options.interrupt_after_ms,
                 hangover_ms=self.options.hangover_ms,
                 echo=self.options.echo,
                 phone_line=phone_line,

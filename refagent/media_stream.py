@@ -39,6 +39,7 @@ from starlette.websockets import WebSocketState
 from audio.g711 import ulaw_decode, ulaw_encode
 from audio.resample import Downsampler, Upsampler
 from refagent.core import Agent
+from refagent.loopcall_link import Handover
 from refagent.playout import TapeReader
 from refagent.turn_taker import TurnTaker
 from runtime.tasks import cancel_and_wait, spawn
@@ -63,7 +64,7 @@ async def serve_media_stream(agent: Agent, websocket: WebSocket) -> None:
     stream_sid = call_data["stream_id"]
     logger.info(
         f"reference agent: media stream {stream_sid} for call {call_data['call_id']} "
-        f"(parameters {call_data.get('body') or {}})"
+        f"(parameters {sorted(call_data.get('body') or {})})"  # names: the token is a secret
     )
     serializer = _PhoneLineSerializer(
         stream_sid=stream_sid,
@@ -81,10 +82,8 @@ async def serve_media_stream(agent: Agent, websocket: WebSocket) -> None:
         ),
     )
     turn_taker: TurnTaker = agent.turn_taker(phone_line=True)
-    # The timing log names the harness's run, as the light agent's does.
-    params = call_data.get("body") or {}
-    run_id = params.get("loopcall_run_id") if isinstance(params, dict) else None
-    turn_taker.logic.run_id = str(run_id) if run_id else None
+    # The run's id (the timing log names it), tools URL and event webhook.
+    turn_taker.logic.attach(Handover.from_params(call_data.get("body")))
     worker = PipelineWorker(
         Pipeline([transport.input(), turn_taker, transport.output()]),
         enable_rtvi=False,

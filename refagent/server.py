@@ -54,6 +54,7 @@ def create_agent_app(options: AgentOptions) -> FastAPI:
             "echo": options.echo,
             "light": options.light,
             "reply_delay_ms": options.reply_delay_ms,
+            "interrupt_after_ms": options.interrupt_after_ms,
         }
 
     @app.post("/api/offer")

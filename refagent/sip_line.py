@@ -28,6 +28,7 @@ from pipecat.workers.runner import WorkerRunner
 from audio.resample import Downsampler, Upsampler
 from refagent.core import Agent
 from refagent.light import serve_light_sip
+from refagent.loopcall_link import Handover
 from refagent.playout import TapeReader
 from runtime.tasks import cancel_and_wait, spawn
 from telephony.frame_clock import FrameClock
@@ -138,6 +139,7 @@ class SipLine:
             await serve_light_sip(self.agent, self.phone, invite, peer)
             return
         turn_taker = self.agent.turn_taker(phone_line=True)
+        turn_taker.logic.attach(Handover.from_headers(invite.get))
         worker = PipelineWorker(Pipeline([turn_taker]), enable_rtvi=False, idle_timeout_secs=None)
         up = Upsampler()
         pending: asyncio.Queue[bytes] = asyncio.Queue()

@@ -12,8 +12,11 @@ one past the caller's last voiced sample, so it leaves exactly ``D`` ms after th
 sample arrived.  The end of the caller's speech is found with
 ``StreamingEndpointer`` (the rule the harness uses on its recording) with a
 hangover shorter than ``D``.  Without a delay the reply goes out as soon as the
-hangover has passed.  In echo mode the caller's audio is laid back on the tape
-``ECHO_HOLD_MS`` later: the harness's transport calibration subtracts that hold.
+hangover has passed.  With an interruption delay ``X`` (the dynamics oracle) the
+reply is laid at ``u + X`` instead, ``u`` the caller's first voiced sample, so it
+talks over the caller from exactly ``X`` ms into each of its utterances.  In echo
+mode the caller's audio is laid back on the tape ``ECHO_HOLD_MS`` later: the
+harness's transport calibration subtracts that hold.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from audio.edges import DEFAULT_THRESHOLD_DBFS, threshold_amplitude
 from audio.endpointer import StreamingEndpointer
 from audio.g711 import phone_band, ulaw_decode, ulaw_encode
 from audio.speech import Transcriber, Voice
+from refagent.booking import BookingFlow
+from refagent.loopcall_link import Handover, LoopcallLink
 from refagent.playout import Clip, StreamClock, Tape
 from refagent.script import AgentScript, ScriptCursor
 from runtime.tasks import spawn
@@ -45,12 +50,15 @@ ECHO_HOLD_MS = 100.0
 ECHO_FLOOR = 100  # about -50 dBFS: codec and filter residue below it is not echoed
 HANGUP_TAIL_MS = 400.0
 HISTORY_FRAMES = 1500  # 30 s of 20 ms frames, for transcribing the caller
+_closing: set[asyncio.Task[None]] = set()  # links letting their last reports leave
 
 
 @dataclass(frozen=True)
 class TurnTakerConfig:
     sample_rate: int = 16_000
     reply_delay_ms: float | None = None
+    # The dynamics oracle: reply this long after the caller STARTS speaking.
+    interrupt_after_ms: float | None = None
     hangover_ms: float = 600.0
     greeting_delay_ms: float = 300.0
     echo: bool = False
@@ -78,6 +86,7 @@ class _Reply:
     caller_offset_epoch_ms: float | None
     late_ms: float
     caller_audio: np.ndarray | None = None
+    caller_onset_epoch_ms: float | None = None
 
 
 class TurnLogic:
@@ -115,6 +124,7 @@ class TurnLogic:
         self._received = 0
         self._history: deque[tuple[int, np.ndarray]] = deque(maxlen=HISTORY_FRAMES)
         self._turn = 0
+        self._cut_into: int | None = None  # the caller onset last interrupted
         self._greeted = False
         self._hanging_up = False
         self._ended = False
@@ -122,6 +132,16 @@ class TurnLogic:
         self._epoch_offset = time.time() - time.monotonic()
         # The harness's run id, when the call carried it (timing log entries name it).
         self.run_id: str | None = None
+        self.link: LoopcallLink | None = None
+        self.flow = BookingFlow(None, voice, self._sr) if script.name == "dental" else None
+
+    def attach(self, handover: Handover) -> None:
+        """What the call carried about its run: its id, tools URL and event webhook."""
+        self.run_id = handover.run_id
+        if handover.tools_url or handover.events_url:
+            self.link = LoopcallLink(handover)
+            if self.flow is not None:
+                self.flow.link = self.link
 
     @property
     def sample_rate(self) -> int:
@@ -130,6 +150,11 @@ class TurnLogic:
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self.flow is not None:
+            self.flow.close()
+        if self.link is not None:
+            spawn(self.link.close(), owner=_closing)
+            self.link = None
 
     def feed(self, samples: np.ndarray, now: float) -> bool:
         """The caller's next chunk, arrived at ``now``; True once the call should end."""
@@ -148,8 +173,12 @@ class TurnLogic:
             self._greeted = True
             due = self.tape.read_position + self._ms(self._config.greeting_delay_ms)
             self._schedule(self._script.greeting, None, due)
+            if self.flow is not None:
+                self.flow.greeted()
         utterance = self._endpointer.push(samples)
-        if utterance is not None and not self._hanging_up:
+        if self._config.interrupt_after_ms is not None:
+            self._maybe_cut_in()
+        elif utterance is not None and not self._hanging_up:
             self._on_caller_done(utterance.start, utterance.end)
         tail = self._ms(HANGUP_TAIL_MS)
         if self._hanging_up and not self._ended and self.tape.read_position >= self.tape.end + tail:
@@ -158,10 +187,28 @@ class TurnLogic:
             return True
         return False
 
+    def _maybe_cut_in(self) -> None:
+        """Interruption oracle: once per caller utterance, lay the reply X ms after its onset."""
+        onset = self._endpointer.onset
+        if not self._endpointer.speaking or onset is None or onset == self._cut_into:
+            return
+        self._cut_into = onset
+        text = self._cursor.next_reply()
+        if text is None or self._hanging_up:
+            return
+        assert self._config.interrupt_after_ms is not None
+        due = onset + self._ms(self._config.interrupt_after_ms)
+        self._schedule(text, None, due, self._epoch_ms(self.clock.time_of(onset)))
+        if self._cursor.finished and self._script.hang_up_after_last:
+            self._hanging_up = True
+
     def _on_caller_done(self, onset: int, offset: int) -> None:
         text = self._cursor.next_reply()
         if text is None:
             return
+        position = self._cursor.position - 1
+        if self.flow is not None:  # a line it has ready, never one it must wait for
+            text = self.flow.reply(position, text)
         if self._config.reply_delay_ms is not None:
             due = offset + self._ms(self._config.reply_delay_ms)
         else:
@@ -173,8 +220,16 @@ class TurnLogic:
             reply.caller_audio = self._slice(onset, offset)
         if self._cursor.finished and self._script.hang_up_after_last:
             self._hanging_up = True
+        if self.flow is not None:
+            self.flow.caller_done(position)
 
-    def _schedule(self, text: str, caller_offset_ms: float | None, due: int) -> _Reply:
+    def _schedule(
+        self,
+        text: str,
+        caller_offset_ms: float | None,
+        due: int,
+        caller_onset_ms: float | None = None,
+    ) -> _Reply:
         """Lay ``text`` so that its first voiced sample sits at ``due`` (or as soon after)."""
         audio = self._voice.synthesize(text, self._sr)
         # The voice's leading silence is not part of the delay.
@@ -188,9 +243,10 @@ class TurnLogic:
             audio, lead, start = audio[cut:], lead - cut, start + cut
         start = max(start, earliest)
         late_ms = (start + lead - due) * 1000.0 / self._sr
-        if late_ms > 0 and caller_offset_ms is not None and self._config.reply_delay_ms:
+        timed = caller_offset_ms is not None and self._config.reply_delay_ms
+        if late_ms > 0 and (timed or caller_onset_ms is not None):
             logger.warning(f"reference agent: reply {self._turn} goes out {late_ms:.0f} ms late")
-        reply = _Reply(self._turn, text, caller_offset_ms, late_ms)
+        reply = _Reply(self._turn, text, caller_offset_ms, late_ms, None, caller_onset_ms)
         self._turn += 1
 
         def on_onset(t: float) -> None:
@@ -207,16 +263,20 @@ class TurnLogic:
             except Exception as exc:  # STT trouble must not end the call
                 logger.warning(f"reference agent: STT failed: {exc}")
         logger.info(f"reference agent reply {reply.turn}: {reply.text!r} (heard {heard!r})")
+        if self.flow is not None:
+            self.flow.heard(reply.turn, heard)
         if self._timing_log is not None:
             self._timing_log.write(
                 {
                     "turn": reply.turn,
                     "caller_offset_epoch_ms": reply.caller_offset_epoch_ms,
+                    "caller_onset_epoch_ms": reply.caller_onset_epoch_ms,
                     "reply_onset_epoch_ms": onset_epoch_ms,
                     "run_id": self.run_id,
                     "text": reply.text,
                     "heard": heard,
                     "reply_delay_ms": self._config.reply_delay_ms,
+                    "interrupt_after_ms": self._config.interrupt_after_ms,
                     "late_ms": reply.late_ms,
                 }
             )

@@ -24,6 +24,7 @@ from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 from pipecat.workers.runner import WorkerRunner
 
 from refagent.core import Agent
+from refagent.loopcall_link import Handover
 from refagent.playout import TapeTrack
 from runtime.tasks import spawn
 
@@ -38,7 +39,13 @@ class PipecatWebRTC:
         self.handler = SmallWebRTCRequestHandler()
 
     async def answer(self, offer: SmallWebRTCRequest) -> dict[str, Any] | None:
-        return await self.handler.handle_web_request(offer, self.start_call)
+        # The offer's request_data carries the run's id, tools URL and event webhook.
+        handover = Handover.from_params(offer.request_data)
+
+        async def start(connection: SmallWebRTCConnection) -> None:
+            await self.start_call(connection, handover)
+
+        return await self.handler.handle_web_request(offer, start)
 
     async def patch(self, request: SmallWebRTCPatchRequest) -> None:
         await self.handler.handle_patch_request(request)
@@ -46,10 +53,12 @@ class PipecatWebRTC:
     async def close(self) -> None:
         await self.handler.close()
 
-    async def start_call(self, connection: SmallWebRTCConnection) -> None:
-        spawn(self._run_call(connection), owner=self.agent.calls)
+    async def start_call(
+        self, connection: SmallWebRTCConnection, handover: Handover | None = None
+    ) -> None:
+        spawn(self._run_call(connection, handover or Handover()), owner=self.agent.calls)
 
-    async def _run_call(self, connection: SmallWebRTCConnection) -> None:
+    async def _run_call(self, connection: SmallWebRTCConnection, handover: Handover) -> None:
         transport = SmallWebRTCTransport(
             webrtc_connection=connection,
             params=TransportParams(
@@ -61,6 +70,7 @@ class PipecatWebRTC:
             ),
         )
         turn_taker = self.agent.turn_taker()
+        turn_taker.logic.attach(handover)
         worker = PipelineWorker(
             Pipeline([transport.input(), turn_taker, transport.output()]),
             enable_rtvi=False,

@@ -22,7 +22,16 @@ if TYPE_CHECKING:  # for the annotations only: the gateway imports FastAPI
     from telephony.twilio_account import TwilioAccount
     from telephony.twilio_gateway import TwilioGateway
 
-__all__ = ["CallSetup", "call_class", "line_rate", "open_call", "uses_twilio"]
+__all__ = [
+    "HANDOVER_HEADERS",
+    "HANDOVER_PARAMS",
+    "CallSetup",
+    "call_class",
+    "handover",
+    "line_rate",
+    "open_call",
+    "uses_twilio",
+]
 
 # Channel -> (module, Call class).  Imported on first use: aiortc, SIP and Twilio
 # code load only for the channels a process calls.
@@ -58,6 +67,39 @@ class CallSetup:
     # Where the call may connect, and whether an agent's error page may be quoted
     # (a controller's policy; the default is the CLI's: the user's own machine).
     egress: EgressPolicy = field(default_factory=EgressPolicy.local)
+    # What the agent may call back during the run (loopcall's mock tools and its event
+    # webhook) and the run's token for it; handed over per channel (``handover``).
+    tools_url: str | None = field(default=None, repr=False)  # it holds the token
+    events_url: str | None = None
+    agent_token: str | None = field(default=None, repr=False)
+
+
+# The handover's names: request data / media-stream custom parameters, and SIP headers.
+HANDOVER_PARAMS = {
+    "tools_url": "loopcall_tools_url",
+    "events_url": "loopcall_events_url",
+    "agent_token": "loopcall_token",
+}
+HANDOVER_HEADERS = {
+    "tools_url": "X-Loopcall-Tools-Url",
+    "events_url": "X-Loopcall-Events-Url",
+    "agent_token": "X-Loopcall-Token",
+}
+
+
+def handover(setup: CallSetup, names: dict[str, str]) -> dict[str, str]:
+    """The tools URL, events URL and token of ``setup`` under ``names`` (those that are set).
+
+    WebRTC carries them in the offer's ``request_data``, a Twilio media stream in
+    the start message's ``customParameters`` (with ``loopcall_run_id``), SIP as
+    ``X-Loopcall-*`` headers on the INVITE.  A phone call (tel:) carries only audio
+    and caller ID to the agent: nothing is handed over there.
+    """
+    return {
+        names[key]: value
+        for key in ("tools_url", "events_url", "agent_token")
+        if (value := getattr(setup, key)) is not None
+    }
 
 
 def line_rate(target: Target) -> int | None:
@@ -91,9 +133,15 @@ def open_call(target: Target, setup: CallSetup | None = None) -> Call:
         )
     cls = call_class(target)
     dial = setup.dial
+    request_data = dict(dial.request_data)
+    headers = dict(dial.headers)
+    if channel in ("webrtc", "twilio-ws"):
+        request_data.update(handover(setup, HANDOVER_PARAMS))
+    elif channel == "sip":
+        headers.update(handover(setup, HANDOVER_HEADERS))
     options: dict[str, Any] = {
-        "request_data": dict(dial.request_data),
-        "headers": dial.headers,
+        "request_data": request_data,
+        "headers": headers,
         "media_timeout_s": setup.media_timeout_s,
     }
     if setup.use_line_rate and (rate := line_rate(target)) is not None:

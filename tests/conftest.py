@@ -29,7 +29,10 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 TIMING_TESTS: dict[str, set[str]] = {
     "test_e2e_webrtc": {"test_latency_oracle", "test_cli_run_end_to_end"},
     "test_e2e_twilio_ws": {"*"},
+    "test_e2e_agent_reports": {"*"},
     "test_e2e_sip": {"test_latency_oracle_over_sip"},
+    # Issue 14: the dynamics oracle (an agent that interrupts X ms into each caller line).
+    "test_e2e_dynamics": {"*"},
     "test_e2e_twilio_phone": {
         "test_outbound_tel_call_reaches_the_agent_behind_the_emulator",
         "test_a_bench_places_phone_calls_through_the_carrier",

@@ -91,6 +91,10 @@ async def test_every_route_but_health_needs_a_valid_key(start_controller, tmp_pa
                 async with anonymous.get(path, headers=headers) as response:
                     assert response.status == 401, (path, headers)
                     assert response.headers["WWW-Authenticate"] == "Bearer"
+            # The agent-facing routes take a run's own token instead: no run, no inbox.
+            for path in ("/runs/x/agent-events", "/runs/x/tools/token/book"):
+                async with anonymous.post(path, json=[], headers=headers) as response:
+                    assert response.status == 404, (path, headers)
     async with controller.client() as http, http.get("/runs") as response:
         assert response.status == 200
     listing = await _loopcall("keys", "list", "--db", db)
@@ -469,6 +473,7 @@ async def test_cli_run_through_a_controller(start_agent, start_controller, tmp_p
     output = out.decode()
     assert proc.returncode == 0, output + err.decode()
     assert "submitted 2 run(s)" in output and "persona_says" in output
+    assert "2/2 = 100.0 % (95 % CI 34.2–100.0 %) passed" in output  # the suite report
     async with controller.client() as http, http.get("/runs") as response:
         listing = await _json(response)
     assert listing["total"] == 2

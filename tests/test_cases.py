@@ -279,3 +279,61 @@ def test_case_limits() -> None:
         Case(name="c", persona=Persona(name="p"), max_turns=0)
     with pytest.raises(ValidationError, match="name"):
         Case(name="", persona=Persona(name="p"))
+
+
+def test_a_malformed_tools_section_names_the_file_and_field(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "name: Tools\npersona: curt_caller\n"
+        "tools:\n"
+        "  - {name: check_availability}\n"  # answers nothing
+        "  - {name: 'book me', response: {}}\n"  # not a tool name
+        "  - {name: lookup, match: [{response: {}}]}\n"  # a match without args
+        "  - {name: lookup, responses: []}\n",  # an empty sequence
+    )
+    message = load_error(path)
+    assert str(path) in message
+    assert (
+        "field 'tools.0': Value error, a tool needs `response`, `responses` or `match`" in message
+    )
+    assert "field 'tools.1.name'" in message
+    assert "field 'tools.2.match.0.args': Field required" in message
+    assert "field 'tools.3.responses'" in message
+
+
+def test_tool_names_must_be_unique(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "name: Tools\npersona: curt_caller\ntools:\n"
+        "  - {name: a, response: 1}\n  - {name: a, response: 2}\n",
+    )
+    assert "field 'tools': Value error, tool names must be unique: a given twice" in load_error(
+        path
+    )
+
+
+def test_a_malformed_action_criterion_names_the_field(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "name: Actions\npersona: curt_caller\nsuccess_criteria:\n"
+        "  - {node_id: greet, args_match: {day: tue}}\n"  # args_match goes with tool_name
+        "  - {tool_name: book, times: {min: 3, max: 1}}\n",
+    )
+    message = load_error(path)
+    assert "field 'success_criteria.0': Value error, 'args_match' goes with tool_name" in message
+    assert "field 'success_criteria.1.times'" in message and "must not exceed" in message
+
+
+def test_bad_regexes_in_arguments_name_their_field(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "name: Args\npersona: curt_caller\n"
+        "tools:\n  - {name: lookup, match: [{args: {id: '/[x/'}, response: 1}]}\n"
+        "success_criteria:\n"
+        "  - {tool_name: book, args_match: {who: {name: '(?i)(a|a)+$'}, day: '(?i)tue'}}\n",
+    )
+    message = load_error(path)
+    assert "2 problem(s)" in message
+    assert "field 'tools.0.match.0.args.id': invalid regex /[x/" in message
+    assert "field 'success_criteria.0.args_match.who.name'" in message
+    assert "backtracks catastrophically" in message

@@ -275,6 +275,8 @@ async def test_repeat_runs_every_case_n_times(start_agent, tmp_path: Path) -> No
     assert len(runs) == 2
     assert len({r.id for r in runs}) == 2
     assert all(r.termination_reason == "max_turns" and r.passed for r in runs)
+    # Repeats end with the suite report: the success rate and its Wilson interval.
+    assert "2/2 = 100.0 % (95 % CI 34.2–100.0 %) passed" in stdout, stdout
 
 
 async def test_agent_crash_mid_call_is_a_failed_run(start_agent, tmp_path: Path) -> None:

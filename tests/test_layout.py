@@ -45,9 +45,11 @@ LAYERS = {
     "harness.recording": 4,
     "harness.cases": 4,
     "harness.settings": 4,
+    "harness.reports": 4,  # pure functions over Runs: the views, api and cli read them
     "harness.analysis": 5,
     "harness.scoring": 5,
     "harness.views": 5,
+    "harness.ingest": 5,
     "harness.store": 5,
     "harness.db": 6,
     "harness.redact": 6,

@@ -8,13 +8,11 @@ object, error object, bearer auth).  The brain talks to it through the real
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
+from fake_openai import FakeOpenAI
 
 from harness.cases import load_cases
 from harness.models import Case
@@ -25,47 +23,6 @@ from personas.factory import make_brain
 from personas.llm_brain import END_CALL, OPENING, LLMBrain, LLMConfig, system_prompt
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "harness" / "examples"
-
-
-@dataclass
-class FakeOpenAI:
-    """A chat-completions endpoint that replies with queued lines and records requests."""
-
-    replies: list[str] = field(default_factory=list)
-    status: int = 200
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    auth: list[str | None] = field(default_factory=list)
-    base_url: str = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.requests.append(body)
-        self.auth.append(request.headers.get("Authorization"))
-        if self.status != 200:
-            error = {
-                "message": "Incorrect API key provided",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "invalid_api_key",
-            }
-            return web.json_response({"error": error}, status=self.status)
-        content = self.replies.pop(0) if self.replies else "Okay."
-        return web.json_response(
-            {
-                "id": f"chatcmpl-{len(self.requests)}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": content},
-                    }
-                ],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-            }
-        )
 
 
 @pytest.fixture
@@ -97,6 +54,7 @@ def test_system_prompt_carries_the_persona_scenario_and_script() -> None:
 
 async def test_the_agent_speaks_as_user_and_the_persona_as_assistant(fake_openai) -> None:
     fake_openai.replies = ["Hi, this is Alex.", "Tuesday works."]
+    fake_openai.prompt_tokens, fake_openai.completion_tokens = 13, 4
     brain = LLMBrain(booking_case(), config(fake_openai))
     first = await brain.next_reply("Thanks for calling, may I have your name?")
     second = await brain.next_reply("I have Tuesday at ten.")
@@ -107,6 +65,7 @@ async def test_the_agent_speaks_as_user_and_the_persona_as_assistant(fake_openai
     assert [m["role"] for m in last["messages"]] == ["system", "user", "assistant", "user"]
     assert last["messages"][1]["content"] == "Thanks for calling, may I have your name?"
     assert fake_openai.auth[0] == "Bearer sk-test"
+    assert (brain.input_tokens, brain.output_tokens) == (26, 8)  # each answer's usage, summed
 
 
 async def test_end_call_marker_hangs_up_and_is_not_spoken(fake_openai) -> None:
@@ -186,3 +145,8 @@ async def test_llm_persona_converses_with_the_reference_agent(
     # The model was given what the agent actually said, as heard over the call.
     first_user = fake_openai.requests[0]["messages"][1]["content"].lower()
     assert "bright smile" in first_user and "name" in first_user
+    # The persona's tokens, summed from each answer's usage, are in the run.
+    asked = len(fake_openai.requests)
+    assert asked >= 2
+    assert run.usage.persona_input_tokens == asked * fake_openai.prompt_tokens
+    assert run.usage.persona_output_tokens == asked * fake_openai.completion_tokens

@@ -8,7 +8,11 @@ text from the agent channel and the persona's lines, degraded where the harness
 cannot vouch for the figure) and ``Metrics``, whose latency summary is computed
 once, over the turns the harness vouches for.
 
-    speech edges (audio.edges) -> turns.py -> transcript.py -> health.py -> summary
+    speech edges (audio.edges) -> turns.py -> dynamics.py -> transcript.py -> health.py
+        -> summary
+
+The agent's words come later (``transcribe_agent_turns``), and with them its
+words per minute (``fill_speech_rates``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from audio.edges import Segment, detect_speech
+from harness.analysis.dynamics import (
+    DEFAULT_DEAD_AIR_MS,
+    DEFAULT_MIN_OVERLAP_MS,
+    fill_speech_rates,
+    measure_dynamics,
+)
 from harness.analysis.health import DEFAULT_LAG_BOUND_MS, assess
 from harness.analysis.transcript import SaidLine, persona_texts, transcribe_agent_turns
 from harness.analysis.turns import build_turns, latency_summary
@@ -24,7 +34,7 @@ from harness.models import Metrics, Turn, vouched_latencies
 from harness.monitor import LagWindow
 from harness.recording import Recording
 
-__all__ = ["CallHealth", "SaidLine", "analyse", "transcribe_agent_turns"]
+__all__ = ["CallHealth", "SaidLine", "analyse", "fill_speech_rates", "transcribe_agent_turns"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,8 @@ def analyse(
     transport_rtt_ms: float | None = None,
     transport_rtt_jitter_ms: float | None = None,
     health: CallHealth | None = None,
+    dead_air_ms: float = DEFAULT_DEAD_AIR_MS,
+    min_overlap_ms: float = DEFAULT_MIN_OVERLAP_MS,
 ) -> tuple[list[Turn], Metrics]:
     """Turns (persona text filled in, agent text empty) and the call's metrics.
 
@@ -55,6 +67,7 @@ def analyse(
     rate = recording.sample_rate
     persona_segments = detect_speech(recording.persona, rate)
     agent_segments = detect_speech(recording.agent, rate)
+    timed = build_turns(persona_segments, agent_segments, rate)
     turns = [
         Turn(
             role=t.role,
@@ -63,9 +76,17 @@ def analyse(
             end_ms=round(t.end * 1000.0 / rate, 2),
             latency_ms=None if t.latency_ms is None else round(t.latency_ms, 2),
         )
-        for t in build_turns(persona_segments, agent_segments, rate)
+        for t in timed
     ]
     persona_texts(turns, said)
+    dynamics = measure_dynamics(
+        persona_segments,
+        agent_segments,
+        timed,
+        rate,
+        dead_air_ms=dead_air_ms,
+        min_overlap_ms=min_overlap_ms,
+    )
     harness_health = None
     if health is not None:
         harness_health = assess(
@@ -89,7 +110,9 @@ def analyse(
         agent_turns=sum(1 for t in turns if t.role == "agent"),
         persona_turns=sum(1 for t in turns if t.role == "persona"),
         harness=harness_health,
+        dynamics=dynamics,
     )
+    fill_speech_rates(turns, metrics)
     return turns, metrics
 
 

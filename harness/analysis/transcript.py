@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from audio.speech import Transcriber, lead_in
-from harness.models import Turn
+from harness.analysis.dynamics import fill_speech_rates
+from harness.models import Metrics, Turn
 from harness.recording import Recording
 
 __all__ = ["SaidLine", "persona_texts", "transcribe_agent_turns"]
@@ -41,9 +42,15 @@ def persona_texts(turns: Sequence[Turn], said: Sequence[SaidLine]) -> None:
 
 
 async def transcribe_agent_turns(
-    turns: Sequence[Turn], recording: Recording, transcriber: Transcriber
+    turns: Sequence[Turn],
+    recording: Recording,
+    transcriber: Transcriber,
+    metrics: Metrics | None = None,
 ) -> None:
-    """Transcribe each agent turn from the recording's agent channel (off the event loop)."""
+    """Transcribe each agent turn from the recording's agent channel (off the event loop).
+
+    With the call's ``metrics``, the words per minute of its dynamics follow the new text.
+    """
     rate = recording.sample_rate
     agent_end = 0  # end of the previous agent turn: the lead-in must not reach into it
     for turn in turns:
@@ -53,3 +60,5 @@ async def transcribe_agent_turns(
         audio = recording.agent[lead_in(start, agent_end, rate) : end]
         turn.text = await transcriber.transcribe_async(audio, rate)
         agent_end = end
+    if metrics is not None:
+        fill_speech_rates(turns, metrics)

@@ -40,9 +40,10 @@ def build_turns(
 
     A turn is a run of one side's segments that the other side does not speak
     into, with gaps under ``merge_gap_ms``.  An agent turn's latency is its onset
-    minus the end of the persona turn right before it (negative when the agent
-    started while the persona was still speaking); it is None for the greeting
-    and for an agent turn that follows another agent turn.
+    minus the end of the persona turn right before it.  It is None for the
+    greeting, for an agent turn that follows another agent turn, and for a reply
+    that started before the persona had finished: that reply talked over the
+    caller, an interruption (``dynamics.py`` counts it), never a negative latency.
     """
     tagged: list[tuple[Role, Segment]] = sorted(
         [("persona", s) for s in persona] + [("agent", s) for s in agent],
@@ -59,8 +60,10 @@ def build_turns(
     turns: list[TimedTurn] = []
     for i, run in enumerate(merged):
         latency: float | None = None
-        if run.role == "agent" and i > 0 and merged[i - 1].role == "persona":
-            latency = (run.start - merged[i - 1].end) * 1000.0 / sample_rate
+        before = merged[i - 1] if i > 0 else None
+        replies = run.role == "agent" and before is not None and before.role == "persona"
+        if replies and before is not None and run.start >= before.end:
+            latency = (run.start - before.end) * 1000.0 / sample_rate
         turns.append(TimedTurn(run.role, run.start, run.end, latency))
     return turns
 

@@ -24,8 +24,11 @@ from harness.db import DbRunSink, RunRepository, create_engine, migrate
 from harness.db.keys import KeyRepository
 from harness.db.resources import Catalogue
 from harness.db.secrets import SecretBox
+from harness.ingest import Inboxes
+from harness.ingest import router as agent_router
 from harness.logs import SECRETS, protect
 from harness.orchestrator import RunOptions
+from harness.scoring import make_judge
 from harness.settings import Settings
 from telephony.twilio_phone import TwilioGateway
 
@@ -58,10 +61,13 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
         options = RunOptions(
             calibrate=calibrate,
             llm=settings.llm_config(),
+            judge=make_judge(settings.judge_config()),
             twilio=settings.twilio_account(),
             gateway=gateway,
             sip=settings.sip_credentials(),
             egress=settings.egress_policy(),
+            inboxes=inboxes,
+            agent_base_url=settings.ingest_public_url or settings.public_base_url,
         )
         webhooks = WebhookSender(
             settings.webhook_key(),
@@ -102,6 +108,10 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
     # Twilio's webhooks and media streams: checked by their signatures, not API keys.
     gateway = TwilioGateway()
     app.include_router(gateway.router())
+    # The agent under test's tools URL and event webhook: checked by each run's token.
+    inboxes = Inboxes()
+    app.state.inboxes = inboxes
+    app.include_router(agent_router)
 
     @app.get("/health", tags=["health"])
     async def health() -> dict[str, str]:

@@ -2,16 +2,19 @@
 
 A suite run's record (when it was asked for, its concurrency limit, frequency,
 suite and agent) is kept in ``suite_runs``; its outcome is counted from its runs.
+``GET /suite-runs/{id}`` carries its report (``harness.reports``: success rate with
+its Wilson interval, criteria, figures, flaky cases, failures by cause), and
+``GET /suite-runs/{a}/compare/{b}`` says what changed from one to the other.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, Field
 
 from harness.api.deps import CatalogueDep, RepoDep
 from harness.api.pages import Page, PageDep, page_of
@@ -19,6 +22,7 @@ from harness.api.plan import MAX_RUNS_PER_REQUEST
 from harness.db.runs import RunRepository
 from harness.db.tables import SuiteRunRow
 from harness.models import Run
+from harness.reports import ALPHA, Comparison, SuiteReport, build_report, compare_runs
 from harness.views import to_cekura_result
 
 __all__ = ["router"]
@@ -44,6 +48,10 @@ class SuiteRunSummary(BaseModel):
 
 class SuiteRun(SuiteRunSummary):
     run_ids: list[str]
+    report: SuiteReport = Field(
+        description="Success rate with its 95 % Wilson interval, each criterion's pass rate, "
+        "the worst criteria, figures with p50/p90, flaky cases, failures grouped by cause."
+    )
 
 
 def _outcome(status_counts: dict[str, int], passed: int) -> dict[str, Any]:
@@ -105,7 +113,21 @@ async def get_suite_run(suite_run_id: str, repo: RepoDep, catalogue: CatalogueDe
         run_ids=[r.id for r in runs],
         **_request(await catalogue.suite_runs.get(suite_run_id)),
         **_outcome(dict(Counter(r.status for r in runs)), passed),
+        report=build_report(runs),
     )
+
+
+@router.get("/suite-runs/{a}/compare/{b}", response_model=Comparison)
+async def compare_suite_runs(
+    a: str,
+    b: str,
+    repo: RepoDep,
+    alpha: Annotated[float, Query(gt=0, lt=1, description="significance level")] = ALPHA,
+) -> Comparison:
+    """What changed from suite run ``a`` to ``b``: rates by Fisher's exact test, figures by
+    Mann-Whitney U, Holm-adjusted; each change improved, regressed or not significant."""
+    runs_a, runs_b = await _runs(repo, a), await _runs(repo, b)
+    return compare_runs(runs_a, runs_b, alpha=alpha, names=(a, b))
 
 
 @router.get(

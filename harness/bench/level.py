@@ -29,7 +29,7 @@ from harness.models import Run, vouched_latencies
 from harness.monitor import loop_monitor, process_cpu_s, rss_mb
 from harness.orchestrator import CALL_OVER, RunOptions, run_case
 from harness.recording import Recording
-from harness.scoring import CallFacts, evaluate_off_loop
+from harness.scoring import CallFacts, Judge, evaluate_off_loop
 from harness.store import RunSink
 from telephony import DialOptions
 
@@ -210,7 +210,7 @@ async def run_level(
         state.phase = "transcribing"
         notify(state)
         for span in spans:
-            await _transcribe(span.run, store)
+            await _transcribe(span.run, store, options.judge)
     level = summarize_level(
         concurrency,
         spans,
@@ -236,7 +236,7 @@ def _read_jsonl(path: Path) -> list[dict[str, object]]:
     return entries
 
 
-async def _transcribe(run: Run, store: RunSink) -> None:
+async def _transcribe(run: Run, store: RunSink, judge: Judge | None) -> None:
     """The agent's turns from the stored recording, then score and store again."""
     if not run.recording or not any(t.role == "agent" for t in run.turns):
         return
@@ -245,9 +245,9 @@ async def _transcribe(run: Run, store: RunSink) -> None:
     except (OSError, ValueError) as exc:
         logger.warning(f"bench: run {run.id}: cannot read its recording: {exc}")
         return
-    await transcribe_agent_turns(run.turns, recording, get_transcriber())
+    await transcribe_agent_turns(run.turns, recording, get_transcriber(), run.metrics)
     facts = CallFacts(
         run.turns, run.metrics, run.termination_reason, run.tool_calls, run.agent_events
     )
-    run.evaluation = await evaluate_off_loop(run.case, facts)
+    run.evaluation = await evaluate_off_loop(run.case, facts, judge, run.usage)
     await store.put(run)

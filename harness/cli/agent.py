@@ -37,6 +37,14 @@ def add_parser(sub: Any) -> None:
         help="latency oracle: reply exactly D ms after the caller's last sample",
     )
     agent.add_argument(
+        "--interrupt-after-ms",
+        type=float,
+        default=None,
+        metavar="X",
+        help="dynamics oracle: reply exactly X ms after the caller STARTS speaking "
+        "(an interruption of known timing)",
+    )
+    agent.add_argument(
         "--timing-log", type=Path, default=None, help="append one JSON line per reply"
     )
     agent.add_argument(
@@ -74,10 +82,19 @@ def execute(args: argparse.Namespace) -> int:
             "(the end of speech is decided with a hangover shorter than the delay)"
         )
         return 2
+    if args.interrupt_after_ms is not None and (
+        args.interrupt_after_ms < 100 or args.reply_delay_ms is not None or args.echo
+    ):
+        err.print(
+            "[red]error:[/red] --interrupt-after-ms must be at least 100 (the caller's onset "
+            "is known 40 ms of speech after it) and goes without --reply-delay-ms and --echo"
+        )
+        return 2
     if Target(url="", channel="webrtc", host=args.host, port=args.port, path="").is_loopback:
         restrict_ice_to_loopback()
     options = AgentOptions(
         reply_delay_ms=args.reply_delay_ms,
+        interrupt_after_ms=args.interrupt_after_ms,
         timing_log=args.timing_log,
         stt=not args.no_stt,
         echo=args.echo,
@@ -99,7 +116,7 @@ def execute(args: argparse.Namespace) -> int:
     if sock is None:
         return 2
     port = sock.getsockname()[1]
-    mode = "" if args.reply_delay_ms is None else f" oracle D={args.reply_delay_ms:g} ms"
+    mode = _mode(args)
     mode += " light" if args.light else ""
     if args.light and args.channel == "twilio-ws":
         return _serve_light_streams(app.state.agent, sock, f"ws://{args.host}:{port}/ws{mode}")
@@ -146,7 +163,7 @@ def _serve_sip_agent(agent: Any, args: argparse.Namespace) -> int:
             err.print("[red]error:[/red] --sip-auth wants USER:PASSWORD")
             return 2
         credentials = (user, password)
-    mode = "" if args.reply_delay_ms is None else f" oracle D={args.reply_delay_ms:g} ms"
+    mode = _mode(args)
     mode += " light" if args.light else ""
 
     async def serve() -> int:
@@ -168,3 +185,11 @@ def _serve_sip_agent(agent: Any, args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(serve())
+
+
+def _mode(args: argparse.Namespace) -> str:
+    """The READY line's note on how the agent times its replies."""
+    mode = "" if args.reply_delay_ms is None else f" oracle D={args.reply_delay_ms:g} ms"
+    if args.interrupt_after_ms is not None:
+        mode += f" interrupts X={args.interrupt_after_ms:g} ms"
+    return mode

@@ -215,10 +215,15 @@ async def _bench_locally(
     from harness.bench.report import write_report
     from harness.bench.runner import run_bench
     from harness.orchestrator import RunOptions
+    from harness.scoring import make_judge
     from harness.store import RunStore
 
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
-    options = RunOptions(llm=settings.llm_config(), sip=settings.sip_credentials())
+    options = RunOptions(
+        llm=settings.llm_config(),
+        judge=make_judge(settings.judge_config()),
+        sip=settings.sip_credentials(),
+    )
     agent: subprocess.Popen[bytes] | None = None
     timing_log = out / "agent-timing.jsonl"
     async with contextlib.AsyncExitStack() as stack:

@@ -1,6 +1,7 @@
 """A small client for the controller: submit cases, follow their events, read the runs.
 
 Stage: the CLI's ``loopcall run --server URL`` and ``loopcall bench --server URL``
+(and ``report``/``compare --server URL``, which read a suite run's report)
 paths (the same flows as local ones, executed by the controller).  Errors are
 ``ControllerError`` with the server's message, never a raw HTTP exception.
 """
@@ -10,12 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
 from harness.bench.models import BenchReport
 from harness.errors import LoopcallError
 from harness.models import Case, Run
+from harness.reports import Comparison, SuiteReport
 
 __all__ = ["ControllerClient", "ControllerError"]
 
@@ -89,6 +92,16 @@ class ControllerClient:
 
     async def cancel_bench(self, bench_id: str) -> None:
         await self._request("POST", f"/benches/{bench_id}/cancel")
+
+    async def suite_report(self, suite_run_id: str) -> SuiteReport:
+        body = await self._request("GET", f"/suite-runs/{quote(suite_run_id, safe='')}")
+        return SuiteReport.model_validate(body["report"])
+
+    async def compare(self, a: str, b: str, alpha: float) -> Comparison:
+        path = f"/suite-runs/{quote(a, safe='')}/compare/{quote(b, safe='')}"
+        return Comparison.model_validate(
+            await self._request("GET", path, params={"alpha": str(alpha)})
+        )
 
     async def get(self, run_id: str) -> Run:
         return Run.model_validate(await self._request("GET", f"/runs/{run_id}"))

@@ -27,6 +27,7 @@ def add_parser(sub: Any) -> None:
 
 def execute(args: argparse.Namespace) -> int:
     from harness.orchestrator import RunOptions
+    from harness.scoring import make_judge
 
     loaded = load_or_say(args.suite)
     if loaded is None:
@@ -47,7 +48,13 @@ def execute(args: argparse.Namespace) -> int:
         settings = settings_or_say()
         if settings is None:
             return 2
-        return run_suite(loaded, target, args.out, 1, RunOptions(llm=settings.llm_config()))
+        return run_suite(
+            loaded,
+            target,
+            args.out,
+            1,
+            RunOptions(llm=settings.llm_config(), judge=make_judge(settings.judge_config())),
+        )
     finally:
         proc.terminate()
         try:

@@ -2,7 +2,8 @@
 
 Stage: the user's entry point (the controller is the other).  ``run``, ``demo``
 and ``bench`` go through the orchestrator; ``agent`` serves the reference agent;
-``serve`` starts the controller; ``show`` and ``runs`` read the store.  Each
+``serve`` starts the controller; ``show``, ``runs``, ``report`` and ``compare``
+read the store.  Each
 command module imports its heavy dependencies when it runs, so ``loopcall --help``
 stays quick.  Exit status: 0 on success (every run passed), 1 when a run failed
 or did not pass, 2 for bad input, 130 after Ctrl-C.
@@ -20,8 +21,10 @@ from harness import __version__
 from harness.cli import (
     agent,
     bench,
+    compare,
     demo,
     keys,
+    report,
     run,
     runs,
     serve,
@@ -32,7 +35,7 @@ from harness.cli.common import err
 
 __all__ = ["main"]
 
-COMMANDS = (run, demo, agent, show, serve, bench, keys, runs, twilio_emulator)
+COMMANDS = (run, demo, agent, show, report, compare, serve, bench, keys, runs, twilio_emulator)
 
 
 def build_parser() -> argparse.ArgumentParser:

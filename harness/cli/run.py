@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.cases import LoadedCases
 from harness.cli.common import console, err, load_or_say, settings_or_say, twilio_account_or_say
-from harness.cli.summary import print_summary
+from harness.cli.summary import print_suite_report, print_summary
 from harness.models import Run
 from harness.store import RunStore
 
@@ -49,6 +49,17 @@ def add_parser(sub: Any) -> None:
         default=10.0,
         help="end the run as failed when the agent sends no audio for this long (seconds)",
     )
+    run.add_argument(
+        "--ingest-host",
+        default=None,
+        help="address of the server agents report to (tools URL, events; default 127.0.0.1)",
+    )
+    run.add_argument("--ingest-port", type=int, default=None, help="its port (default: free)")
+    run.add_argument(
+        "--ingest-url",
+        default=None,
+        help="the base URL agents are given for it (a tunnel, for a remote agent)",
+    )
     run.set_defaults(handler=execute)
 
 
@@ -74,6 +85,7 @@ def execute(args: argparse.Namespace) -> int:
         err.print(f"[red]error:[/red] {exc}")
         return 2
     from harness.orchestrator import RunOptions
+    from harness.scoring import make_judge
 
     settings = settings_or_say()
     if settings is None:
@@ -85,6 +97,7 @@ def execute(args: argparse.Namespace) -> int:
         media_timeout_s=args.media_timeout if args.media_timeout > 0 else None,
         calibrate=not args.no_calibrate,
         llm=settings.llm_config(),
+        judge=make_judge(settings.judge_config()),
         sip=settings.sip_credentials(),
     )
     if uses_twilio(parse_target(args.target)):
@@ -98,7 +111,15 @@ def execute(args: argparse.Namespace) -> int:
             f"Twilio gateway on 127.0.0.1:{settings.gateway_port}; Twilio reaches it at "
             f"{account.public_base_url}"
         )
-    return run_suite(loaded, args.target, args.out, args.repeat, options, settings.gateway_port)
+    overrides = {
+        "ingest_host": args.ingest_host,
+        "ingest_port": args.ingest_port,
+        "ingest_public_url": args.ingest_url,
+    }
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    return run_suite(
+        loaded, args.target, args.out, args.repeat, options, settings.gateway_port, settings
+    )
 
 
 def _run_on_server(loaded: LoadedCases, args: argparse.Namespace, settings: Settings) -> int:
@@ -132,6 +153,8 @@ def _run_on_server(loaded: LoadedCases, args: argparse.Namespace, settings: Sett
         err.print(f"[red]error:[/red] {exc}")
         return 1
     print_summary(runs, f"on the controller at {server}")
+    if loaded.suite_name or args.repeat > 1:
+        print_suite_report(runs)
     return 0 if runs and all(r.passed for r in runs) else 1
 
 
@@ -142,6 +165,7 @@ def run_suite(
     repeat: int,
     options: RunOptions | None = None,
     gateway_port: int = 0,
+    settings: Settings | None = None,
 ) -> int:
     from harness.orchestrator import RunOptions
 
@@ -149,14 +173,18 @@ def run_suite(
     options = options or RunOptions()
     runs: list[Run] = []
     try:
-        asyncio.run(_execute(loaded, target, store, options, repeat, runs, gateway_port))
+        asyncio.run(_execute(loaded, target, store, options, repeat, runs, gateway_port, settings))
     except KeyboardInterrupt:
         print_summary(runs, f"stored under {store.root}/")
+        if loaded.suite_name or repeat > 1:
+            print_suite_report(runs)
         err.print(
             "[yellow]interrupted: the current call was hung up and stored as cancelled[/yellow]"
         )
         return 130
     print_summary(runs, f"stored under {store.root}/")
+    if loaded.suite_name or repeat > 1:
+        print_suite_report(runs)
     return 0 if runs and all(r.passed for r in runs) else 1
 
 
@@ -168,9 +196,11 @@ async def _execute(
     repeat: int,
     runs: list[Run],
     gateway_port: int = 0,
+    settings: Settings | None = None,
 ) -> None:
     import uuid
 
+    from harness.ingest import serve_ingest
     from harness.orchestrator import EchoCalibrator, run_case
 
     suite_run_id = str(uuid.uuid4()) if loaded.suite_name else None
@@ -184,6 +214,18 @@ async def _execute(
             app = FastAPI()
             app.include_router(options.gateway.router())
             await stack.enter_async_context(serve_embedded(app, "127.0.0.1", gateway_port))
+        if options.inboxes is None:
+            ingest = await stack.enter_async_context(
+                serve_ingest(
+                    settings.ingest_host if settings else "127.0.0.1",
+                    settings.ingest_port if settings else 0,
+                    settings.ingest_public_url if settings else None,
+                )
+            )
+            options = replace(options, inboxes=ingest.inboxes, agent_base_url=ingest.base_url)
+            console.print(
+                f"[dim]agents reach their tools and event webhook at {ingest.base_url}[/dim]"
+            )
         calibrator = await stack.enter_async_context(EchoCalibrator())
         for i in range(repeat):
             for j, case in enumerate(loaded.cases):

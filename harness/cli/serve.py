@@ -42,6 +42,11 @@ def execute(args: argparse.Namespace) -> int:
     if sock is None:
         return 2
     port = sock.getsockname()[1]
+    if settings.ingest_public_url is None and settings.public_base_url is None:
+        # Agents reach the tools URL and webhook at the controller's own address.
+        shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+        shown = f"[{shown}]" if ":" in shown else shown
+        settings = settings.model_copy(update={"ingest_public_url": f"http://{shown}:{port}"})
     app = create_app(settings, calibrate=not args.no_calibrate, paused=args.paused)
     print(f"READY http://{args.host}:{port}", flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

@@ -1,4 +1,5 @@
-"""The table printed after runs: one row per run, its latency, score and verdict.
+"""The table printed after runs: one row per run, its latency, score and verdict; after a
+suite (or repeats), the suite report below it.
 
 Stage: the end of ``loopcall run``, ``demo`` and ``runs``.
 """
@@ -10,7 +11,7 @@ from rich.table import Table
 from harness.cli.common import console
 from harness.models import Run
 
-__all__ = ["print_summary"]
+__all__ = ["print_suite_report", "print_summary"]
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -52,7 +53,21 @@ def print_summary(runs: list[Run], where: str) -> None:
     console.print(table)
     suite_runs = sorted({r.suite_run_id for r in runs if r.suite_run_id})
     for suite_run_id in suite_runs:
-        console.print(f"suite run {suite_run_id} (loopcall show {suite_run_id[:8]} --view cekura)")
+        short = suite_run_id[:8]
+        console.print(
+            f"suite run {suite_run_id} (loopcall report {short}; loopcall compare {short} "
+            f"OTHER; loopcall show {short} --view cekura)"
+        )
     for run in runs:
         if run.error:
             console.print(f"[red]{run.id[:8]}[/red] {run.case.name}: {run.error}")
+
+
+def print_suite_report(runs: list[Run]) -> None:
+    """The suite report of ``runs`` (success rate, criteria, figures, flaky, causes)."""
+    if not runs:
+        return
+    from harness.cli.report_display import print_report
+    from harness.reports import build_report
+
+    print_report(build_report(runs))

@@ -246,6 +246,19 @@ class Case(Strict):
         le=3600,
         description="Inbound: how long to wait for the agent's call before the run fails.",
     )
+    dead_air_ms: float = Field(
+        default=3000,
+        gt=0,
+        le=600_000,
+        description="metrics.dynamics: a silence (neither side speaking) this long is dead air.",
+    )
+    min_overlap_ms: float = Field(
+        default=100,
+        ge=0,
+        le=10_000,
+        description="metrics.dynamics: an onset into the other side's speech is an "
+        "interruption when both then speak at least this long (docs/dynamics.md).",
+    )
 
     @field_validator("tools")
     @classmethod

@@ -32,17 +32,30 @@ DYNAMICS_METRICS: tuple[str, ...] = DynamicsMetric.__args__  # type: ignore[attr
 
 
 class Interruption(BaseModel):
-    """One side started while the other was speaking."""
+    """One side started while the other was speaking (see docs/dynamics.md)."""
 
     by: Role
     at_ms: float = Field(description="The interrupter's onset, from the recording's start.")
-    overlap_ms: float = Field(description="How long both spoke at once.")
+    overlap_ms: float = Field(
+        description="How long both spoke at once from the onset, until either fell silent."
+    )
     stop_latency_ms: float | None = Field(
         default=None,
-        description="The interrupted side's audio stopped this long after the onset "
-        "(None: it kept speaking to the end of its turn).",
+        description="The interrupted side's audio stopped this long after the onset, while "
+        "the interrupter still spoke (None: it kept speaking until the interrupter stopped).",
     )
     stopped: bool = False
+    into_turn_ms: float | None = Field(
+        default=None,
+        description="How far into the interrupted side's turn the onset came "
+        "(at_ms minus that turn's start).",
+    )
+    turn_index: int | None = Field(
+        default=None, description="The interrupter's turn in Run.turns (it starts at at_ms)."
+    )
+    interrupted_turn_index: int | None = Field(
+        default=None, description="The interrupted side's turn in Run.turns."
+    )
 
 
 class DeadAir(BaseModel):
@@ -62,11 +75,27 @@ class Dynamics(BaseModel):
     longest_silence_ms: float = 0
     dead_air_threshold_ms: float = 3000
     dead_air: list[DeadAir] = Field(default_factory=list)
+    min_overlap_ms: float = Field(
+        default=100,
+        description="An onset into the other side's speech that overlaps it less than this "
+        "is a brief overlap (an edge graze), not an interruption.",
+    )
+    brief_overlaps: list[Interruption] = Field(
+        default_factory=list,
+        description="Onsets into the other side's speech shorter in overlap than "
+        "min_overlap_ms: kept, not counted as interruptions.",
+    )
     talk_ratio: float | None = Field(
         default=None, description="Agent speech time / both sides' speech time."
     )
-    agent_words_per_minute: float | None = None
-    persona_words_per_minute: float | None = None
+    agent_words_per_minute: float | None = Field(
+        default=None,
+        description="Words of the agent's transcribed turns / the agent's speech time.",
+    )
+    persona_words_per_minute: float | None = Field(
+        default=None,
+        description="Words of the persona's lines (what it decided to say) / its speech time.",
+    )
     time_to_first_audio_ms: float | None = None
 
     def figure(self, metric: str) -> float | None:
@@ -78,7 +107,11 @@ class Dynamics(BaseModel):
         if metric == "dead_air_count":
             return float(len(self.dead_air))
         if metric == "agent_stop_latency_ms":
-            stops = [i.stop_latency_ms for i in self.persona_interruptions if i.stop_latency_ms]
+            stops = [
+                i.stop_latency_ms
+                for i in self.persona_interruptions
+                if i.stop_latency_ms is not None
+            ]
             return max(stops) if stops else None
         value = getattr(self, metric)
         return None if value is None else float(value)

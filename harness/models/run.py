@@ -141,6 +141,9 @@ class Evidence(BaseModel):
     tool_call_index: int | None = None
     agent_event_index: int | None = None
     at_ms: float | None = Field(default=None, description="From the recording's start.")
+    score: float | None = Field(
+        default=None, description="How strongly it supports the verdict (semantic: similarity)."
+    )
 
 
 class CriterionResult(BaseModel):

@@ -5,8 +5,7 @@ bot, recorder -> analysis, scoring -> Run).  Every outcome ends as a ``Run`` wit
 a status and a reason: a refused or unreachable target is ``failed``/``error``
 with a readable message; a cancellation (Ctrl-C) hangs up and is stored as
 ``cancelled`` before the cancellation continues; an unexpected exception is
-logged once and stored as ``failed``.  The call's audio is analysed whenever
-there is any, so even a failed run keeps its transcript and recording.
+logged once and stored as ``failed``.  Audio is analysed whenever there is any.
 
 The run stays ``running`` until its end is stored: how the call ended is noted
 when it ends, and becomes the run's status in the same write as its transcript,
@@ -34,6 +33,7 @@ from harness.monitor import loop_monitor, process_cpu_s
 from harness.offload import off_loop
 from harness.orchestrator.calibration import Calibration, EchoCalibrator
 from harness.orchestrator.options import CALL_OVER, ProgressFn, RunOptions
+from harness.orchestrator.reports import AgentReports
 from harness.recording import Recorder
 from harness.scoring import CallFacts, evaluate_off_loop
 from harness.store import RunSink
@@ -141,12 +141,14 @@ class _Execution:
         self.progress = progress
         self.recorder: Recorder | None = None
         self.bot: PersonaBot | LeanBot | None = None
+        self.brain: Brain | None = None
         self.connected_at: float | None = None
         self.connected_cpu_s = 0.0
         self.call: Call | None = None
         self.outcome: _Outcome | None = None
         self._pending_cancel = False
         self.started_mono = time.monotonic()
+        self.reports = AgentReports(run, options)
 
     def event(self, kind: str, detail: str = "") -> None:
         t_ms = round((time.monotonic() - self.started_mono) * 1000.0, 1)
@@ -171,14 +173,18 @@ class _Execution:
             self.progress(run, "started")
             target = parse_target(run.target)
             run.channel = target.channel
-            brain = make_brain(run.case, self.options.llm, on_event=self.event)
+            brain = self.brain = make_brain(run.case, self.options.llm, on_event=self.event)
             if self.options.calibration is not None:
                 self._use_calibration(self.options.calibration, "measured before the run")
             elif self.options.calibrate:
                 await self._calibrate(target)
+            given = self.reports.open()
             call = open_call(
                 target,
                 CallSetup(
+                    tools_url=given.tools_url,
+                    events_url=given.events_url,
+                    agent_token=given.token,
                     dial=DialOptions(
                         headers=self.dial.headers,
                         request_data={**self.dial.request_data, "loopcall_run_id": run.id},
@@ -204,6 +210,7 @@ class _Execution:
             _reraise_swallowed_cancel()
             self.connected_at = call.connected_at
             self.connected_cpu_s = process_cpu_s()
+            self.reports.connected(self.connected_at)
             self.event("connected")
             reason = await self._converse(call, brain)
             self._finish("completed", reason)
@@ -322,8 +329,11 @@ class _Execution:
         except Exception as exc:  # analysis trouble must not lose the run
             logger.exception(f"run {run.id}: analysis failed")
             error = (error + "; " if error else "") + f"analysis failed: {exc}"
+        error = await self.reports.collect(error, self.event)
+        run.usage.persona_input_tokens = getattr(self.brain, "input_tokens", 0)  # LLM brains
+        run.usage.persona_output_tokens = getattr(self.brain, "output_tokens", 0)
         facts = CallFacts(run.turns, run.metrics, outcome.reason, run.tool_calls, run.agent_events)
-        evaluation = await evaluate_off_loop(run.case, facts)
+        evaluation = await evaluate_off_loop(run.case, facts, self.options.judge, run.usage)
         run.evaluation = evaluation
         run.termination_reason = outcome.reason
         run.error = error
@@ -380,9 +390,11 @@ class _Execution:
             transport_rtt_ms=run.metrics.transport_rtt_ms,
             transport_rtt_jitter_ms=run.metrics.transport_rtt_jitter_ms,
             health=health,
+            dead_air_ms=run.case.dead_air_ms,
+            min_overlap_ms=run.case.min_overlap_ms,
         )
         if self.options.transcribe:
-            await transcribe_agent_turns(run.turns, recording, get_transcriber())
+            await transcribe_agent_turns(run.turns, recording, get_transcriber(), run.metrics)
         harness = run.metrics.harness
         if harness is not None and harness.degraded_turns:
             self.event("degraded", harness.degraded_reason or "")

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from harness.analysis.health import DEFAULT_LAG_BOUND_MS
+from harness.ingest import Inboxes
 from harness.models import Run
 from harness.orchestrator.calibration import Calibration
+from harness.scoring import Judge
 from personas.llm_brain import LLMConfig
 from telephony.credentials import SipCredentials
 from telephony.egress import EgressPolicy
@@ -33,6 +35,8 @@ class RunOptions:
     connect_timeout_s: float = 15.0
     media_timeout_s: float | None = 10.0
     llm: LLMConfig | None = None
+    # The rubric criterion's LLM judge (one per process: its verdict cache is shared).
+    judge: Judge | None = None
     calibrate: bool = True
     # A calibration measured beforehand (a bench measures once per level, at rest):
     # used instead of an echo call before this run.
@@ -55,6 +59,11 @@ class RunOptions:
     # Where calls may connect and what of an agent's answer a run may quote: the
     # CLI's by default (the user's machine), a controller's policy in server mode.
     egress: EgressPolicy = field(default_factory=EgressPolicy.local)
+    # What the agent may report into during its run (tools URL, event webhook): the
+    # registry the serving routes read, and the base URL agents reach them at.  Either
+    # unset: nothing is served or handed over.
+    inboxes: Inboxes | None = None
+    agent_base_url: str | None = None
 
     def secrets(self) -> list[str]:
         """Every secret these options hold (configured credentials), to keep out of runs."""
@@ -65,4 +74,6 @@ class RunOptions:
                 found.append(self.twilio.api_key_secret.get_secret_value())
         if self.llm is not None and self.llm.api_key:
             found.append(self.llm.api_key)
+        if self.judge is not None and self.judge.config.api_key is not None:
+            found.append(self.judge.config.api_key.get_secret_value())
         return found

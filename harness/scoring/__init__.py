@@ -10,30 +10,37 @@ criteria, on 0..100.
 One module per family of checks: ``speech`` (patterns), ``figures`` (latency,
 termination, turn count), ``actions`` (tool calls, flow nodes), ``dynamics``
 (turn-taking), ``semantic`` (offline meaning), ``judge`` (an LLM rubric).  A
-pattern is searched with a deadline; waiting for it must not hold the event loop
-where calls may be live: there, score with ``evaluate_off_loop``.
+pattern is searched with a deadline and the semantic model loads on first use;
+neither may hold the event loop where calls may be live: there, score with
+``evaluate_off_loop``, which first awaits the LLM judge's verdicts on the case's
+rubrics (HTTP, on the loop), then runs every check on the bookkeeping thread
+with the verdicts in hand.  ``evaluate`` (sync, no judge) serves unit tests: its
+rubric criteria fail saying no judge was asked.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
-from harness.models import Case, Criterion, CriterionResult, Evaluation, Metrics, Turn
+from harness.models import Case, Criterion, CriterionResult, Evaluation, Metrics, Turn, Usage
 from harness.offload import off_loop
 from harness.scoring.actions import check_node_id, check_tool_name
 from harness.scoring.dynamics import check_dynamics
 from harness.scoring.facts import CallFacts, Verdict
 from harness.scoring.figures import check_latency, check_termination, check_turn_count
-from harness.scoring.judge import check_rubric
+from harness.scoring.judge import Judge, check_rubric, make_judge
 from harness.scoring.semantic import check_semantic
 from harness.scoring.speech import PATTERN_TIMEOUT_S, check_pattern
 
 __all__ = [
     "PATTERN_TIMEOUT_S",
     "CallFacts",
+    "Judge",
     "evaluate",
     "evaluate_facts",
     "evaluate_off_loop",
+    "make_judge",
     "weighted_score",
 ]
 
@@ -66,8 +73,19 @@ def evaluate_facts(case: Case, facts: CallFacts) -> Evaluation:
     return Evaluation(score=score, pass_fail=score >= case.pass_threshold, results=results)
 
 
-async def evaluate_off_loop(case: Case, facts: CallFacts) -> Evaluation:
-    """``evaluate_facts`` on the bookkeeping thread: a slow check does not hold the loop."""
+async def evaluate_off_loop(
+    case: Case, facts: CallFacts, judge: Judge | None = None, usage: Usage | None = None
+) -> Evaluation:
+    """The judge's verdicts first (awaited), then ``evaluate_facts`` on the bookkeeping
+    thread, so a slow check does not hold the loop.  The judge's tokens are added to
+    ``usage`` (the run's)."""
+    rubrics = [c.rubric for c in case.success_criteria if c.rubric is not None]
+    if rubrics and judge is not None:
+        judged = await judge.judge(rubrics, facts)
+        facts = dataclasses.replace(facts, rubric_verdicts=judged.verdicts)
+        if usage is not None:
+            usage.judge_input_tokens += judged.input_tokens
+            usage.judge_output_tokens += judged.output_tokens
     return await off_loop(evaluate_facts, case, facts)
 
 

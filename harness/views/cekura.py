@@ -9,7 +9,8 @@ single run renders as a result of one run.  Decisions a reader should know:
 * Each distinct criterion (by description, or a generated label when it has
   none) is a ``binary_qualitative`` metric scored 100/0 per run; its summary
   score is the percentage of evaluated runs that passed it.
-* Latency and time to first audio are ``numeric`` metrics.  Per run, latency is
+* Latency, time to first audio and the turn-taking figures (``cekura_dynamics``)
+  are ``numeric`` metrics.  Per run, latency is
   the run's own ``metrics.latency_ms``; across runs, p50 is the median of the
   pooled agent turns the runs vouch for: a ``degraded`` turn (measured while the
   harness ran late) is left out, as it is of each run's own figure.
@@ -32,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from harness.models import Criterion, Run, vouched_latencies
+from harness.views.cekura_dynamics import dynamics_label, run_metrics, summary_metrics
 
 __all__ = ["to_cekura_result"]
 
@@ -99,6 +101,8 @@ def _label(criterion: Criterion) -> str:
         return f"{criterion.latency_ms.stat} latency <= {criterion.latency_ms.max_ms:g} ms"
     if criterion.termination_reason is not None:
         return f"ends by {' or '.join(criterion.termination_reason)}"
+    if criterion.dynamics is not None:
+        return dynamics_label(criterion.dynamics)
     check = criterion.turn_count
     assert check is not None
     return f"{check.role or 'total'} turns within [{check.min}, {check.max}]"
@@ -153,6 +157,7 @@ def _run(run: Run, metric_ids: dict[str, tuple[str, Criterion]]) -> dict[str, An
                 {"p50": ttfa},
             )
         )
+    metrics += run_metrics(run)
     return {
         "id": run.id,
         "scenario": _scenario_id(run),
@@ -258,6 +263,7 @@ def _overall(
         "numeric_metrics": [
             _summary_numeric("Latency", latency_p50),
             _summary_numeric("Time to First Audio", ttfa_p50),
+            *summary_metrics(runs),
         ],
         "enum_metrics": [],
         "extra_metrics": [

@@ -1,0 +1,120 @@
+"""End to end over real WebRTC: the reference agent books through its mock tools and
+reports its flow, and the run judges both, without moving a reply by a millisecond.
+
+The agent is ``loopcall agent`` in its own process (pipecat SmallWebRTC); the tools URL
+and the event webhook are ``loopcall run``'s loopback server (``serve_ingest``), handed
+to the agent in the offer's ``request_data``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dental import booking_case
+
+from harness.ingest import RunInbox, serve_ingest
+from harness.models import Case
+from harness.orchestrator import EchoCalibrator, RunOptions, run_case
+from harness.store import RunStore
+
+pytestmark = pytest.mark.e2e
+DELAY_MS = 400
+
+
+def _case_with_tools() -> Case:
+    data = booking_case().model_dump(mode="json", exclude_none=True)
+    data["tools"] = [
+        {"name": "check_availability", "response": {"slots": ["Tuesday 10:00"]}},
+        {"name": "book_appointment", "responses": [{"status": "booked", "confirmation": "A12"}]},
+    ]
+    data["success_criteria"] += [
+        {
+            "tool_name": "book_appointment",
+            "args_match": {"day": "(?i)tue", "time": "10:00", "name": "$present"},
+            "after": "check_availability",
+            "weight": 2,
+        },
+        {"tool_name": "check_availability", "times": {"min": 1, "max": 1}},
+        {"node_id": "collect_details"},
+        {"node_id": "confirm_booking", "after": "book_appointment"},
+        {"tool_name": "cancel_booking", "weight": 0},  # fails, for the right reason
+    ]
+    return Case.model_validate(data)
+
+
+async def test_the_reference_agent_books_through_its_tools_url(start_agent, tmp_path: Path) -> None:
+    agent = start_agent("--reply-delay-ms", str(DELAY_MS))
+    store = RunStore(tmp_path / "runs")
+    opened: list[RunInbox] = []
+    async with serve_ingest() as ingest, EchoCalibrator() as calibrator:
+        open_inbox = ingest.inboxes.open
+
+        def spy(run_id: str, case: Case) -> RunInbox:
+            opened.append(open_inbox(run_id, case))
+            return opened[-1]
+
+        ingest.inboxes.open = spy  # type: ignore[method-assign]
+        options = RunOptions(inboxes=ingest.inboxes, agent_base_url=ingest.base_url)
+        run = await run_case(
+            _case_with_tools(), agent.target, store, options=options, calibrator=calibrator
+        )
+
+    assert run.status == "completed", run.error
+    agent_turns = [t for t in run.turns if t.role == "agent"]
+    persona_turns = [t for t in run.turns if t.role == "persona"]
+    assert len(agent_turns) == 4 and len(persona_turns) == 3
+    # The tools, as the agent called them: availability as it greeted, the booking once
+    # the caller accepted, made for the confirmation that follows.
+    [check, book] = run.tool_calls
+    assert (check.name, check.status_code, check.response) == (
+        "check_availability",
+        200,
+        {"slots": ["Tuesday 10:00"]},
+    )
+    assert check.at_ms is not None and 0 <= check.at_ms <= agent_turns[0].end_ms
+    assert book.name == "book_appointment" and book.status_code == 200
+    assert book.args["day"] == "Tuesday" and book.args["time"] == "10:00" and book.args["name"]
+    assert book.at_ms is not None
+    assert persona_turns[1].end_ms < book.at_ms < agent_turns[2].start_ms
+    assert book.turn_index == run.turns.index(agent_turns[2])
+    # Its flow, on the recording's clock: each node between what caused it and what follows.
+    nodes = {e.name: e.at_ms for e in run.agent_events if e.type == "node"}
+    assert list(nodes) == ["greet", "collect_details", "confirm_booking", "goodbye"]
+    assert all(at is not None for at in nodes.values())
+    # The agent decides the caller is done after its hangover, before its reply is due.
+    assert persona_turns[0].end_ms < nodes["collect_details"] < agent_turns[1].start_ms  # type: ignore[operator]
+    assert book.at_ms < nodes["confirm_booking"] < agent_turns[3].start_ms  # type: ignore[operator]
+    assert persona_turns[2].end_ms < nodes["goodbye"] < agent_turns[3].start_ms  # type: ignore[operator]
+    # Judged: the action criteria pass; the one about a tool never called fails, saying so.
+    assert run.evaluation is not None
+    results = {
+        r.assertion.kind + ":" + str(r.assertion.tool_name or r.assertion.node_id): r
+        for r in run.evaluation.results
+    }
+    for key in (
+        "tool_name:book_appointment",
+        "tool_name:check_availability",
+        "node_id:collect_details",
+        "node_id:confirm_booking",
+    ):
+        assert results[key].passed, results[key].reason
+    cancel = results["tool_name:cancel_booking"]
+    assert not cancel.passed
+    assert cancel.reason == (
+        "cancel_booking was never called (tools called: book_appointment, check_availability)"
+    )
+    assert run.evaluation.pass_fail
+    # The replies kept the oracle's timing (test_e2e_webrtc.py's bound: 5 ms).
+    rtt = run.metrics.transport_rtt_ms
+    assert rtt is not None
+    errors = [(t.latency_ms - DELAY_MS - rtt, t.degraded) for t in agent_turns[1:]]  # type: ignore[operator]
+    vouched = [e for e, degraded in errors if not degraded]
+    assert len(vouched) >= 2 and all(abs(e) <= 5 for e in vouched), errors
+    # The run shows its tools URL, never the token; and the inbox is closed.
+    [inbox] = opened
+    assert run.tools_url == f"{ingest.base_url}/runs/{run.id}/tools/[redacted]"
+    stored = (tmp_path / "runs").rglob("run.json")
+    text = "".join(path.read_text() for path in stored)
+    assert inbox.token not in text and "/tools/[redacted]" in text
+    assert ingest.inboxes.get(run.id) is None
