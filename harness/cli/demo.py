@@ -7,14 +7,30 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from harness.cases import LoadedCases
 from harness.cli.common import EXAMPLES, console, err, load_or_say, settings_or_say
 from harness.cli.processes import start_agent_process
 from harness.cli.run import run_suite
 
 __all__ = ["add_parser", "execute"]
+
+
+def _without_rubrics(loaded: LoadedCases) -> LoadedCases:
+    """The demo runs offline: with no judge configured, its rubric criteria are left out."""
+    cases = []
+    for case in loaded.cases:
+        kept = [c for c in case.success_criteria if c.rubric is None]
+        if len(kept) < len(case.success_criteria):
+            console.print(
+                f"'{case.name}': its rubric criteria are left out: no LLM judge is configured "
+                "(set LOOPCALL_JUDGE_BASE_URL and LOOPCALL_JUDGE_MODEL; see docs/criteria.md)"
+            )
+        cases.append(case.model_copy(update={"success_criteria": kept}))
+    return replace(loaded, cases=cases)
 
 
 def add_parser(sub: Any) -> None:
@@ -48,12 +64,11 @@ def execute(args: argparse.Namespace) -> int:
         settings = settings_or_say()
         if settings is None:
             return 2
+        judge = make_judge(settings.judge_config())
+        if judge is None:
+            loaded = _without_rubrics(loaded)
         return run_suite(
-            loaded,
-            target,
-            args.out,
-            1,
-            RunOptions(llm=settings.llm_config(), judge=make_judge(settings.judge_config())),
+            loaded, target, args.out, 1, RunOptions(llm=settings.llm_config(), judge=judge)
         )
     finally:
         proc.terminate()
