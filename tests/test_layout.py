@@ -46,6 +46,7 @@ LAYERS = {
     "harness.cases": 4,
     "harness.settings": 4,
     "harness.analysis": 5,
+    "harness.ingest": 5,
     "harness.scoring": 5,
     "harness.views": 5,
     "harness.store": 5,

@@ -29,11 +29,13 @@ from loguru import logger
 from audio.speech import get_transcriber
 from harness import __version__
 from harness.analysis import CallHealth, SaidLine, analyse, transcribe_agent_turns
+from harness.ingest.otel import Span
 from harness.models import CallEvent, Case, Run, RunStatus, TerminationReason, utcnow
 from harness.monitor import loop_monitor, process_cpu_s
 from harness.offload import off_loop
 from harness.orchestrator.calibration import Calibration, EchoCalibrator
 from harness.orchestrator.options import CALL_OVER, ProgressFn, RunOptions
+from harness.orchestrator.traces import apply_spans, collect_spans
 from harness.recording import Recorder
 from harness.scoring import CallFacts, evaluate_off_loop
 from harness.store import RunSink
@@ -147,6 +149,7 @@ class _Execution:
         self.outcome: _Outcome | None = None
         self._pending_cancel = False
         self.started_mono = time.monotonic()
+        self.spans: list[Span] = []
 
     def event(self, kind: str, detail: str = "") -> None:
         t_ms = round((time.monotonic() - self.started_mono) * 1000.0, 1)
@@ -167,6 +170,8 @@ class _Execution:
         try:
             run.status = "running"
             run.started_at = utcnow()
+            if self.options.traces is not None:
+                self.options.traces.open(run.id, expect=self.options.expect_traces)
             await self.store.put(run)
             self.progress(run, "started")
             target = parse_target(run.target)
@@ -284,6 +289,7 @@ class _Execution:
         """
         run = self.run
         await self._to_the_end(self._hang_up(call))
+        await self._to_the_end(self._collect_spans())
         ended_mono, ended_cpu_s = time.monotonic(), process_cpu_s()
         self.progress(run, CALL_OVER)
         await self._wait_for_gate()
@@ -302,6 +308,10 @@ class _Execution:
             except asyncio.CancelledError:
                 self._pending_cancel = True
         task.result()
+
+    async def _collect_spans(self) -> None:
+        opts = self.options
+        self.spans = await collect_spans(opts.traces, self.run.id, opts.otel_grace_s)
 
     async def _hang_up(self, call: Call | None) -> None:
         if self.bot is not None:
@@ -383,6 +393,8 @@ class _Execution:
         )
         if self.options.transcribe:
             await transcribe_agent_turns(run.turns, recording, get_transcriber())
+        run.recording_epoch_s = time.time() - (time.monotonic() - connected_at)
+        apply_spans(run, self.spans, run.recording_epoch_s)
         harness = run.metrics.harness
         if harness is not None and harness.degraded_turns:
             self.event("degraded", harness.degraded_reason or "")

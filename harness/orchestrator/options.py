@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from harness.analysis.health import DEFAULT_LAG_BOUND_MS
+from harness.ingest.otel import GRACE_S, TraceDesk
 from harness.models import Run
 from harness.orchestrator.calibration import Calibration
 from personas.llm_brain import LLMConfig
@@ -55,6 +56,12 @@ class RunOptions:
     # Where calls may connect and what of an agent's answer a run may quote: the
     # CLI's by default (the user's machine), a controller's policy in server mode.
     egress: EgressPolicy = field(default_factory=EgressPolicy.local)
+    # OpenTelemetry: the desk this process's /v1/traces route feeds.  A run takes the
+    # spans naming it, waiting up to ``otel_grace_s`` after the hang-up for late ones
+    # when its agent traces (a span came during the call, or ``expect_traces``).
+    traces: TraceDesk | None = None
+    expect_traces: bool = False
+    otel_grace_s: float = GRACE_S
 
     def secrets(self) -> list[str]:
         """Every secret these options hold (configured credentials), to keep out of runs."""
