@@ -122,7 +122,9 @@ def test_json_accepts_proto_field_names_and_numbers_and_ignores_unknown_fields()
 
 
 def test_bad_bodies_say_what_is_wrong() -> None:
-    with pytest.raises(OtlpBodyError, match="protobuf body is not an ExportTraceServiceRequest") as caught:
+    with pytest.raises(
+        OtlpBodyError, match="protobuf body is not an ExportTraceServiceRequest"
+    ) as caught:
         decode_traces(b"\xff\xff\xff", PROTOBUF)
     assert caught.value.status == 400
     with pytest.raises(OtlpBodyError, match="does not parse"):
@@ -282,3 +284,17 @@ async def test_the_grace_is_bounded_and_skipped_when_nothing_traces() -> None:
     spans = await desk.collect("partial", grace_s=0.3)
     assert [s.name for s in spans] == ["llm"] and not inbox.root_seen
     assert loop.time() - started >= 0.3
+
+
+async def test_loopcall_serve_takes_traces_with_its_api_key(start_controller, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    controller = start_controller(f"sqlite:///{tmp_path / 'db.sqlite'}", "--no-calibrate")
+    url = f"{controller.url}/v1/traces"
+    body = encode_spans(sdk_spans("no-such-run")).SerializeToString()
+    assert (await _post(url, body, Authorization="Bearer lc_not-a-key"))[0] == 401
+    status, raw = await _post(url, body, Authorization=f"Bearer {controller.key}")
+    assert (
+        status == 200
+        and ExportTraceServiceResponse.FromString(raw).partial_success.rejected_spans == 1
+    )
+    async with aiohttp.ClientSession() as session, session.get(f"{controller.url}/health") as r:
+        assert (await r.json())["traces_dropped"] == 1

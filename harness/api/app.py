@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from loguru import logger
 
 from harness import __version__
-from harness.api import agents, benches, cases, peers, personas, runs, suite_runs, suites
+from harness.api import agents, benches, cases, peers, personas, runs, suite_runs, suites, traces
 from harness.api.deps import require_api_key
 from harness.api.dispatcher import Dispatcher
 from harness.api.webhooks import WebhookSender
@@ -24,6 +25,7 @@ from harness.db import DbRunSink, RunRepository, create_engine, migrate
 from harness.db.keys import KeyRepository
 from harness.db.resources import Catalogue
 from harness.db.secrets import SecretBox
+from harness.ingest.otel import TraceDesk
 from harness.logs import SECRETS, protect
 from harness.orchestrator import RunOptions
 from harness.settings import Settings
@@ -62,6 +64,7 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
             gateway=gateway,
             sip=settings.sip_credentials(),
             egress=settings.egress_policy(),
+            traces=desk,
         )
         webhooks = WebhookSender(
             settings.webhook_key(),
@@ -99,13 +102,17 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
             await engine.dispose()
 
     app = FastAPI(title="loopcall controller", version=__version__, lifespan=lifespan)
+    # Agents' OpenTelemetry spans (POST /v1/traces), for the runs they name.
+    desk = app.state.traces = TraceDesk()
+    app.include_router(traces.router(desk))
     # Twilio's webhooks and media streams: checked by their signatures, not API keys.
     gateway = TwilioGateway()
     app.include_router(gateway.router())
 
     @app.get("/health", tags=["health"])
-    async def health() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
+    async def health() -> dict[str, Any]:
+        # traces_dropped: spans that named no live run (or came past the hold).
+        return {"status": "ok", "version": __version__, "traces_dropped": desk.dropped}
 
     secured = [Depends(require_api_key)]
     for module in (agents, personas, cases, suites):

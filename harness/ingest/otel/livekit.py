@@ -95,7 +95,10 @@ def _reply(turn: Span, below: list[Span], user: Span | None, kids: dict[str, lis
         named = sorted((s for s in below if s.name == name), key=lambda s: s.start_ns)
         return named[0] if named else None
 
-    llm, tts = first("llm_node"), first("tts_node")
+    tts = first("tts_node")
+    llms = sorted((s for s in below if s.name == "llm_node"), key=lambda s: s.start_ns)
+    spoken = [s for s in llms if tts is None or s.start_ns <= tts.start_ns]
+    llm = spoken[-1] if spoken else (llms[0] if llms else None)  # the call whose text was spoken
     tts_ttfb = seconds_ms(tts.attributes, "lk.response.ttfb") if tts else None
     first_audio = tts.start_ns + round(tts_ttfb * 1e6) if tts and tts_ttfb is not None else None
     llm_ttft = seconds_ms(llm.attributes, "lk.response.ttft") if llm else None
@@ -115,7 +118,7 @@ def _reply(turn: Span, below: list[Span], user: Span | None, kids: dict[str, lis
             )
         detected = user.end_ns
         speech_end = detected - round(eou_ms * 1e6) if eou_ms is not None else None
-    requests = [s for s in below if s.name == "llm_request"] or ([llm] if llm else [])
+    requests = [s for s in below if s.name == "llm_request"] or llms
     input_tokens, output_tokens = tokens(requests)
     return Reply(
         framework="livekit",
