@@ -25,6 +25,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from refagent.core import Agent
 from refagent.playout import TapeTrack
+from refagent.tracing import flush
 from runtime.tasks import spawn
 
 __all__ = ["PipecatWebRTC"]
@@ -38,7 +39,12 @@ class PipecatWebRTC:
         self.handler = SmallWebRTCRequestHandler()
 
     async def answer(self, offer: SmallWebRTCRequest) -> dict[str, Any] | None:
-        return await self.handler.handle_web_request(offer, self.start_call)
+        run_id = (offer.request_data or {}).get("loopcall_run_id")
+
+        async def start(connection: SmallWebRTCConnection) -> None:
+            await self.start_call(connection, run_id if isinstance(run_id, str) else None)
+
+        return await self.handler.handle_web_request(offer, start)
 
     async def patch(self, request: SmallWebRTCPatchRequest) -> None:
         await self.handler.handle_patch_request(request)
@@ -46,10 +52,12 @@ class PipecatWebRTC:
     async def close(self) -> None:
         await self.handler.close()
 
-    async def start_call(self, connection: SmallWebRTCConnection) -> None:
-        spawn(self._run_call(connection), owner=self.agent.calls)
+    async def start_call(
+        self, connection: SmallWebRTCConnection, run_id: str | None = None
+    ) -> None:
+        spawn(self._run_call(connection, run_id), owner=self.agent.calls)
 
-    async def _run_call(self, connection: SmallWebRTCConnection) -> None:
+    async def _run_call(self, connection: SmallWebRTCConnection, run_id: str | None) -> None:
         transport = SmallWebRTCTransport(
             webrtc_connection=connection,
             params=TransportParams(
@@ -61,10 +69,14 @@ class PipecatWebRTC:
             ),
         )
         turn_taker = self.agent.turn_taker()
+        tracing = self.agent.options.otlp_endpoint is not None
         worker = PipelineWorker(
             Pipeline([transport.input(), turn_taker, transport.output()]),
             enable_rtvi=False,
             idle_timeout_secs=None,
+            # Its spans name the run they belong to (docs/tracing.md).
+            enable_tracing=tracing,
+            conversation_id=run_id,
         )
 
         @transport.event_handler("on_client_connected")
@@ -79,3 +91,5 @@ class PipecatWebRTC:
         runner = WorkerRunner(handle_sigint=False)
         await runner.add_workers(worker)
         await runner.run()
+        if tracing:
+            await flush()  # the call is over: its last spans leave now, not in 5 s

@@ -21,6 +21,9 @@ from harness.models import Run
 from harness.store import RunStore
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from harness.ingest.otel import TraceDesk
     from harness.orchestrator import RunOptions
     from harness.settings import Settings
 
@@ -48,6 +51,13 @@ def add_parser(sub: Any) -> None:
         type=float,
         default=10.0,
         help="end the run as failed when the agent sends no audio for this long (seconds)",
+    )
+    run.add_argument(
+        "--otel-port",
+        type=int,
+        default=4318,
+        help="take the agent's OpenTelemetry spans (OTLP/HTTP /v1/traces) on 127.0.0.1:PORT "
+        "(4318, OTLP's own port, by default; 0: off); see docs/tracing.md",
     )
     run.set_defaults(handler=execute)
 
@@ -98,7 +108,13 @@ def execute(args: argparse.Namespace) -> int:
             f"Twilio gateway on 127.0.0.1:{settings.gateway_port}; Twilio reaches it at "
             f"{account.public_base_url}"
         )
-    return run_suite(loaded, args.target, args.out, args.repeat, options, settings.gateway_port)
+    if args.otel_port > 0:
+        from harness.ingest.otel import TraceDesk
+
+        options = replace(options, traces=TraceDesk())
+    return run_suite(
+        loaded, args.target, args.out, args.repeat, options, settings.gateway_port, args.otel_port
+    )
 
 
 def _run_on_server(loaded: LoadedCases, args: argparse.Namespace, settings: Settings) -> int:
@@ -142,6 +158,7 @@ def run_suite(
     repeat: int,
     options: RunOptions | None = None,
     gateway_port: int = 0,
+    otel_port: int = 0,
 ) -> int:
     from harness.orchestrator import RunOptions
 
@@ -149,7 +166,7 @@ def run_suite(
     options = options or RunOptions()
     runs: list[Run] = []
     try:
-        asyncio.run(_execute(loaded, target, store, options, repeat, runs, gateway_port))
+        asyncio.run(_execute(loaded, target, store, options, repeat, runs, gateway_port, otel_port))
     except KeyboardInterrupt:
         print_summary(runs, f"stored under {store.root}/")
         err.print(
@@ -168,6 +185,7 @@ async def _execute(
     repeat: int,
     runs: list[Run],
     gateway_port: int = 0,
+    otel_port: int = 0,
 ) -> None:
     import uuid
 
@@ -184,6 +202,8 @@ async def _execute(
             app = FastAPI()
             app.include_router(options.gateway.router())
             await stack.enter_async_context(serve_embedded(app, "127.0.0.1", gateway_port))
+        if options.traces is not None and otel_port > 0:
+            await stack.enter_async_context(_serve_traces(options.traces, otel_port))
         calibrator = await stack.enter_async_context(EchoCalibrator())
         for i in range(repeat):
             for j, case in enumerate(loaded.cases):
@@ -205,3 +225,31 @@ async def _execute(
                     progress=progress,
                 )
                 runs.append(run)
+
+
+@contextlib.asynccontextmanager
+async def _serve_traces(desk: TraceDesk, port: int) -> AsyncIterator[None]:
+    """``POST /v1/traces`` on 127.0.0.1 for the runs of this command (loopback: the
+    user's own machine, so no key); a port already taken only costs the traces."""
+    from fastapi import FastAPI
+
+    from harness.ingest.otel import ALL_RUNS, traces_router
+    from telephony.embedded import EmbeddedServer
+
+    async def anyone(_request: object) -> str:
+        return ALL_RUNS
+
+    app = FastAPI()
+    app.include_router(traces_router(desk.accept, anyone))
+    server = EmbeddedServer(app)
+    try:
+        await server.start("127.0.0.1", port)
+    except OSError as exc:
+        err.print(f"[yellow]OpenTelemetry traces off: 127.0.0.1:{port}: {exc.strerror}[/yellow]")
+        yield
+        return
+    console.print(f"OpenTelemetry traces: http://127.0.0.1:{port}/v1/traces")
+    try:
+        yield
+    finally:
+        await server.close()
