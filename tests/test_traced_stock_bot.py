@@ -26,7 +26,15 @@ import pytest
 import uvicorn
 from aiohttp import web
 from fastapi import FastAPI, Request
-from traced_bot import TOOL, TOOL_ARGS, USAGE, VoiceCloud, export_spans_to, traced_bot_app
+from traced_bot import (
+    TOOL,
+    TOOL_ARGS,
+    USAGE,
+    VoiceCloud,
+    export_spans_to,
+    stop_exporting,
+    traced_bot_app,
+)
 
 from harness.ingest.otel import ALL_RUNS, Span, TraceDesk, traces_router
 from harness.models import Case, Criterion, Persona
@@ -102,14 +110,17 @@ async def test_a_stock_pipecat_bot_shows_its_tool_call_and_stages(
     )
     async with _serve(ingest) as ingest_at, _serve(traced_bot_app(voice_cloud.base_url)) as bot_at:
         export_spans_to(f"http://{ingest_at}/v1/traces")
-        async with EchoCalibrator() as calibrator:
-            run = await run_case(
-                case,
-                f"webrtc://{bot_at}/api/offer",
-                RunStore(tmp_path),
-                calibrator=calibrator,
-                options=RunOptions(traces=desk, expect_traces=True),
-            )
+        try:
+            async with EchoCalibrator() as calibrator:
+                run = await run_case(
+                    case,
+                    f"webrtc://{bot_at}/api/offer",
+                    RunStore(tmp_path),
+                    calibrator=calibrator,
+                    options=RunOptions(traces=desk, expect_traces=True),
+                )
+        finally:
+            await asyncio.to_thread(stop_exporting)
     if os.environ.get("LOOPCALL_OTEL_FIXTURE"):
         _fixture(os.environ["LOOPCALL_OTEL_FIXTURE"], received, run)
 

@@ -92,10 +92,12 @@ def export_spans_to(endpoint: str) -> None:
     _relay.target = OTLPSpanExporter(endpoint=endpoint, timeout=5)
 
 
-def flush_spans() -> None:
+def stop_exporting() -> None:
+    """Send what is queued, then send nothing more (the test's endpoint is closing)."""
     provider = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider):
         provider.force_flush(5_000)
+    _relay.target = None
 
 
 @dataclass
