@@ -1,76 +1,28 @@
 """Spans -> the agent's account of each turn, its tool calls and tokens, on the recording's clock.
 
-Pipecat: on the spans of a real run (``fixtures/pipecat_spans.json``, recorded by
-``test_traced_stock_bot.py`` with ``LOOPCALL_OTEL_FIXTURE``: a stock pipecat bot
-with OpenAI STT, LLM with a function, and TTS services, and the turns loopcall
-measured from that call's audio).  LiveKit: spans written from LiveKit's
+Pipecat: on real spans, captured in-process from the stock bot of ``traced_bot.py``
+(pipecat's OpenAI STT, LLM with a function, and TTS services against a local
+OpenAI-compatible endpoint; ``pipecat_capture.py`` plays the caller's line in and
+the bot's audio out in real time).  LiveKit: spans written from LiveKit's
 documented span names and attributes (no LiveKit server runs here).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp import web
+from pipecat_capture import capture
+from traced_bot import TOOL, TOOL_ARGS, VoiceCloud
 
 from harness.ingest.otel import Span
 from harness.ingest.otel.join import join, read_replies
 from harness.ingest.otel.pipecat import tool_calls_in
 from harness.models import Turn
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "pipecat_spans.json"
 TRACE = "ab" * 16
-
-
-def _recorded() -> tuple[list[Span], list[Turn], float]:
-    document = json.loads(FIXTURE.read_text())
-    spans = [Span(**span) for span in document["spans"]]
-    turns = [Turn(**turn) for turn in document["turns"]]
-    return spans, turns, document["recording_epoch_s"]
-
-
-def test_a_real_pipecat_run_gives_each_reply_its_stages_on_the_recording_clock() -> None:
-    spans, turns, origin = _recorded()
-    joined = join(spans, turns, origin)
-    agent = [i for i, turn in enumerate(turns) if turn.role == "agent"]
-    assert sorted(joined.timings) == agent  # every heard reply has the bot's account
-    greeting, answer = (joined.timings[i] for i in agent[:2])
-    # The greeting answers nobody: no STT, no end of speech, nothing to account for.
-    assert greeting.stt_ms is None and greeting.accounted_ms is None
-    assert greeting.tts_ttfb_ms is not None and greeting.llm_ttfb_ms is not None
-    # The answer: each stage the bot measured, and the part nobody accounts for.
-    heard = turns[agent[1]].latency_ms
-    assert heard is not None and answer.accounted_ms is not None
-    assert answer.unaccounted_ms == pytest.approx(heard - answer.accounted_ms, abs=0.11)
-    assert 0 < answer.stt_ms < answer.end_of_speech_ms < answer.accounted_ms  # type: ignore[operator]
-    persona_end = turns[agent[1] - 1].end_ms
-    assert answer.speech_end_at_ms is not None and answer.first_audio_at_ms is not None
-    # Its VAD's end of speech lies after the persona stopped (the audio had to reach it)
-    # and its first audio before the ear heard it (it had to come back).
-    assert (
-        persona_end < answer.speech_end_at_ms < answer.first_audio_at_ms < turns[agent[1]].start_ms
-    )
-    # The function call, from the LLM span that carried its result, on the answer's turn.
-    [call] = joined.tool_calls
-    assert (call.name, call.args, call.response, call.source) == (
-        "check_order",
-        {"order_id": "A1"},
-        {"status": "shipped"},
-        "otel",
-    )
-    assert call.turn_index == agent[1] and call.at_ms is not None
-    assert persona_end < call.at_ms < turns[agent[1]].start_ms
-    llm_calls = [s for s in spans if s.name == "llm"]
-    assert joined.input_tokens == 42 * len(llm_calls) and joined.output_tokens == 9 * len(llm_calls)
-
-
-def test_a_clock_too_far_off_matches_nothing_rather_than_the_wrong_turn() -> None:
-    spans, turns, origin = _recorded()
-    joined = join(spans, turns, origin + 30.0)
-    assert joined.timings == {} and joined.replies >= 2
-    assert [call.turn_index for call in joined.tool_calls] == [None]
 
 
 def _lk(
@@ -237,3 +189,60 @@ def test_tool_calls_in_openai_and_anthropic_contexts() -> None:
     assert tool_calls_in(openai) == ({"c1": ("f", {"a": 1})}, {"c1": {"ok": True}})
     assert tool_calls_in(anthropic) == ({"t1": ("g", {})}, {"t1": "done"})
     assert tool_calls_in("not a list") == ({}, {})
+
+
+@pytest.fixture
+async def cloud_url() -> AsyncIterator[str]:
+    cloud = VoiceCloud()
+    runner = web.AppRunner(cloud.app(), shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"  # type: ignore[union-attr]
+    await runner.cleanup()
+
+
+async def test_real_pipecat_spans_give_each_reply_its_stages_and_tool_call(cloud_url: str) -> None:
+    captured = await capture(cloud_url, "I would like to check my order.")
+    spans, turns = captured.spans, captured.turns
+    assert {s.name for s in spans} == {"conversation", "turn", "stt", "llm", "tts"}
+    joined = join(spans, turns, captured.origin_epoch_s)
+    assert sorted(joined.timings) == [0, 2]  # both replies heard, each with its account
+    greeting, answer = joined.timings[0], joined.timings[2]
+    # The greeting answers nobody: no STT, no end of speech, nothing to account for.
+    assert greeting.stt_ms is None and greeting.accounted_ms is None
+    assert greeting.llm_ttfb_ms is not None and greeting.tts_ttfb_ms is not None
+    # The answer: each stage the bot measured, and the part nobody accounts for.
+    heard = turns[2].latency_ms
+    assert heard is not None and answer.accounted_ms is not None
+    assert answer.unaccounted_ms == pytest.approx(heard - answer.accounted_ms, abs=0.11)
+    assert 0 < answer.stt_ms < answer.end_of_speech_ms < answer.accounted_ms  # type: ignore[operator]
+    assert answer.llm_ttfb_ms is not None and answer.tts_ttfb_ms is not None
+    # On one clock: its STT final, its decision, the LLM's first token, the TTS's first
+    # audio, in that order, after the caller stopped and before the loudspeaker played.
+    instants = [
+        answer.stt_final_at_ms,
+        answer.turn_detected_at_ms,
+        answer.llm_first_token_at_ms,
+        answer.first_audio_at_ms,
+    ]
+    assert all(t is not None for t in instants), answer
+    assert turns[1].end_ms < instants[0] <= instants[1] <= instants[2] <= instants[3]  # type: ignore[operator]
+    assert instants[3] <= turns[2].start_ms  # type: ignore[operator]
+    # The function call, from the LLM span that carried its result, on the answer's turn.
+    [call] = joined.tool_calls
+    assert (call.name, call.args, call.response, call.source, call.turn_index) == (
+        TOOL,
+        TOOL_ARGS,
+        {"status": "shipped"},
+        "otel",
+        2,
+    )
+    assert call.at_ms is not None and instants[1] <= call.at_ms <= instants[2]  # type: ignore[operator]
+    # Tokens: every LLM call's usage (the endpoint reports 42 in, 9 out for each).
+    llm_calls = len([s for s in spans if s.name == "llm"])
+    assert llm_calls == 3  # greeting, the tool call, the answer
+    assert (joined.input_tokens, joined.output_tokens) == (42 * llm_calls, 9 * llm_calls)
+    # Clocks too far apart match nothing rather than the wrong turn.
+    off = join(spans, turns, captured.origin_epoch_s + 30.0)
+    assert off.timings == {} and [c.turn_index for c in off.tool_calls] == [None]

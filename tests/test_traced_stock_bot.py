@@ -6,17 +6,12 @@ run id as ``conversation_id``; pipecat's ``setup_tracing`` exports its spans ove
 OTLP/HTTP to a loopcall ``/v1/traces`` route.  The run then holds the bot's tool
 call (from its LLM spans, source ``otel``), each reply's stage breakdown beside
 the latency heard, and the bot's tokens.
-
-``LOOPCALL_OTEL_FIXTURE=path`` also writes the spans and turns of the run there
-(how ``fixtures/pipecat_spans.json`` was recorded).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -79,15 +74,6 @@ async def voice_cloud() -> AsyncIterator[VoiceCloud]:
     await runner.cleanup()
 
 
-def _fixture(path: str, spans: list[Span], run: Any) -> None:
-    document = {
-        "recording_epoch_s": run.recording_epoch_s,
-        "turns": [turn.model_dump(exclude={"agent_timing"}) for turn in run.turns],
-        "spans": [span.__dict__ for span in spans],
-    }
-    Path(path).write_text(json.dumps(document, indent=1) + "\n")
-
-
 async def test_a_stock_pipecat_bot_shows_its_tool_call_and_stages(
     voice_cloud: VoiceCloud, tmp_path: Path
 ) -> None:
@@ -121,9 +107,6 @@ async def test_a_stock_pipecat_bot_shows_its_tool_call_and_stages(
                 )
         finally:
             await asyncio.to_thread(stop_exporting)
-    if os.environ.get("LOOPCALL_OTEL_FIXTURE"):
-        _fixture(os.environ["LOOPCALL_OTEL_FIXTURE"], received, run)
-
     assert run.status == "completed", run.error
     assert run.evaluation is not None and run.evaluation.pass_fail, run.evaluation
     assert desk.dropped == 0

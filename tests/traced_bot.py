@@ -43,6 +43,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
+from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.services.llm_service import FunctionCallParams
 from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.services.openai.stt import OpenAISTTService
@@ -69,10 +70,10 @@ USAGE = {"prompt_tokens": 42, "completion_tokens": 9}
 
 class _Relay(SpanExporter):
     """The process's one exporter (OpenTelemetry takes one tracer provider per process):
-    it sends to whichever OTLP endpoint the current test set."""
+    it sends to whichever exporter the current test set."""
 
     def __init__(self) -> None:
-        self.target: OTLPSpanExporter | None = None
+        self.target: SpanExporter | None = None
 
     def export(self, spans: Any) -> SpanExportResult:
         target = self.target
@@ -85,11 +86,14 @@ class _Relay(SpanExporter):
 _relay = _Relay()
 
 
-def export_spans_to(endpoint: str) -> None:
-    """Pipecat's spans go to ``endpoint`` (``http://host:port/v1/traces``) from now on."""
+def export_spans_to(endpoint: str | SpanExporter) -> None:
+    """Pipecat's spans go to ``endpoint`` (``http://host:port/v1/traces``, or an exporter)
+    from now on."""
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         assert setup_tracing("stock-order-bot", exporter=_relay)
-    _relay.target = OTLPSpanExporter(endpoint=endpoint, timeout=5)
+    if isinstance(endpoint, str):
+        endpoint = OTLPSpanExporter(endpoint=endpoint, timeout=5)
+    _relay.target = endpoint
 
 
 def stop_exporting() -> None:
@@ -203,6 +207,65 @@ class VoiceCloud:
         return response
 
 
+def order_bot(
+    cloud_url: str, request_data: dict[str, Any], source: FrameProcessor, sink: FrameProcessor
+) -> PipelineWorker:
+    """The stock bot's pipeline between a transport's input ``source`` and output ``sink``."""
+    stt = OpenAISTTService(
+        api_key="sk-local",
+        base_url=cloud_url,
+        settings=OpenAISTTService.Settings(model="whisper-1"),
+    )
+    llm = OpenAILLMService(
+        api_key="sk-local",
+        base_url=cloud_url,
+        settings=OpenAILLMService.Settings(
+            model="gpt-4o-mini", system_instruction="You are the order desk. Be brief."
+        ),
+    )
+    tts = OpenAITTSService(
+        api_key="sk-local", base_url=cloud_url, settings=OpenAITTSService.Settings(voice="alloy")
+    )
+
+    async def check_order(params: FunctionCallParams) -> None:
+        tools_url = request_data.get("loopcall_tools_url")
+        if tools_url:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(f"{tools_url}/{TOOL}", json=params.arguments) as reply,
+            ):
+                result = await reply.json()
+        else:
+            result = {"status": "shipped"}
+        await params.result_callback(result)
+
+    llm.register_function(TOOL, check_order)
+    tools = ToolsSchema(
+        standard_tools=[
+            FunctionSchema(
+                name=TOOL,
+                description="Look up an order's status",
+                properties={"order_id": {"type": "string"}},
+                required=["order_id"],
+            )
+        ]
+    )
+    context = LLMContext([], tools)
+    aggregators = LLMContextAggregatorPair(
+        context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
+    )
+    return PipelineWorker(
+        Pipeline([source, stt, aggregators.user(), llm, tts, sink, aggregators.assistant()]),
+        params=PipelineParams(
+            audio_out_sample_rate=24_000, enable_metrics=True, enable_usage_metrics=True
+        ),
+        enable_tracing=True,
+        conversation_id=request_data.get("loopcall_run_id"),
+        enable_rtvi=False,
+        idle_timeout_secs=None,
+    )
+
+
 def traced_bot_app(cloud_url: str) -> FastAPI:
     """The stock bot's ``POST /api/offer`` (spans go where ``export_spans_to`` said)."""
     handler = SmallWebRTCRequestHandler()
@@ -213,59 +276,7 @@ def traced_bot_app(cloud_url: str) -> FastAPI:
             webrtc_connection=connection,
             params=TransportParams(audio_in_enabled=True, audio_out_enabled=True),
         )
-        stt = OpenAISTTService(api_key="sk-local", base_url=cloud_url, model="whisper-1")
-        llm = OpenAILLMService(api_key="sk-local", base_url=cloud_url, model="gpt-4o-mini")
-        tts = OpenAITTSService(api_key="sk-local", base_url=cloud_url, voice="alloy")
-
-        async def check_order(params: FunctionCallParams) -> None:
-            tools_url = request_data.get("loopcall_tools_url")
-            if tools_url:
-                async with (
-                    aiohttp.ClientSession() as session,
-                    session.post(f"{tools_url}/{TOOL}", json=params.arguments) as reply,
-                ):
-                    result = await reply.json()
-            else:
-                result = {"status": "shipped"}
-            await params.result_callback(result)
-
-        llm.register_function(TOOL, check_order)
-        tools = ToolsSchema(
-            standard_tools=[
-                FunctionSchema(
-                    name=TOOL,
-                    description="Look up an order's status",
-                    properties={"order_id": {"type": "string"}},
-                    required=["order_id"],
-                )
-            ]
-        )
-        context = LLMContext(
-            [{"role": "system", "content": "You are the order desk. Be brief."}], tools
-        )
-        aggregators = LLMContextAggregatorPair(
-            context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
-        )
-        worker = PipelineWorker(
-            Pipeline(
-                [
-                    transport.input(),
-                    stt,
-                    aggregators.user(),
-                    llm,
-                    tts,
-                    transport.output(),
-                    aggregators.assistant(),
-                ]
-            ),
-            params=PipelineParams(
-                audio_out_sample_rate=24_000, enable_metrics=True, enable_usage_metrics=True
-            ),
-            enable_tracing=True,
-            conversation_id=request_data.get("loopcall_run_id"),
-            enable_rtvi=False,
-            idle_timeout_secs=None,
-        )
+        worker = order_bot(cloud_url, request_data, transport.input(), transport.output())
 
         @transport.event_handler("on_client_connected")
         async def _greet(_transport: Any, _client: Any) -> None:

@@ -25,7 +25,16 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from harness.ingest.otel.replies import Reply, ToolSpan, number, parse_json, seconds_ms, tokens
+from harness.ingest.otel.replies import (
+    Reply,
+    ToolSpan,
+    after,
+    gap_ms,
+    number,
+    parse_json,
+    seconds_ms,
+    tokens,
+)
 from harness.ingest.otel.spans import Span
 
 __all__ = ["read", "tool_calls_in"]
@@ -120,19 +129,21 @@ def _reply(turn: Span, services: dict[str, list[Span]], tools: list[ToolSpan]) -
     first_audio = _ttfb_ns(first_tts)
     spoken = [llm for llm in llms if llm.start_ns <= first_tts.start_ns]
     llm = spoken[-1] if spoken else None
-    stts = [
-        s
-        for s in services["stt"]
-        if number(s.attributes, "metrics.ttfb") is not None
-        and (not llms or s.end_ns <= llms[0].start_ns)
-    ]
+    # The STT's final before the turn's first LLM request (its span ends at the transcript).
+    stts = [s for s in services["stt"] if not llms or s.end_ns <= llms[0].start_ns]
     stt = max(stts, key=lambda span: span.end_ns) if stts else None
-    stt_ms = seconds_ms(stt.attributes, "metrics.ttfb") if stt else None
-    speech_end = stt.end_ns - round(stt_ms * 1e6) if stt and stt_ms is not None else None
-    detected = llms[0].start_ns if llms else None
+    stt_ttfb = seconds_ms(stt.attributes, "metrics.ttfb") if stt else None
     accounted = seconds_ms(turn.attributes, "turn.user_bot_latency_seconds")
-    if accounted is None and speech_end is not None and first_audio is not None:
-        accounted = (first_audio - speech_end) / 1e6
+    # Where its VAD placed the end of speech: the STT's final minus its TTFB (pipecat
+    # starts that clock at VAD stop - stop_secs).  An STT that saw no VAD frames reports
+    # no TTFB: then the turn's own latency counts back from the first audio.
+    speech_end = after(stt.end_ns, -stt_ttfb) if stt and stt_ttfb is not None else None
+    if speech_end is None and accounted is not None:
+        speech_end = after(first_audio, -accounted)
+    if accounted is None:
+        accounted = gap_ms(first_audio, speech_end)
+    stt_final = stt.end_ns if stt else None
+    detected = llms[0].start_ns if llms else None
     input_tokens, output_tokens = tokens(llms)
     return Reply(
         framework="pipecat",
@@ -140,14 +151,10 @@ def _reply(turn: Span, services: dict[str, list[Span]], tools: list[ToolSpan]) -
         first_audio_ns=first_audio,
         speech_end_ns=speech_end,
         turn_detected_ns=detected,
-        stt_final_ns=stt.end_ns if stt else None,
+        stt_final_ns=stt_final,
         llm_first_token_ns=_ttfb_ns(llm) if llm else None,
-        end_of_speech_ms=(
-            (detected - speech_end) / 1e6
-            if detected is not None and speech_end is not None
-            else None
-        ),
-        stt_ms=stt_ms,
+        end_of_speech_ms=gap_ms(detected, speech_end),
+        stt_ms=stt_ttfb if stt_ttfb is not None else gap_ms(stt_final, speech_end),
         llm_ttfb_ms=seconds_ms(llm.attributes, "metrics.ttfb") if llm else None,
         tts_ttfb_ms=seconds_ms(first_tts.attributes, "metrics.ttfb"),
         accounted_ms=accounted,

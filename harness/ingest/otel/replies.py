@@ -17,7 +17,7 @@ from typing import Any
 
 from harness.ingest.otel.spans import Span
 
-__all__ = ["Reply", "ToolSpan", "number", "parse_json", "seconds_ms", "tokens"]
+__all__ = ["Reply", "ToolSpan", "after", "gap_ms", "number", "parse_json", "seconds_ms", "tokens"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,16 @@ class Reply:
     input_tokens: int | None = None
     output_tokens: int | None = None
     tools: tuple[ToolSpan, ...] = field(default_factory=tuple)
+
+
+def after(instant_ns: int | None, ms: float | None) -> int | None:
+    """``ms`` after an instant (negative: before); either missing: None."""
+    return None if instant_ns is None or ms is None else instant_ns + round(ms * 1e6)
+
+
+def gap_ms(later_ns: int | None, earlier_ns: int | None) -> float | None:
+    """From one instant to another, in ms; either missing: None."""
+    return None if later_ns is None or earlier_ns is None else (later_ns - earlier_ns) / 1e6
 
 
 def number(attributes: dict[str, Any], *keys: str) -> float | None:
