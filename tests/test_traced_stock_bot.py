@@ -131,9 +131,12 @@ async def test_a_stock_pipecat_bot_shows_its_tool_call_and_stages(
     assert all(m is not None for m in milestones), timing
     assert persona_end < milestones[0] <= milestones[1] <= milestones[2] <= milestones[3]  # type: ignore[operator]
     assert milestones[3] < answer.start_ms  # type: ignore[operator]
-    # Its tokens: every LLM call's usage, as the endpoint reported it.
-    assert run.usage.agent_input_tokens == USAGE["prompt_tokens"] * len(voice_cloud.chats)
-    assert run.usage.agent_output_tokens == USAGE["completion_tokens"] * len(voice_cloud.chats)
+    # Its tokens: the usage of its LLM calls (the endpoint reports the same for each): the
+    # greeting's, the tool call's and the answer's at least; a call the hang-up cut short
+    # may have none.
+    calls_counted, rest = divmod(run.usage.agent_input_tokens, USAGE["prompt_tokens"])
+    assert rest == 0 and 3 <= calls_counted <= len(voice_cloud.chats), run.usage
+    assert run.usage.agent_output_tokens == USAGE["completion_tokens"] * calls_counted
     for turn in agent:
         shown = turn.agent_timing.model_dump(exclude_none=True) if turn.agent_timing else None
         print(f"traced stock bot: {turn.text!r} heard {turn.latency_ms} ms, own account {shown}")
