@@ -298,3 +298,17 @@ async def test_loopcall_serve_takes_traces_with_its_api_key(start_controller, tm
     )
     async with aiohttp.ClientSession() as session, session.get(f"{controller.url}/health") as r:
         assert (await r.json())["traces_dropped"] == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000,
+        b'{"resourceSpans": "x"}',
+        b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "00"}]}]}]}',
+    ],
+)
+def test_odd_json_is_a_400_not_a_crash(body: bytes) -> None:
+    with pytest.raises(OtlpBodyError) as caught:
+        decode_traces(body, JSON)
+    assert caught.value.status == 400

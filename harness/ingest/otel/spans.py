@@ -134,13 +134,13 @@ def _parse(body: bytes, kind: str) -> ExportTraceServiceRequest:
         return request
     try:
         document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise OtlpBodyError(f"the JSON body does not parse: {exc}") from exc
     if not isinstance(document, dict):
         raise OtlpBodyError("the JSON body must be an object with resourceSpans")
     try:
         json_format.ParseDict(_hex_ids_to_base64(document), request, ignore_unknown_fields=True)
-    except json_format.ParseError as exc:
+    except (json_format.ParseError, TypeError, ValueError, RecursionError) as exc:
         raise OtlpBodyError(f"the JSON body is not an ExportTraceServiceRequest: {exc}") from exc
     return request
 
