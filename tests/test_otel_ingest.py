@@ -312,3 +312,20 @@ def test_odd_json_is_a_400_not_a_crash(body: bytes) -> None:
     with pytest.raises(OtlpBodyError) as caught:
         decode_traces(body, JSON)
     assert caught.value.status == 400
+
+
+async def test_loopcall_run_serves_traces_on_its_port_and_goes_on_without_when_taken() -> None:
+    from harness.cli.run import _serve_traces
+
+    desk = TraceDesk()
+    desk.open("run-1")
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    async with _serve_traces(desk, port):  # the port is someone else's: no traces, no crash
+        pass
+    taken.close()
+    async with _serve_traces(desk, port):
+        body = encode_spans(sdk_spans("run-1")).SerializeToString()
+        status, _ = await _post(f"http://127.0.0.1:{port}/v1/traces", body, Authorization="")
+        assert status == 200
+    assert len(await desk.collect("run-1", grace_s=0.0)) == 2
