@@ -127,6 +127,30 @@ def test_livekit_turn_as_documented() -> None:
     assert (joined.input_tokens, joined.output_tokens) == (230, 32)
 
 
+def test_livekit_stages_on_the_agent_turn_itself() -> None:
+    spans = [
+        s
+        if s.name != "agent_turn"
+        else Span(
+            s.name,
+            s.trace_id,
+            s.span_id,
+            s.parent_span_id,
+            s.start_ns,
+            s.end_ns,
+            {**s.attributes, "lk.end_of_turn_delay": 0.5, "lk.transcription_delay": 0.25},
+        )
+        for s in livekit_spans()
+        if s.name != "eou_detection"
+    ]
+    timing = join(spans, heard_turns(), 1000.0).timings[2]
+    assert (timing.end_of_speech_ms, timing.stt_ms, timing.speech_end_at_ms) == (
+        500.0,
+        250.0,
+        10700.0,
+    )
+
+
 def test_a_failed_livekit_tool_keeps_its_error() -> None:
     spans = [
         _lk(

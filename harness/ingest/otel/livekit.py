@@ -7,10 +7,11 @@ What it reads:
 
 - ``agent_turn`` (one reply): ``lk.e2e_latency`` (s), the agent's own figure from
   the end of the user's speech to its first audio out; ``lk.interrupted``.
-- ``user_turn`` and its ``eou_detection``: ``lk.end_of_turn_delay`` (s, from the
-  end of speech to the turn decision) and ``lk.transcription_delay`` (s, from the
-  end of speech to the final transcript).  The user turn of a reply is the last
-  one that ended before the reply started.
+- ``lk.end_of_turn_delay`` (s, from the end of speech to the turn decision) and
+  ``lk.transcription_delay`` (s, from the end of speech to the final transcript):
+  on the ``agent_turn`` in recent releases, else on the reply's ``user_turn`` (1.x
+  sets them when the turn commits) or its ``eou_detection``.  The user turn of a
+  reply is the last one that ended before the reply started.
 - ``llm_node``: ``lk.response.ttft`` (s); ``llm_request``:
   ``gen_ai.usage.input_tokens``/``output_tokens``.
 - ``tts_node``: ``lk.response.ttfb`` (s) from its start.
@@ -102,22 +103,18 @@ def _reply(turn: Span, below: list[Span], user: Span | None, kids: dict[str, lis
     tts_ttfb = seconds_ms(tts.attributes, "lk.response.ttfb") if tts else None
     first_audio = tts.start_ns + round(tts_ttfb * 1e6) if tts and tts_ttfb is not None else None
     llm_ttft = seconds_ms(llm.attributes, "lk.response.ttft") if llm else None
+    # The user-side stages: on the agent_turn itself (newer releases put them beside
+    # lk.e2e_latency), else on its user_turn (where 1.x sets them when the turn commits)
+    # or that turn's eou_detection.
     eou_ms = stt_ms = None
-    speech_end = detected = None
-    if user is not None:
-        for span in [user, *_descendants(user, kids)]:
-            eou_ms = (
-                eou_ms
-                if eou_ms is not None
-                else seconds_ms(span.attributes, "lk.end_of_turn_delay")
-            )
-            stt_ms = (
-                stt_ms
-                if stt_ms is not None
-                else seconds_ms(span.attributes, "lk.transcription_delay")
-            )
-        detected = user.end_ns
-        speech_end = detected - round(eou_ms * 1e6) if eou_ms is not None else None
+    holders = [turn, *([user, *_descendants(user, kids)] if user is not None else [])]
+    for span in holders:
+        if eou_ms is None:
+            eou_ms = seconds_ms(span.attributes, "lk.end_of_turn_delay")
+        if stt_ms is None:
+            stt_ms = seconds_ms(span.attributes, "lk.transcription_delay")
+    detected = user.end_ns if user is not None else turn.start_ns
+    speech_end = detected - round(eou_ms * 1e6) if eou_ms is not None else None
     requests = [s for s in below if s.name == "llm_request"] or llms
     input_tokens, output_tokens = tokens(requests)
     return Reply(
