@@ -4,11 +4,11 @@ The bot of ``traced_bot.py`` (pipecat's OpenAI STT, LLM with a function, TTS;
 tracing on) runs between two small transports: ``CallerLine`` plays a caller's
 recorded line into it in real time (20 ms frames, then silence), as a network
 input would, and ``Loudspeaker`` plays its audio out in real time, as a sound
-device would, noting when each utterance starts.  Pipecat's spans reach an
-in-memory exporter and come back through OpenTelemetry's own OTLP encoder and
-loopcall's decoder.  The caller's line end and the loudspeaker's onsets are
-"what the ear heard" on the same wall clock, so ``join`` can be tested on real
-spans without a recording.
+device would, noting when each utterance starts.  Pipecat's spans leave through
+OpenTelemetry's OTLP/HTTP exporter for a ``/v1/traces`` route, as they would for
+a run.  The caller's line end and the loudspeaker's onsets are "what the ear
+heard" on the same wall clock, so ``join`` is tested on real spans without a
+recording.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from fastapi import FastAPI, Request
 from pipecat.frames.frames import (
     BotStoppedSpeakingFrame,
     CancelFrame,
@@ -35,10 +34,10 @@ from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import TransportParams
 from pipecat.workers.runner import WorkerRunner
-from traced_bot import export_spans_to, order_bot, stop_exporting
+from traced_bot import export_spans_to, order_bot, serve_app, stop_exporting
 
 from audio.speech import get_voice
-from harness.ingest.otel import Span, decode_traces
+from harness.ingest.otel import ALL_RUNS, UNTRACED, Span, TraceDesk, traces_router
 from harness.models import Turn
 
 RATE = 16_000
@@ -153,9 +152,29 @@ class Captured:
 
 
 async def capture(cloud_url: str, line: str, run_id: str = "run-in-process") -> Captured:
-    """Greeting, the caller's ``line``, the bot's answer: the spans and the "heard" turns."""
-    memory = InMemorySpanExporter()
-    export_spans_to(memory)
+    """Greeting, the caller's ``line``, the bot's answer: the spans and the "heard" turns.
+
+    The spans travel as they would to a run: pipecat's ``BatchSpanProcessor`` and
+    OpenTelemetry's OTLP/HTTP exporter, to a ``/v1/traces`` route on 127.0.0.1 and the
+    ``TraceDesk`` behind it, which the run's id in ``conversation.id`` joins them to.
+    """
+    desk = TraceDesk()
+    desk.open(run_id, expect=True)
+    ingest = FastAPI(telemetry=UNTRACED)
+    ingest.include_router(traces_router(desk.accept, _loopback))
+    async with serve_app(ingest) as ingest_at:
+        export_spans_to(f"http://{ingest_at}/v1/traces")
+        turns, origin = await _converse(cloud_url, line, run_id)
+        spans = await desk.collect(run_id, grace_s=10.0)
+    assert desk.dropped == 0
+    return Captured(spans, turns, origin)
+
+
+async def _loopback(_request: Request) -> str:
+    return ALL_RUNS
+
+
+async def _converse(cloud_url: str, line: str, run_id: str) -> tuple[list[Turn], float]:
     audio = await get_voice("flite:slt").synthesize_async(line, RATE)
     speaker = Loudspeaker()
     stops = _BotStops(speaker)
@@ -172,10 +191,8 @@ async def capture(cloud_url: str, line: str, run_id: str = "run-in-process") -> 
     finally:
         await worker.cancel()
         await running
-        await asyncio.to_thread(stop_exporting)
-    body = encode_spans(memory.get_finished_spans()).SerializeToString()
-    spans = decode_traces(body, "application/x-protobuf")
-    return Captured(spans, _heard(caller, speaker, origin, audio.size / RATE), origin)
+        await asyncio.to_thread(stop_exporting)  # as the reference agent does after a call
+    return _heard(caller, speaker, origin, audio.size / RATE), origin
 
 
 def _heard(caller: CallerLine, speaker: Loudspeaker, origin: float, said_s: float) -> list[Turn]:

@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from harness.ingest.otel import (
     ALL_RUNS,
+    UNTRACED,
     OtlpBodyError,
     Span,
     TraceDesk,
@@ -203,7 +204,7 @@ async def serve_traces(desk: TraceDesk, max_bytes: int = 1 << 20) -> AsyncIterat
             raise HTTPException(401, "a key or a run token is required")
         return run_id
 
-    app = FastAPI()
+    app = FastAPI(telemetry=UNTRACED)
     app.include_router(traces_router(desk.accept, key_or_token, max_bytes=max_bytes))
     sock = socket.create_server(("127.0.0.1", 0))
     server = _Server(uvicorn.Config(app, log_level="error"))

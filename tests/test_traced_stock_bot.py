@@ -11,13 +11,10 @@ the latency heard, and the bot's tokens.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from aiohttp import web
 from fastapi import FastAPI, Request
 from traced_bot import (
@@ -26,34 +23,17 @@ from traced_bot import (
     USAGE,
     VoiceCloud,
     export_spans_to,
+    serve_app,
     stop_exporting,
     traced_bot_app,
 )
 
-from harness.ingest.otel import ALL_RUNS, TraceDesk, traces_router
+from harness.ingest.otel import ALL_RUNS, UNTRACED, TraceDesk, traces_router
 from harness.models import Case, Criterion, Persona
 from harness.orchestrator import EchoCalibrator, RunOptions, run_case
 from harness.store import RunStore
 
 pytestmark = pytest.mark.e2e
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[no-untyped-def]
-        yield
-
-
-@contextlib.asynccontextmanager
-async def _serve(app: FastAPI) -> AsyncIterator[str]:
-    sock = socket.create_server(("127.0.0.1", 0))
-    server = _Server(uvicorn.Config(app, log_level="error"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        yield f"127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def _anyone(_request: Request) -> str:
@@ -77,7 +57,7 @@ async def test_a_stock_pipecat_bot_shows_its_tool_call_and_stages(
     voice_cloud: VoiceCloud, tmp_path: Path
 ) -> None:
     desk = TraceDesk()
-    ingest = FastAPI()
+    ingest = FastAPI(telemetry=UNTRACED)
     ingest.include_router(traces_router(desk.accept, _anyone))
     case = Case(
         name="Order status, traced",
@@ -87,7 +67,10 @@ async def test_a_stock_pipecat_bot_shows_its_tool_call_and_stages(
         success_criteria=[Criterion(description="answers", pattern="shipped")],
         max_duration_s=60,
     )
-    async with _serve(ingest) as ingest_at, _serve(traced_bot_app(voice_cloud.base_url)) as bot_at:
+    async with (
+        serve_app(ingest) as ingest_at,
+        serve_app(traced_bot_app(voice_cloud.base_url)) as bot_at,
+    ):
         export_spans_to(f"http://{ingest_at}/v1/traces")
         try:
             async with EchoCalibrator() as calibrator:

@@ -17,15 +17,19 @@ and ``/v1/audio/speech`` (raw 24 kHz PCM from flite).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
+import socket
 import time
 import wave
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import numpy as np
+import uvicorn
 from aiohttp import web
 from fastapi import FastAPI, Request
 from opentelemetry import trace
@@ -94,6 +98,25 @@ def export_spans_to(endpoint: str | SpanExporter) -> None:
     if isinstance(endpoint, str):
         endpoint = OTLPSpanExporter(endpoint=endpoint, timeout=5)
     _relay.target = endpoint
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def]
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: FastAPI) -> AsyncIterator[str]:
+    """``app`` on 127.0.0.1 for the ``with`` block: its ``host:port``."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    server = _Server(uvicorn.Config(app, log_level="error"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 def stop_exporting() -> None:

@@ -25,7 +25,7 @@ from harness.db import DbRunSink, RunRepository, create_engine, migrate
 from harness.db.keys import KeyRepository
 from harness.db.resources import Catalogue
 from harness.db.secrets import SecretBox
-from harness.ingest.otel import TraceDesk
+from harness.ingest.otel import UNTRACED, TraceDesk
 from harness.logs import SECRETS, protect
 from harness.orchestrator import RunOptions
 from harness.settings import Settings
@@ -101,7 +101,9 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
             await dispatcher.stop()
             await engine.dispose()
 
-    app = FastAPI(title="loopcall controller", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="loopcall controller", version=__version__, lifespan=lifespan, telemetry=UNTRACED
+    )
     # Agents' OpenTelemetry spans (POST /v1/traces), for the runs they name.
     desk = app.state.traces = TraceDesk()
     app.include_router(traces.router(desk))

@@ -233,13 +233,13 @@ async def _serve_traces(desk: TraceDesk, port: int) -> AsyncIterator[None]:
     user's own machine, so no key); a port already taken only costs the traces."""
     from fastapi import FastAPI
 
-    from harness.ingest.otel import ALL_RUNS, traces_router
+    from harness.ingest.otel import ALL_RUNS, UNTRACED, traces_router
     from telephony.embedded import EmbeddedServer
 
     async def anyone(_request: object) -> str:
         return ALL_RUNS
 
-    app = FastAPI()
+    app = FastAPI(telemetry=UNTRACED)
     app.include_router(traces_router(desk.accept, anyone))
     server = EmbeddedServer(app)
     try:

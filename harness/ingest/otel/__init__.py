@@ -8,7 +8,7 @@ clock, matched to the Run's agent turns.
 """
 
 from harness.ingest.otel.desk import GRACE_S, Accepted, RunSpans, TraceDesk, run_of
-from harness.ingest.otel.route import ALL_RUNS, MAX_BYTES, traces_router
+from harness.ingest.otel.route import ALL_RUNS, MAX_BYTES, UNTRACED, traces_router
 from harness.ingest.otel.spans import OtlpBodyError, OtlpTooLarge, Span, decode_traces
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "OtlpTooLarge",
     "RunSpans",
     "Span",
+    "UNTRACED",
     "TraceDesk",
     "decode_traces",
     "run_of",

@@ -7,12 +7,14 @@ the request's own encoding, with ``partial_success.rejected_spans`` counting the
 spans no live run took.  The body is read up to ``max_bytes`` (and inflated up to
 the same limit): past it, 413.  Who may post is the mounting app's decision: it
 passes ``authorize``, which maps the ``Authorization`` header to ``ALL_RUNS``, one
-run id (a per-run token: its spans may join that run only), or raises 401.
+run id (a per-run token: its spans may join that run only), or raises 401.  The
+app is made with ``FastAPI(telemetry=UNTRACED)``: an export makes no spans itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from google.protobuf import json_format
@@ -29,12 +31,24 @@ from harness.ingest.otel.spans import (
     media_type,
 )
 
-__all__ = ["ALL_RUNS", "MAX_BYTES", "Authorize", "Deliver", "traces_router"]
+__all__ = ["ALL_RUNS", "MAX_BYTES", "UNTRACED", "Authorize", "Deliver", "traces_router"]
 
 # 4 MiB: an exporter's batch is at most 512 spans (BatchSpanProcessor's default);
 # pipecat's LLM spans carry the whole chat context, a few KiB each.
 MAX_BYTES = 4 * 1024 * 1024
 ALL_RUNS = "*"
+
+TRACES_PATH = "/v1/traces"
+
+
+def _is_export(scope: MutableMapping[str, Any]) -> bool:
+    return scope.get("path") == TRACES_PATH
+
+
+# FastAPI traces its own requests whenever the process has a tracer provider: an
+# export must not make spans of its own (in a process that exports to itself, each
+# export would make the next).  Apps that mount the router: FastAPI(telemetry=UNTRACED).
+UNTRACED: Any = {"exclude": _is_export}
 
 Deliver = Callable[[list[Span], str | None], Accepted]
 """Hand spans on: (spans, the one run they may join or None for any) -> what became of them."""
@@ -71,7 +85,7 @@ def traces_router(
     router = APIRouter(tags=["traces"])
 
     @router.post(
-        "/v1/traces",
+        TRACES_PATH,
         summary="OTLP/HTTP trace export (protobuf or JSON); spans join the run they name",
         responses={400: {}, 401: {}, 413: {}, 415: {}},
     )
