@@ -270,3 +270,33 @@ async def test_real_pipecat_spans_give_each_reply_its_stages_and_tool_call(cloud
     # Clocks too far apart match nothing rather than the wrong turn.
     off = join(spans, turns, captured.origin_epoch_s + 30.0)
     assert off.timings == {} and [c.turn_index for c in off.tool_calls] == [None]
+
+
+def test_the_run_takes_timings_tool_calls_and_tokens() -> None:
+    from harness.models import Case, Persona, Run, ToolCall
+    from harness.orchestrator.traces import apply_spans
+
+    run = Run(
+        channel="webrtc",
+        target="webrtc://x",
+        case=Case(name="c", persona=Persona(name="p"), script=["hi"]),  # type: ignore[list-item]
+        turns=heard_turns(),
+        tool_calls=[ToolCall(name="check_availability", at_ms=11650.0)],  # from the tools URL
+    )
+    run.usage.agent_input_tokens = 1
+    apply_spans(run, livekit_spans(), 1000.0)
+    assert run.turns[2].agent_timing is not None and run.turns[0].agent_timing is None
+    assert [(c.name, c.source) for c in run.tool_calls] == [
+        ("check_availability", "tools_url"),
+        ("book_appointment", "otel"),
+    ]
+    assert (run.usage.agent_input_tokens, run.usage.agent_output_tokens) == (231, 32)
+    apply_spans(run, [], 1000.0)  # no spans: nothing changes
+    assert len(run.tool_calls) == 2
+    # A call the tools URL recorded (inside the span's window) is not recorded twice.
+    again = run.model_copy(deep=True)
+    again.tool_calls = [
+        ToolCall(name="book_appointment", args={"day": "Tuesday"}, at_ms=11760.0),
+    ]
+    apply_spans(again, livekit_spans(), 1000.0)
+    assert [(c.name, c.source) for c in again.tool_calls] == [("book_appointment", "tools_url")]
