@@ -283,7 +283,7 @@ async def test_the_grace_is_bounded_and_skipped_when_nothing_traces() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     spans = await desk.collect("partial", grace_s=0.3)
-    assert [s.name for s in spans] == ["llm"] and not inbox.root_seen
+    assert [s.name for s in spans] == ["llm"] and not inbox.closed_seen
     assert loop.time() - started >= 0.3
 
 
@@ -330,3 +330,19 @@ async def test_loopcall_run_serves_traces_on_its_port_and_goes_on_without_when_t
         status, _ = await _post(f"http://127.0.0.1:{port}/v1/traces", body, Authorization="")
         assert status == 200
     assert len(await desk.collect("run-1", grace_s=0.0)) == 2
+
+
+async def test_a_request_span_above_the_conversation_does_not_end_the_wait() -> None:
+    # A stock bot starts its pipeline inside its /api/offer handler: FastAPI's request
+    # span is the trace's root, exported first, long before the call ends.
+    desk = TraceDesk()
+    inbox = desk.open("run-1", expect=True)
+    request = _span("POST /api/offer", "0a" * 8)
+    turn = _span("turn", "0c" * 8, "0b" * 8, **{"conversation.id": "run-1"})
+    assert desk.accept([request, turn]).joined == 2
+    assert not inbox.closed_seen  # the request span joined through its trace, naming no run
+    collecting = asyncio.create_task(desk.collect("run-1", grace_s=30.0))
+    conversation = _span("conversation", "0b" * 8, "0a" * 8, **{"conversation.id": "run-1"})
+    desk.accept([conversation])
+    spans = await asyncio.wait_for(collecting, 10.0)
+    assert sorted(s.name for s in spans) == ["POST /api/offer", "conversation", "turn"]

@@ -16,10 +16,11 @@ dropped and counted (``dropped``, shown by ``/health`` and logged).
 
 Exporters batch: OpenTelemetry's ``BatchSpanProcessor`` sends every 5 s by
 default, and the spans that end at the hang-up (the last turn, pipecat's
-``conversation`` root) leave on the next batch.  ``collect`` therefore waits, when
-the run's agent traces (a span already joined, or the run said it expects spans),
-until a root span of the run arrives or ``GRACE_S`` passes since the hang-up:
-the 5 s delay plus 2 s for the export to travel on a busy machine.
+``conversation``) leave on the next batch.  ``collect`` therefore waits, when the
+run's agent traces (a span already joined, or the run said it expects spans),
+until the session's span arrives (``SESSION_SPANS``, or a root span naming the
+run: each ends after all the others) or ``GRACE_S`` passes since the hang-up: the
+5 s delay plus 2 s for the export to travel on a busy machine.
 """
 
 from __future__ import annotations
@@ -34,9 +35,22 @@ from loguru import logger
 
 from harness.ingest.otel.spans import Span
 
-__all__ = ["GRACE_S", "HOLD_S", "RUN_ATTRIBUTES", "Accepted", "RunSpans", "TraceDesk", "run_of"]
+__all__ = [
+    "GRACE_S",
+    "HOLD_S",
+    "RUN_ATTRIBUTES",
+    "SESSION_SPANS",
+    "Accepted",
+    "RunSpans",
+    "TraceDesk",
+    "run_of",
+]
 
 RUN_ATTRIBUTES = ("loopcall.run_id", "conversation.id")
+# The span that ends last in a framework's tree: pipecat's ``conversation``, LiveKit's
+# ``agent_session``.  (Not "a root span": a bot that starts its pipeline inside an
+# HTTP request handler nests pipecat's conversation under that request's span.)
+SESSION_SPANS = frozenset({"conversation", "agent_session"})
 GRACE_S = 7.0
 HOLD_S = 120.0
 HOLD_MAX = 20_000
@@ -61,21 +75,23 @@ class RunSpans:
     expect: bool = False
     token: str | None = None
     spans: list[Span] = field(default_factory=list)
-    root_seen: bool = False
+    closed_seen: bool = False
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def add(self, span: Span) -> None:
         self.spans.append(span)
-        if span.parent_span_id is None:
-            self.root_seen = True
+        if run_of(span) == self.run_id and (
+            span.parent_span_id is None or span.name in SESSION_SPANS
+        ):
+            self.closed_seen = True
         self._arrived.set()
 
     async def settle(self, grace_s: float) -> None:
-        """Wait for the spans still on their way: until a root span or ``grace_s``."""
+        """Wait for the spans still on their way: until the session's span or ``grace_s``."""
         if not (self.expect or self.spans):
             return
         deadline = asyncio.get_running_loop().time() + grace_s
-        while not self.root_seen:
+        while not self.closed_seen:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 return
