@@ -28,7 +28,7 @@ from traced_bot import (
     traced_bot_app,
 )
 
-from harness.ingest.otel import ALL_RUNS, UNTRACED, TraceDesk, traces_router
+from harness.ingest.otel import ALL_RUNS, UNTRACED, Accepted, Span, TraceDesk, traces_router
 from harness.models import Case, Criterion, Persona
 from harness.orchestrator import EchoCalibrator, RunOptions, run_case
 from harness.store import RunStore
@@ -58,7 +58,13 @@ async def test_a_stock_pipecat_bot_shows_its_tool_call_and_stages(
 ) -> None:
     desk = TraceDesk()
     ingest = FastAPI(telemetry=UNTRACED)
-    ingest.include_router(traces_router(desk.accept, _anyone))
+    received: list[Span] = []
+
+    def deliver(spans: list[Span], only_run: str | None) -> Accepted:
+        received.extend(spans)
+        return desk.accept(spans, only_run)
+
+    ingest.include_router(traces_router(deliver, _anyone))
     case = Case(
         name="Order status, traced",
         persona=Persona(name="Caller", voice="flite:slt"),
@@ -83,6 +89,14 @@ async def test_a_stock_pipecat_bot_shows_its_tool_call_and_stages(
                 )
         finally:
             await asyncio.to_thread(stop_exporting)
+    for span in received:  # what the bot sent, for the reader of a failure
+        print(
+            "span:",
+            span.name,
+            span.span_id,
+            span.parent_span_id,
+            span.attributes.get("turn.number"),
+        )
     assert run.status == "completed", run.error
     assert run.evaluation is not None and run.evaluation.pass_fail, run.evaluation
     assert desk.dropped == 0
