@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "loopcall needs Python 3.11+")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,piper,postgres]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,piper,postgres,tracing]"
 	touch $(STAMP)
 
 # The persona's voice is Debian's flite; the SIP tests' peers are Debian's SIPp

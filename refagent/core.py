@@ -35,6 +35,8 @@ class AgentOptions:
     # No pipeline and no STT; phone lines at 8 kHz (``light.py``): for load tests.
     light: bool = False
     script: AgentScript = DENTAL_SCRIPT
+    # OTLP/HTTP endpoint for pipecat's spans (refagent/tracing.py); None: no tracing.
+    otlp_endpoint: str | None = None
 
 
 class Agent:

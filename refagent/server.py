@@ -42,7 +42,9 @@ def create_agent_app(options: AgentOptions) -> FastAPI:
         for task in list(agent.calls):
             task.cancel()
 
-    app = FastAPI(title="loopcall reference agent", lifespan=lifespan)
+    # Its HTTP requests make no spans: with --otlp-endpoint its tracer provider is global,
+    # and only the calls' pipecat spans are meant for loopcall.
+    app = FastAPI(title="loopcall reference agent", lifespan=lifespan, telemetry={"tracing": False})
     app.state.agent = agent
 
     @app.get("/health")

@@ -26,6 +26,7 @@ from pipecat.workers.runner import WorkerRunner
 from refagent.core import Agent
 from refagent.loopcall_link import Handover
 from refagent.playout import TapeTrack
+from refagent.tracing import flush
 from runtime.tasks import spawn
 
 __all__ = ["PipecatWebRTC"]
@@ -71,10 +72,14 @@ class PipecatWebRTC:
         )
         turn_taker = self.agent.turn_taker()
         turn_taker.logic.attach(handover)
+        tracing = self.agent.options.otlp_endpoint is not None
         worker = PipelineWorker(
             Pipeline([transport.input(), turn_taker, transport.output()]),
             enable_rtvi=False,
             idle_timeout_secs=None,
+            # Its spans name the run they belong to (docs/tracing.md).
+            enable_tracing=tracing,
+            conversation_id=handover.run_id,
         )
 
         @transport.event_handler("on_client_connected")
@@ -89,3 +94,5 @@ class PipecatWebRTC:
         runner = WorkerRunner(handle_sigint=False)
         await runner.add_workers(worker)
         await runner.run()
+        if tracing:
+            await flush()  # the call is over: its last spans leave now, not in 5 s

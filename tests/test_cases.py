@@ -66,6 +66,18 @@ def test_shipped_suite_loads_with_library_personas() -> None:
     assert advice.persona.voice == "flite:slt"
     assert advice.persona.speaking_rate == 0.85
     assert advice.success_criteria[0].must_match is False
+    # The judged case: what the agent did, meant and how the talk flowed.
+    assert [c.kind for c in advice.success_criteria] == [
+        "pattern",
+        "pattern",
+        "turn_count",
+        "tool_name",
+        "node_id",
+        "semantic",
+        "dynamics",
+        "rubric",
+    ]
+    assert [t.name for t in advice.tools] == ["check_availability", "book_appointment"]
 
 
 def test_library_has_the_shipped_personas() -> None:

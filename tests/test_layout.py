@@ -47,6 +47,7 @@ LAYERS = {
     "harness.settings": 4,
     "harness.reports": 4,  # pure functions over Runs: the views, api and cli read them
     "harness.analysis": 5,
+    "harness.ingest": 5,
     "harness.scoring": 5,
     "harness.views": 5,
     "harness.ingest": 5,

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from loguru import logger
 
 from harness import __version__
-from harness.api import agents, benches, cases, peers, personas, runs, suite_runs, suites
+from harness.api import agents, benches, cases, peers, personas, runs, suite_runs, suites, traces
 from harness.api.deps import require_api_key
 from harness.api.dispatcher import Dispatcher
 from harness.api.webhooks import WebhookSender
@@ -26,6 +27,7 @@ from harness.db.resources import Catalogue
 from harness.db.secrets import SecretBox
 from harness.ingest import Inboxes
 from harness.ingest import router as agent_router
+from harness.ingest.otel import UNTRACED, TraceDesk
 from harness.logs import SECRETS, protect
 from harness.orchestrator import RunOptions
 from harness.scoring import make_judge
@@ -68,6 +70,7 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
             egress=settings.egress_policy(),
             inboxes=inboxes,
             agent_base_url=settings.ingest_public_url or settings.public_base_url,
+            traces=desk,
         )
         webhooks = WebhookSender(
             settings.webhook_key(),
@@ -104,7 +107,12 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
             await dispatcher.stop()
             await engine.dispose()
 
-    app = FastAPI(title="loopcall controller", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="loopcall controller", version=__version__, lifespan=lifespan, telemetry=UNTRACED
+    )
+    # Agents' OpenTelemetry spans (POST /v1/traces), for the runs they name.
+    desk = app.state.traces = TraceDesk()
+    app.include_router(traces.router(desk))
     # Twilio's webhooks and media streams: checked by their signatures, not API keys.
     gateway = TwilioGateway()
     app.include_router(gateway.router())
@@ -114,8 +122,9 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
     app.include_router(agent_router)
 
     @app.get("/health", tags=["health"])
-    async def health() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
+    async def health() -> dict[str, Any]:
+        # traces_dropped: spans that named no live run (or came past the hold).
+        return {"status": "ok", "version": __version__, "traces_dropped": desk.dropped}
 
     secured = [Depends(require_api_key)]
     for module in (agents, personas, cases, suites):

@@ -65,6 +65,13 @@ def add_parser(sub: Any) -> None:
         metavar="USER:PASSWORD",
         help="sip: challenge every INVITE (401) and accept only these digest credentials",
     )
+    agent.add_argument(
+        "--otlp-endpoint",
+        default=None,
+        metavar="URL",
+        help="export pipecat's spans over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces "
+        "(loopcall run's); needs the tracing extra",
+    )
     agent.set_defaults(handler=execute)
 
 
@@ -100,12 +107,21 @@ def execute(args: argparse.Namespace) -> int:
         echo=args.echo,
         voice=args.voice,
         light=args.light,
+        otlp_endpoint=args.otlp_endpoint,
     )
     try:
         app = create_agent_app(options)
     except SpeechError as exc:
         err.print(f"[red]error:[/red] {exc}")
         return 2
+    if args.otlp_endpoint:
+        from refagent.tracing import start_tracing
+
+        try:
+            start_tracing(args.otlp_endpoint)
+        except RuntimeError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            return 2
     app.state.agent.warm_up()
     if args.channel == "sip":
         return _serve_sip_agent(app.state.agent, args)

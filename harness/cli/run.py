@@ -21,6 +21,9 @@ from harness.models import Run
 from harness.store import RunStore
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from harness.ingest.otel import TraceDesk
     from harness.orchestrator import RunOptions
     from harness.settings import Settings
 
@@ -59,6 +62,13 @@ def add_parser(sub: Any) -> None:
         "--ingest-url",
         default=None,
         help="the base URL agents are given for it (a tunnel, for a remote agent)",
+    )
+    run.add_argument(
+        "--otel-port",
+        type=int,
+        default=4318,
+        help="take the agent's OpenTelemetry spans (OTLP/HTTP /v1/traces) on 127.0.0.1:PORT "
+        "(4318, OTLP's own port, by default; 0: off); see docs/tracing.md",
     )
     run.set_defaults(handler=execute)
 
@@ -117,8 +127,19 @@ def execute(args: argparse.Namespace) -> int:
         "ingest_public_url": args.ingest_url,
     }
     settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    if args.otel_port > 0:
+        from harness.ingest.otel import TraceDesk
+
+        options = replace(options, traces=TraceDesk())
     return run_suite(
-        loaded, args.target, args.out, args.repeat, options, settings.gateway_port, settings
+        loaded,
+        args.target,
+        args.out,
+        args.repeat,
+        options,
+        settings.gateway_port,
+        settings,
+        args.otel_port,
     )
 
 
@@ -166,6 +187,7 @@ def run_suite(
     options: RunOptions | None = None,
     gateway_port: int = 0,
     settings: Settings | None = None,
+    otel_port: int = 0,
 ) -> int:
     from harness.orchestrator import RunOptions
 
@@ -173,7 +195,11 @@ def run_suite(
     options = options or RunOptions()
     runs: list[Run] = []
     try:
-        asyncio.run(_execute(loaded, target, store, options, repeat, runs, gateway_port, settings))
+        asyncio.run(
+            _execute(
+                loaded, target, store, options, repeat, runs, gateway_port, settings, otel_port
+            )
+        )
     except KeyboardInterrupt:
         print_summary(runs, f"stored under {store.root}/")
         if loaded.suite_name or repeat > 1:
@@ -197,6 +223,7 @@ async def _execute(
     runs: list[Run],
     gateway_port: int = 0,
     settings: Settings | None = None,
+    otel_port: int = 0,
 ) -> None:
     import uuid
 
@@ -226,6 +253,8 @@ async def _execute(
             console.print(
                 f"[dim]agents reach their tools and event webhook at {ingest.base_url}[/dim]"
             )
+        if options.traces is not None and otel_port > 0:
+            await stack.enter_async_context(_serve_traces(options.traces, otel_port))
         calibrator = await stack.enter_async_context(EchoCalibrator())
         for i in range(repeat):
             for j, case in enumerate(loaded.cases):
@@ -247,3 +276,31 @@ async def _execute(
                     progress=progress,
                 )
                 runs.append(run)
+
+
+@contextlib.asynccontextmanager
+async def _serve_traces(desk: TraceDesk, port: int) -> AsyncIterator[None]:
+    """``POST /v1/traces`` on 127.0.0.1 for the runs of this command (loopback: the
+    user's own machine, so no key); a port already taken only costs the traces."""
+    from fastapi import FastAPI
+
+    from harness.ingest.otel import ALL_RUNS, UNTRACED, traces_router
+    from telephony.embedded import EmbeddedServer
+
+    async def anyone(_request: object) -> str:
+        return ALL_RUNS
+
+    app = FastAPI(telemetry=UNTRACED)
+    app.include_router(traces_router(desk.accept, anyone))
+    server = EmbeddedServer(app)
+    try:
+        await server.start("127.0.0.1", port)
+    except OSError as exc:
+        err.print(f"[yellow]OpenTelemetry traces off: 127.0.0.1:{port}: {exc.strerror}[/yellow]")
+        yield
+        return
+    console.print(f"OpenTelemetry traces: http://127.0.0.1:{port}/v1/traces")
+    try:
+        yield
+    finally:
+        await server.close()

@@ -6,7 +6,7 @@ registry of open runs (``inbox.py``); ``routes.router`` serves the mock tools at
 each run's tools URL and takes its event webhook (``routes.py``); ``lay_into``
 puts what an inbox collected on the run's timeline (``timeline.py``);
 ``serve_ingest`` is the loopback server ``loopcall run`` starts (``server.py``).
-Other ingesters (OpenTelemetry spans) hand their records to ``Inboxes.deliver``.
+``otel``: OTLP/HTTP traces at ``/v1/traces`` (its own ``TraceDesk`` joins spans to runs).
 """
 
 from harness.ingest.inbox import Inboxes, RunInbox

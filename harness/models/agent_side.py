@@ -99,22 +99,57 @@ class AgentEvent(BaseModel):
 class AgentTurnTiming(BaseModel):
     """The agent's own account of one reply (from its spans), beside what the ear heard.
 
-    Every figure is in ms; ``None`` where the agent did not report it.
-    ``unaccounted_ms`` is the heard latency minus what the agent accounts for
-    (endpointing, transport, buffering).
+    Every figure is in ms; ``None`` where the agent did not report it.  The stage
+    figures are the agent's own measurements, on its clock alone (no clock
+    alignment needed): ``end_of_speech_ms``, ``stt_ms``, ``llm_ttfb_ms``,
+    ``tts_ttfb_ms`` and ``accounted_ms``.  ``unaccounted_ms`` is the heard latency
+    (``Turn.latency_ms``) minus ``accounted_ms``: transport both ways, buffering and
+    playout, and any disagreement between the agent's VAD and the ear about when
+    the persona stopped.  The ``*_at_ms`` instants place the agent's milestones on
+    the recording's clock (ms from its sample 0, like ``Turn.start_ms``): they
+    need the agent's clock to agree with loopcall's (same host, or NTP).
+    docs/tracing.md says what each figure spans, per framework.
     """
 
     source: str = Field(default="otel", description="otel: pipecat or LiveKit spans.")
+    framework: str | None = Field(default=None, description="pipecat or livekit.")
     end_of_speech_ms: float | None = Field(
-        default=None, description="The persona's end of speech -> the agent detected it."
+        default=None,
+        description="From the end of the persona's speech as the agent's VAD placed it to "
+        "the agent's decision that the turn was over (endpointing wait, STT, turn detection).",
     )
-    stt_ms: float | None = Field(default=None, description="Its STT's final, after end of speech.")
-    llm_ttfb_ms: float | None = Field(default=None, description="Its LLM's first token.")
-    tts_ttfb_ms: float | None = Field(default=None, description="Its TTS's first audio byte.")
-    accounted_ms: float | None = None
-    unaccounted_ms: float | None = None
+    stt_ms: float | None = Field(
+        default=None, description="From that end of speech to its STT's final transcript."
+    )
+    llm_ttfb_ms: float | None = Field(
+        default=None, description="Its LLM's first token, from the request (the spoken call)."
+    )
+    tts_ttfb_ms: float | None = Field(
+        default=None, description="Its TTS's first audio byte, from the text sent."
+    )
+    accounted_ms: float | None = Field(
+        default=None,
+        description="The agent's own end-to-end figure: from the end of speech as it placed "
+        "it to its first audio out.",
+    )
+    unaccounted_ms: float | None = Field(
+        default=None, description="Heard latency minus accounted_ms: what nobody accounts for."
+    )
     input_tokens: int | None = None
     output_tokens: int | None = None
+    speech_end_at_ms: float | None = Field(
+        default=None, description="Where the agent placed the persona's end of speech."
+    )
+    turn_detected_at_ms: float | None = Field(
+        default=None, description="When the agent decided the persona's turn was over."
+    )
+    stt_final_at_ms: float | None = Field(default=None, description="Its final transcript.")
+    llm_first_token_at_ms: float | None = Field(
+        default=None, description="The first token of the LLM call whose text was spoken."
+    )
+    first_audio_at_ms: float | None = Field(
+        default=None, description="Its TTS's first audio byte (not yet heard: transport follows)."
+    )
 
 
 class Usage(BaseModel):

@@ -202,6 +202,11 @@ class Run(BaseModel):
     tools_url: str | None = Field(
         default=None, description="Where this run's mock tools were served to the agent."
     )
+    recording_epoch_s: float | None = Field(
+        default=None,
+        description="Unix time of the recording's sample 0 (the call connected): where the "
+        "agent's own timestamps (spans, reports) meet the recording's clock.",
+    )
     tool_calls: list[ToolCall] = Field(default_factory=list)
     agent_events: list[AgentEvent] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)

@@ -285,12 +285,11 @@ class _Execution:
         self.event("call_ended", f"{reason}{': ' + error if error else ''}")
 
     async def _wrap_up(self, call: Call | None) -> None:
-        """Hang up, stop the bot, analyse what was recorded, score, store.
-
-        A cancellation that lands here waits until the run is stored, then goes on.
-        """
+        """Hang up, stop the bot, gather the agent's spans, analyse, score, store; a
+        cancellation that lands here waits until the run is stored, then goes on."""
         run = self.run
         await self._to_the_end(self._hang_up(call))
+        await self._to_the_end(self.reports.gather_spans())
         ended_mono, ended_cpu_s = time.monotonic(), process_cpu_s()
         self.progress(run, CALL_OVER)
         await self._wait_for_gate()

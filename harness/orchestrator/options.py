@@ -12,6 +12,7 @@ from typing import Literal
 
 from harness.analysis.health import DEFAULT_LAG_BOUND_MS
 from harness.ingest import Inboxes
+from harness.ingest.otel import GRACE_S, TraceDesk
 from harness.models import Run
 from harness.orchestrator.calibration import Calibration
 from harness.scoring import Judge
@@ -64,6 +65,12 @@ class RunOptions:
     # unset: nothing is served or handed over.
     inboxes: Inboxes | None = None
     agent_base_url: str | None = None
+    # OpenTelemetry: the desk this process's /v1/traces route feeds.  A run takes the
+    # spans naming it, waiting up to ``otel_grace_s`` after the hang-up for late ones
+    # when its agent traces (a span came during the call, or ``expect_traces``).
+    traces: TraceDesk | None = None
+    expect_traces: bool = False
+    otel_grace_s: float = GRACE_S
 
     def secrets(self) -> list[str]:
         """Every secret these options hold (configured credentials), to keep out of runs."""

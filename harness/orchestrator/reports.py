@@ -3,8 +3,9 @@
 Stage: inside ``run_case``.  Before the call: open the run's inbox (when the
 options carry a registry and a base URL) and say what the call hands the agent
 (its tools URL, events URL and token).  Once connected: tell the inbox when the
-recording starts.  After the analysis, before scoring: close the inbox (late
-reports still join) and lay its tool calls and events into the run.  The run shows
+recording starts.  After the hang-up: gather the agent's spans (late ones
+included).  After the analysis, before scoring: close the inbox (late reports
+still join), lay its tool calls and events into the run, then join the spans.  The run shows
 its tools URL with the token masked: the token is a credential while the run is
 live, and a run is shown, stored and sent to webhooks.
 """
@@ -18,8 +19,10 @@ from dataclasses import dataclass
 from loguru import logger
 
 from harness.ingest import RunInbox, events_url, lay_into, tools_url
+from harness.ingest.otel import Span
 from harness.models import Run
 from harness.orchestrator.options import RunOptions
+from harness.orchestrator.traces import apply_spans, collect_spans
 from telephony.credentials import MASK, masking
 
 __all__ = ["AgentReports", "Handover"]
@@ -41,9 +44,12 @@ class AgentReports:
         self.run = run
         self.options = options
         self.inbox: RunInbox | None = None
+        self.spans: list[Span] = []
 
     def open(self) -> Handover:
         inboxes, base, run = self.options.inboxes, self.options.agent_base_url, self.run
+        if self.options.traces is not None:  # its spans may come from now on
+            self.options.traces.open(run.id, expect=self.options.expect_traces)
         if inboxes is None or base is None:
             return Handover()
         self.inbox = inbox = inboxes.open(run.id, run.case)
@@ -55,24 +61,36 @@ class AgentReports:
 
     def connected(self, connected_at: float | None) -> None:
         """The call connected at ``connected_at`` (monotonic): the recording's t=0."""
-        if self.inbox is not None and connected_at is not None:
-            # On the wall clock, which the agent's reports speak.
-            self.inbox.set_origin(time.time() - (time.monotonic() - connected_at))
+        if connected_at is None:
+            return
+        # On the wall clock, which the agent's reports and spans speak.
+        self.run.recording_epoch_s = time.time() - (time.monotonic() - connected_at)
+        if self.inbox is not None:
+            self.inbox.set_origin(self.run.recording_epoch_s)
+
+    async def gather_spans(self) -> None:
+        """After the hang-up: the run's spans, waiting the grace for an exporter's batch."""
+        opts = self.options
+        self.spans = await collect_spans(opts.traces, self.run.id, opts.otel_grace_s)
 
     async def collect(self, error: str | None, note: Callable[[str, str], None]) -> str | None:
-        """Close the inbox and lay it into the run; ``error``, with any trouble added and
-        the token masked (an agent or a SIP peer may echo it)."""
+        """Close the inbox and lay it into the run, then the spans (a call both recorded
+        is kept once); ``error``, with any trouble added and the token masked (an agent
+        or a SIP peer may echo it)."""
         inbox, inboxes, run = self.inbox, self.options.inboxes, self.run
-        if inbox is None or inboxes is None:
+        if inbox is not None and inboxes is not None:
+            try:
+                await inboxes.close(run.id)
+                lay_into(run, inbox)
+            except Exception as exc:  # a report gone wrong must not lose the run
+                logger.exception(f"run {run.id}: laying in the agent's reports failed")
+                error = (error + "; " if error else "") + f"the agent's reports were lost: {exc}"
+            if inbox.refused:
+                note("reports_refused", f"{inbox.refused} report(s) over the run's limit")
+        if self.spans and run.recording_epoch_s is not None:
+            apply_spans(run, self.spans, run.recording_epoch_s)
+        if inbox is None:
             return error
-        try:
-            await inboxes.close(run.id)
-            lay_into(run, inbox)
-        except Exception as exc:  # a report gone wrong must not lose the run
-            logger.exception(f"run {run.id}: laying in the agent's reports failed")
-            error = (error + "; " if error else "") + f"the agent's reports were lost: {exc}"
-        if inbox.refused:
-            note("reports_refused", f"{inbox.refused} report(s) over the run's limit")
         hide = masking([inbox.token])
         for event in run.events:
             event.detail = hide(event.detail)
