@@ -16,8 +16,10 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from harness.cli.processes import start_agent_process, start_controller_process
+from harness.db import create_engine, migrate
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -248,3 +250,25 @@ def launch_controller(tmp_path: Path) -> Iterator[Callable[..., Controller]]:
     yield start
     for controller in started:
         controller.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """A migrated engine on a database of its own (a fresh PostgreSQL database per test)."""
+    if request.param == "sqlite":
+        engine = create_engine(f"sqlite:///{tmp_path / 'loopcall.db'}")
+        await migrate(engine)
+        yield engine
+        await engine.dispose()
+        return
+    name = f"loopcall_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    engine = create_engine(f"postgresql://postgres@127.0.0.1:5432/{name}")
+    try:
+        await migrate(engine)
+        yield engine
+    finally:
+        await engine.dispose()
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()

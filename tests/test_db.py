@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -15,7 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from harness.db import RunRepository, create_engine, migrate, normalise_url
+from harness.db import RunRepository, migrate, normalise_url
 from harness.db.engine import _alembic_config
 from harness.db.tables import Base
 from harness.errors import RunNotFound
@@ -23,28 +20,6 @@ from harness.models import CallEvent, Case, Evaluation, Persona, Run
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    """A migrated engine on a database of its own (a fresh PostgreSQL database per test)."""
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'loopcall.db'}")
-        await migrate(engine)
-        yield engine
-        await engine.dispose()
-        return
-    name = f"loopcall_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    engine = create_engine(f"postgresql://postgres@127.0.0.1:5432/{name}")
-    try:
-        await migrate(engine)
-        yield engine
-    finally:
-        await engine.dispose()
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 def make_run(

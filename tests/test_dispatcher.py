@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import harness.api.dispatcher as dispatcher_module
 from harness.api.dispatcher import Dispatcher
 from harness.api.webhooks import WebhookSender
-from harness.db import DbRunSink, RunRepository, create_engine, migrate
+from harness.db import DbRunSink, RunRepository, create_engine
 from harness.db.resources import Catalogue
 from harness.db.secrets import SecretBox
 from harness.db.tables import SuiteRunRow
@@ -35,27 +34,6 @@ from harness.orchestrator import RunOptions
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 BOUND_S = 10.0  # a failure bound, never a synchronisation
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-        await migrate(engine)
-        yield engine
-        await engine.dispose()
-        return
-    name = f"loopcall_dispatch_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    engine = create_engine(f"postgresql://postgres@127.0.0.1:5432/{name}")
-    try:
-        await migrate(engine)
-        yield engine
-    finally:
-        await engine.dispose()
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest.fixture

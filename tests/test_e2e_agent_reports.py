@@ -8,14 +8,20 @@ to the agent in the offer's ``request_data``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-from dental import booking_case
+from dental import EXAMPLES, booking_case
+from fake_openai import FakeOpenAI
+from pydantic import SecretStr
 
+from harness.cases import load_cases
 from harness.ingest import RunInbox, serve_ingest
 from harness.models import Case
 from harness.orchestrator import EchoCalibrator, RunOptions, run_case
+from harness.scoring import Judge
+from harness.settings import JudgeConfig
 from harness.store import RunStore
 
 pytestmark = pytest.mark.e2e
@@ -39,11 +45,33 @@ def _case_with_tools() -> Case:
         {"node_id": "collect_details"},
         {"node_id": "confirm_booking", "after": "book_appointment"},
         {"tool_name": "cancel_booking", "weight": 0},  # fails, for the right reason
+        {"semantic": "the agent offers an appointment on Thursday", "weight": 0},  # so does this
+    ]
+    # The demo suite's judgement of meaning, flow and manner, as it ships.
+    judged = load_cases(EXAMPLES / "dental_suite.yaml").cases[2]
+    data["success_criteria"] += [
+        c.model_dump(mode="json", exclude_none=True)
+        for c in judged.success_criteria
+        if c.kind in ("semantic", "dynamics", "rubric")
     ]
     return Case.model_validate(data)
 
 
-async def test_the_reference_agent_books_through_its_tools_url(start_agent, tmp_path: Path) -> None:
+@pytest.fixture
+async def judge(http_stub) -> tuple[Judge, FakeOpenAI]:
+    """An LLM judge on a local OpenAI-compatible endpoint that finds the rubric met."""
+    fake = FakeOpenAI()
+    fake.base_url = "http://" + await http_stub("POST", "/v1/chat/completions", fake.handle) + "/v1"
+    fake.default = json.dumps(
+        {"passed": True, "reason": "It read the slot back.", "quotes": ["Tuesday at ten"]}
+    )
+    config = JudgeConfig(base_url=fake.base_url, api_key=SecretStr("sk-t"), model="judge")
+    return Judge(config), fake
+
+
+async def test_the_reference_agent_books_through_its_tools_url(
+    start_agent, tmp_path: Path, judge: tuple[Judge, FakeOpenAI]
+) -> None:
     agent = start_agent("--reply-delay-ms", str(DELAY_MS))
     store = RunStore(tmp_path / "runs")
     opened: list[RunInbox] = []
@@ -55,7 +83,7 @@ async def test_the_reference_agent_books_through_its_tools_url(start_agent, tmp_
             return opened[-1]
 
         ingest.inboxes.open = spy  # type: ignore[method-assign]
-        options = RunOptions(inboxes=ingest.inboxes, agent_base_url=ingest.base_url)
+        options = RunOptions(inboxes=ingest.inboxes, agent_base_url=ingest.base_url, judge=judge[0])
         run = await run_case(
             _case_with_tools(), agent.target, store, options=options, calibrator=calibrator
         )
@@ -104,6 +132,23 @@ async def test_the_reference_agent_books_through_its_tools_url(start_agent, tmp_
     assert cancel.reason == (
         "cancel_booking was never called (tools called: book_appointment, check_availability)"
     )
+    # The demo's judgement of meaning, manner and the whole call, on this real call.
+    by_kind = {r.assertion.kind: r for r in run.evaluation.results if r.assertion.weight}
+    for kind in ("semantic", "dynamics", "rubric"):
+        assert by_kind[kind].passed, (kind, by_kind[kind].reason)
+    assert by_kind["semantic"].evidence and by_kind["semantic"].evidence[0].quote
+    assert "tuesday" in (by_kind["semantic"].evidence[0].quote or "").lower()
+    assert run.metrics.dynamics is not None and run.metrics.dynamics.agent_interruptions == []
+    thursday = next(
+        r
+        for r in run.evaluation.results
+        if r.assertion.semantic and "Thursday" in r.assertion.semantic
+    )
+    assert not thursday.passed and "thursday" in thursday.reason.lower(), thursday.reason
+    [asked] = judge[1].requests  # once: the transcript the judge read carries the tool calls
+    prompt = json.dumps(asked["messages"])
+    assert "book_appointment" in prompt and "Tuesday" in prompt
+    assert run.usage.judge_input_tokens == judge[1].prompt_tokens
     assert run.evaluation.pass_fail
     # The replies kept the oracle's timing (test_e2e_webrtc.py's bound: 5 ms).
     rtt = run.metrics.transport_rtt_ms

@@ -50,7 +50,6 @@ LAYERS = {
     "harness.ingest": 5,
     "harness.scoring": 5,
     "harness.views": 5,
-    "harness.ingest": 5,
     "harness.store": 5,
     "harness.db": 6,
     "harness.redact": 6,

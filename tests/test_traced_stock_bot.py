@@ -28,8 +28,9 @@ from traced_bot import (
     traced_bot_app,
 )
 
+from harness.ingest import serve_ingest
 from harness.ingest.otel import ALL_RUNS, UNTRACED, Accepted, Span, TraceDesk, traces_router
-from harness.models import Case, Criterion, Persona
+from harness.models import Case, Criterion, MockTool, Persona
 from harness.orchestrator import EchoCalibrator, RunOptions, run_case
 from harness.store import RunStore
 
@@ -70,10 +71,16 @@ async def test_a_stock_pipecat_bot_shows_its_tool_call_and_stages(
         persona=Persona(name="Caller", voice="flite:slt"),
         script=["I would like to check my order."],  # type: ignore[list-item]
         goodbye="Thanks, goodbye.",
-        success_criteria=[Criterion(description="answers", pattern="shipped")],
+        # The bot's function call posts to the tools URL loopcall hands it: a mock tool.
+        tools=[MockTool(name=TOOL, response={"status": "shipped"})],
+        success_criteria=[
+            Criterion(description="answers", pattern="shipped"),
+            Criterion(tool_name=TOOL, args_match=dict(TOOL_ARGS)),
+        ],
         max_duration_s=60,
     )
     async with (
+        serve_ingest() as tools,
         serve_app(ingest) as ingest_at,
         serve_app(traced_bot_app(voice_cloud.base_url)) as bot_at,
     ):
@@ -85,7 +92,12 @@ async def test_a_stock_pipecat_bot_shows_its_tool_call_and_stages(
                     f"webrtc://{bot_at}/api/offer",
                     RunStore(tmp_path),
                     calibrator=calibrator,
-                    options=RunOptions(traces=desk, expect_traces=True),
+                    options=RunOptions(
+                        traces=desk,
+                        expect_traces=True,
+                        inboxes=tools.inboxes,
+                        agent_base_url=tools.base_url,
+                    ),
                 )
         finally:
             await asyncio.to_thread(stop_exporting)
@@ -100,10 +112,11 @@ async def test_a_stock_pipecat_bot_shows_its_tool_call_and_stages(
     assert run.status == "completed", run.error
     assert run.evaluation is not None and run.evaluation.pass_fail, run.evaluation
     assert desk.dropped == 0
-    # Its tool call, from its LLM spans, on the turn that answered with the result.
-    calls = [call for call in run.tool_calls if call.source == "otel"]
-    assert [(c.name, c.args, c.response) for c in calls] == [
-        (TOOL, TOOL_ARGS, {"status": "shipped"})
+    # Its tool call, made on loopcall's tools URL and seen again in its LLM spans:
+    # recorded once (the spans' copy is the same call), on the turn that answered.
+    calls = run.tool_calls
+    assert [(c.name, c.args, c.response, c.source) for c in calls] == [
+        (TOOL, TOOL_ARGS, {"status": "shipped"}, "tools_url")
     ], run.tool_calls
     answer = run.turns[calls[0].turn_index or 0]
     assert answer.role == "agent" and "shipped" in answer.text.lower(), answer

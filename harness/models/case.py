@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from harness.models.agent_side import TOOL_NAME_PATTERN, MockTool
-from harness.models.common import LatencyStat, Regex, Role, Strict, TerminationReason
+from harness.models.common import Bounded, LatencyStat, Regex, Role, Strict, TerminationReason
 from harness.models.dynamics import DynamicsCheck
 
 __all__ = [
@@ -82,35 +82,19 @@ class LatencyCheck(Strict):
     max_ms: float = Field(gt=0)
 
 
-class TurnCountCheck(Strict):
+class TurnCountCheck(Bounded):
     """The number of turns (of ``role``, or of both) lies within [min, max]."""
 
     role: Role | None = None
     min: int | None = Field(default=None, ge=0)
     max: int | None = Field(default=None, ge=0)
 
-    @model_validator(mode="after")
-    def _has_bound(self) -> TurnCountCheck:
-        if self.min is None and self.max is None:
-            raise ValueError("give at least one of 'min' and 'max'")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError("'min' must not exceed 'max'")
-        return self
 
-
-class CountCheck(Strict):
+class CountCheck(Bounded):
     """How many times something happened: within [min, max]."""
 
     min: int | None = Field(default=None, ge=0)
     max: int | None = Field(default=None, ge=0)
-
-    @model_validator(mode="after")
-    def _has_bound(self) -> CountCheck:
-        if self.min is None and self.max is None:
-            raise ValueError("give at least one of 'min' and 'max'")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError("'min' must not exceed 'max'")
-        return self
 
 
 _CHECK_FIELDS = (

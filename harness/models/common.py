@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 import regex
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
 __all__ = [
     "TERMINATION_REASONS",
+    "Bounded",
     "LatencyStat",
     "Regex",
     "Role",
@@ -67,3 +68,16 @@ class Strict(BaseModel):
     """Input records: unknown keys are errors, so typos in a case file surface."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Bounded(Strict):
+    """A check with ``min`` and/or ``max`` (its subclass declares both, typed)."""
+
+    @model_validator(mode="after")
+    def _has_bound(self) -> Self:
+        low, high = getattr(self, "min", None), getattr(self, "max", None)
+        if low is None and high is None:
+            raise ValueError("give at least one of 'min' and 'max'")
+        if low is not None and high is not None and low > high:
+            raise ValueError("'min' must not exceed 'max'")
+        return self

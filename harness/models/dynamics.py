@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
-from harness.models.common import Role, Strict
+from harness.models.common import Bounded, Role
 
 __all__ = ["DYNAMICS_METRICS", "DeadAir", "Dynamics", "DynamicsCheck", "Interruption"]
 
@@ -117,17 +117,9 @@ class Dynamics(BaseModel):
         return None if value is None else float(value)
 
 
-class DynamicsCheck(Strict):
+class DynamicsCheck(Bounded):
     """``metric`` of the run's dynamics lies within [min, max]."""
 
     metric: DynamicsMetric
     min: float | None = None
     max: float | None = None
-
-    @model_validator(mode="after")
-    def _has_bound(self) -> DynamicsCheck:
-        if self.min is None and self.max is None:
-            raise ValueError("give at least one of 'min' and 'max'")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError("'min' must not exceed 'max'")
-        return self
