@@ -1,9 +1,10 @@
 """The statistics the suite report and the comparison rest on, over plain numbers.
 
 Stage: below ``report`` and ``compare``; nothing here knows a ``Run``.  scipy does
-the work (Fisher's exact test, Mann-Whitney U, the bootstrap, the normal quantile
-of Wilson's interval, whose closed form is written out here and checked against
-scipy's ``binomtest``); this module fixes the choices: 95 %, two-sided, linear
+the work (Fisher's exact test, Mann-Whitney U, the bootstrap; Wilson's interval
+has its closed form written out here and checked against scipy's ``binomtest``),
+imported when a test runs: scipy.stats costs a second of start-up that every
+``loopcall`` command would otherwise pay; this module fixes the choices: 95 %, two-sided, linear
 percentiles as ``harness.analysis.turns.latency_summary`` takes them, Holm's
 step-down adjustment for a family of tests, a seeded bootstrap so a report is
 reproducible.
@@ -12,11 +13,11 @@ reproducible.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 __all__ = [
     "RankTest",
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 CONFIDENCE = 0.95
-_Z = float(stats.norm.ppf(0.5 + CONFIDENCE / 2))
+_Z = statistics.NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)
 
 
 def wilson(passed: int, total: int) -> tuple[float, float] | None:
@@ -88,6 +89,8 @@ def rate_test(a: tuple[int, int], b: tuple[int, int]) -> RateTest:
     """
     if a[1] <= 0 or b[1] <= 0:
         raise ValueError("each side needs at least one run")
+    from scipy import stats
+
     table = [[a[0], a[1] - a[0]], [b[0], b[1] - b[0]]]
     p_value = float(stats.fisher_exact(table, alternative="two-sided").pvalue)
     pa, pb = a[0] / a[1], b[0] / b[1]
@@ -122,6 +125,8 @@ def rank_test(
     xa, xb = np.sort(np.asarray(a, dtype=float)), np.sort(np.asarray(b, dtype=float))
     if xa.size == 0 or xb.size == 0:
         raise ValueError("each side needs at least one value")
+    from scipy import stats
+
     result = stats.mannwhitneyu(xb, xa, alternative="two-sided")
     superiority = float(result.statistic) / (xa.size * xb.size)
     ci: tuple[float, float] | None = None
