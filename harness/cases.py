@@ -29,10 +29,12 @@ from runtime.patterns import FLAGS, probe
 __all__ = [
     "CaseFileError",
     "LoadedCases",
+    "describe_errors",
     "library_personas",
     "load_cases",
     "load_persona",
     "pattern_problems",
+    "read_yaml",
     "resolve_persona",
 ]
 
@@ -60,11 +62,11 @@ def load_persona(name: str) -> Persona:
     if name not in files:
         known = ", ".join(sorted(files)) or "none"
         raise CaseFileError(f"unknown persona {name!r}; the library has: {known}")
-    data = _read_yaml(files[name])
+    data = read_yaml(files[name])
     try:
         return Persona.model_validate(data)
     except ValidationError as exc:
-        raise CaseFileError(_describe(files[name], exc)) from exc
+        raise CaseFileError(describe_errors(files[name], exc)) from exc
 
 
 def resolve_persona(raw: Any) -> Any:
@@ -86,7 +88,7 @@ def _resolve_persona(raw: Any, path: Path, field: str) -> Any:
         raise CaseFileError(f"{path}: field '{field}': {exc}") from exc
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -100,7 +102,7 @@ def _read_yaml(path: Path) -> Any:
         raise CaseFileError(f"{path}: invalid YAML{where}: {problem}") from exc
 
 
-def _describe(path: Path, exc: ValidationError) -> str:
+def describe_errors(path: Path, exc: ValidationError) -> str:
     lines = [f"{path}: {exc.error_count()} problem(s)"]
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"]) or "(top level)"
@@ -162,7 +164,7 @@ def _check_patterns(path: Path, loaded: LoadedCases, prefix: bool) -> LoadedCase
 
 def load_cases(path: Path) -> LoadedCases:
     """Read a case file or a suite file."""
-    data = _read_yaml(path)
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise CaseFileError(
             f"{path}: expected a mapping (a case or a suite), got {type(data).__name__}"
@@ -181,5 +183,5 @@ def load_cases(path: Path) -> LoadedCases:
             data["persona"] = _resolve_persona(data["persona"], path, "persona")
         case = Case.model_validate(data)
     except ValidationError as exc:
-        raise CaseFileError(_describe(path, exc)) from exc
+        raise CaseFileError(describe_errors(path, exc)) from exc
     return _check_patterns(path, LoadedCases(None, [case]), prefix=False)

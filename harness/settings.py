@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     gateway_port: int = Field(
         default=8088, description="loopcall run: port of the Twilio gateway for tel: targets"
     )
+    # What a run's tokens and minutes cost (docs/costs.md); loopcall ships no prices.
+    prices: Path | None = Field(
+        default=None, description="a price table (YAML): models' token prices, lines' minutes"
+    )
     # Where agents reach loopcall during a run: their mock tools and event webhook.
     ingest_host: str = Field(
         default="127.0.0.1", description="loopcall run: address its agent-facing server binds"

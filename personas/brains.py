@@ -29,6 +29,7 @@ __all__ = [
     "FinishReason",
     "Reply",
     "ScriptedBrain",
+    "tokens_spent",
 ]
 
 FinishReason = Literal["persona_goodbye", "max_turns"]
@@ -55,6 +56,16 @@ class Brain(Protocol):
     async def next_reply(self, agent_said: str) -> Reply: ...
 
     def goodbye(self, reason: FinishReason) -> Reply: ...
+
+
+def tokens_spent(brain: object) -> tuple[str | None, int, int]:
+    """(model, input tokens, output tokens) the brain spent: an LLM brain counts them
+    as its endpoint reports them; a scripted one spends none."""
+    return (
+        getattr(brain, "model", None),
+        int(getattr(brain, "input_tokens", 0)),
+        int(getattr(brain, "output_tokens", 0)),
+    )
 
 
 @dataclass

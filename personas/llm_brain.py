@@ -92,6 +92,10 @@ class LLMBrain:
         self.output_tokens = 0
 
     @property
+    def model(self) -> str:
+        return self._config.model
+
+    @property
     def messages(self) -> list[ChatCompletionMessageParam]:
         return list(self._messages)
 

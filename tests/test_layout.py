@@ -49,6 +49,7 @@ LAYERS = {
     "harness.analysis": 5,
     "harness.ingest": 5,
     "harness.scoring": 5,
+    "harness.pricing": 5,
     "harness.views": 5,
     "harness.store": 5,
     "harness.db": 6,

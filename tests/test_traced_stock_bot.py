@@ -32,9 +32,14 @@ from harness.ingest import serve_ingest
 from harness.ingest.otel import ALL_RUNS, UNTRACED, Accepted, Span, TraceDesk, traces_router
 from harness.models import Case, Criterion, MockTool, Persona
 from harness.orchestrator import EchoCalibrator, RunOptions, run_case
+from harness.pricing import PriceTable
 from harness.store import RunStore
 
 pytestmark = pytest.mark.e2e
+
+PRICES = PriceTable.model_validate(
+    {"models": {"gpt-4o-mini*": {"input_per_million_usd": 0.15, "output_per_million_usd": 0.6}}}
+)
 
 
 async def _anyone(_request: Request) -> str:
@@ -97,6 +102,7 @@ async def test_a_stock_pipecat_bot_shows_its_tool_call_and_stages(
                         expect_traces=True,
                         inboxes=tools.inboxes,
                         agent_base_url=tools.base_url,
+                        prices=PRICES,
                     ),
                 )
         finally:
@@ -147,6 +153,10 @@ async def test_a_stock_pipecat_bot_shows_its_tool_call_and_stages(
     calls_counted, rest = divmod(run.usage.agent_input_tokens, USAGE["prompt_tokens"])
     assert rest == 0 and 3 <= calls_counted <= len(voice_cloud.chats), run.usage
     assert run.usage.agent_output_tokens == USAGE["completion_tokens"] * calls_counted
+    # Priced by the model its spans named (pipecat's gen_ai.request.model).
+    assert run.usage.agent_model == "gpt-4o-mini"
+    expected = (run.usage.agent_input_tokens * 0.15 + run.usage.agent_output_tokens * 0.6) / 1e4
+    assert run.usage.agent_cost_cents == pytest.approx(expected), run.usage
     for turn in agent:
         shown = turn.agent_timing.model_dump(exclude_none=True) if turn.agent_timing else None
         print(f"traced stock bot: {turn.text!r} heard {turn.latency_ms} ms, own account {shown}")

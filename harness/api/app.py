@@ -30,6 +30,7 @@ from harness.ingest import router as agent_router
 from harness.ingest.otel import UNTRACED, TraceDesk
 from harness.logs import SECRETS, protect
 from harness.orchestrator import RunOptions
+from harness.pricing import prices_at
 from harness.scoring import make_judge
 from harness.settings import Settings
 from telephony.twilio_phone import TwilioGateway
@@ -71,6 +72,7 @@ def create_app(settings: Settings, *, calibrate: bool = True, paused: bool = Fal
             inboxes=inboxes,
             agent_base_url=settings.ingest_public_url or settings.public_base_url,
             traces=desk,
+            prices=prices_at(settings.prices),
         )
         webhooks = WebhookSender(
             settings.webhook_key(),

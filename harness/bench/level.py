@@ -28,8 +28,9 @@ from harness.bench.stats import CallSpan, LevelSamples, agent_account, bench_cal
 from harness.models import Run, vouched_latencies
 from harness.monitor import loop_monitor, process_cpu_s, rss_mb
 from harness.orchestrator import CALL_OVER, RunOptions, run_case
+from harness.pricing import price_run
 from harness.recording import Recording
-from harness.scoring import CallFacts, Judge, evaluate_off_loop
+from harness.scoring import CallFacts, evaluate_off_loop
 from harness.store import RunSink
 from telephony import DialOptions
 
@@ -210,7 +211,7 @@ async def run_level(
         state.phase = "transcribing"
         notify(state)
         for span in spans:
-            await _transcribe(span.run, store, options.judge)
+            await _transcribe(span.run, store, options)
     level = summarize_level(
         concurrency,
         spans,
@@ -236,8 +237,9 @@ def _read_jsonl(path: Path) -> list[dict[str, object]]:
     return entries
 
 
-async def _transcribe(run: Run, store: RunSink, judge: Judge | None) -> None:
-    """The agent's turns from the stored recording, then score and store again."""
+async def _transcribe(run: Run, store: RunSink, options: RunOptions) -> None:
+    """The agent's turns from the stored recording, then score, price and store again
+    (the judge's tokens of the first scoring replaced by this one's)."""
     if not run.recording or not any(t.role == "agent" for t in run.turns):
         return
     try:
@@ -249,5 +251,7 @@ async def _transcribe(run: Run, store: RunSink, judge: Judge | None) -> None:
     facts = CallFacts(
         run.turns, run.metrics, run.termination_reason, run.tool_calls, run.agent_events
     )
-    run.evaluation = await evaluate_off_loop(run.case, facts, judge, run.usage)
+    run.usage.forget("judge")
+    run.evaluation = await evaluate_off_loop(run.case, facts, options.judge, run.usage)
+    price_run(run, options.prices)
     await store.put(run)

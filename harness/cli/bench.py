@@ -215,6 +215,7 @@ async def _bench_locally(
     from harness.bench.report import write_report
     from harness.bench.runner import run_bench
     from harness.orchestrator import RunOptions
+    from harness.pricing import prices_at
     from harness.scoring import make_judge
     from harness.store import RunStore
 
@@ -223,6 +224,7 @@ async def _bench_locally(
         llm=settings.llm_config(),
         judge=make_judge(settings.judge_config()),
         sip=settings.sip_credentials(),
+        prices=prices_at(settings.prices),
     )
     agent: subprocess.Popen[bytes] | None = None
     timing_log = out / "agent-timing.jsonl"

@@ -47,6 +47,7 @@ def settings_or_say() -> Settings | None:
     from pydantic import ValidationError
 
     from harness.logs import SECRETS
+    from harness.pricing import PriceFileError, prices_at
     from harness.settings import Settings
 
     try:
@@ -57,6 +58,11 @@ def settings_or_say() -> Settings | None:
             err.print(f"[red]error:[/red] {name}: {error['msg']}")
         return None
     SECRETS.hold("settings", settings.secret_values())  # never in a log line
+    try:
+        prices_at(settings.prices)
+    except PriceFileError as exc:
+        err.print(f"[red]error:[/red] LOOPCALL_PRICES: {exc}")
+        return None
     return settings
 
 

@@ -43,6 +43,7 @@ def add_parser(sub: Any) -> None:
 
 def execute(args: argparse.Namespace) -> int:
     from harness.orchestrator import RunOptions
+    from harness.pricing import prices_at
     from harness.scoring import make_judge
 
     loaded = load_or_say(args.suite)
@@ -68,7 +69,11 @@ def execute(args: argparse.Namespace) -> int:
         if judge is None:
             loaded = _without_rubrics(loaded)
         return run_suite(
-            loaded, target, args.out, 1, RunOptions(llm=settings.llm_config(), judge=judge)
+            loaded,
+            target,
+            args.out,
+            1,
+            RunOptions(llm=settings.llm_config(), judge=judge, prices=prices_at(settings.prices)),
         )
     finally:
         proc.terminate()

@@ -95,6 +95,7 @@ def execute(args: argparse.Namespace) -> int:
         err.print(f"[red]error:[/red] {exc}")
         return 2
     from harness.orchestrator import RunOptions
+    from harness.pricing import prices_at
     from harness.scoring import make_judge
 
     settings = settings_or_say()
@@ -109,6 +110,7 @@ def execute(args: argparse.Namespace) -> int:
         llm=settings.llm_config(),
         judge=make_judge(settings.judge_config()),
         sip=settings.sip_credentials(),
+        prices=prices_at(settings.prices),
     )
     if uses_twilio(parse_target(args.target)):
         from telephony.twilio_phone import TwilioGateway

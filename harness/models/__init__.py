@@ -8,7 +8,8 @@ and what loopcall stores and serves (``Run`` with its ``Turn``s, ``Metrics`` and
 so that the peer views stay thin.  It imports nothing of ours:
 ``common.py`` (statuses, roles, ids), ``case.py`` (what the user writes),
 ``run.py`` (what loopcall stores), ``agent_side.py`` (mock tools, the agent's
-tool calls, events and stage timings), ``dynamics.py`` (turn-taking from the audio).
+tool calls, events and stage timings), ``dynamics.py`` (turn-taking from the audio),
+``usage.py`` (tokens and costs).
 """
 
 from harness.models.agent_side import (
@@ -17,7 +18,6 @@ from harness.models.agent_side import (
     MockTool,
     ToolCall,
     ToolMatch,
-    Usage,
 )
 from harness.models.case import (
     Case,
@@ -51,6 +51,7 @@ from harness.models.run import (
     Turn,
     vouched_latencies,
 )
+from harness.models.usage import CostItem, ModelTokens, Usage
 
 __all__ = [
     "DYNAMICS_METRICS",
@@ -86,6 +87,8 @@ __all__ = [
     "Turn",
     "TurnCountCheck",
     "Usage",
+    "CostItem",
+    "ModelTokens",
     "new_run_id",
     "utcnow",
     "vouched_latencies",

@@ -24,7 +24,6 @@ __all__ = [
     "MockTool",
     "ToolCall",
     "ToolMatch",
-    "Usage",
 ]
 
 AgentEventType = Literal["tool_call", "node", "metric", "log"]
@@ -150,21 +149,3 @@ class AgentTurnTiming(BaseModel):
     first_audio_at_ms: float | None = Field(
         default=None, description="Its TTS's first audio byte (not yet heard: transport follows)."
     )
-
-
-class Usage(BaseModel):
-    """Tokens and cost of one run, by who spent them."""
-
-    agent_input_tokens: int = 0
-    agent_output_tokens: int = 0
-    persona_input_tokens: int = 0
-    persona_output_tokens: int = 0
-    judge_input_tokens: int = 0
-    judge_output_tokens: int = 0
-    telephony_cost_cents: float | None = Field(
-        default=None, description="The carrier's price for the call, when it reports one."
-    )
-    agent_cost_cents: float | None = None
-    persona_cost_cents: float | None = None
-    judge_cost_cents: float | None = None
-    total_cost_cents: float | None = None

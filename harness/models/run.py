@@ -11,10 +11,11 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from harness.models.agent_side import AgentEvent, AgentTurnTiming, ToolCall, Usage
+from harness.models.agent_side import AgentEvent, AgentTurnTiming, ToolCall
 from harness.models.case import Case, Criterion
 from harness.models.common import Role, RunStatus, TerminationReason, new_run_id, utcnow
 from harness.models.dynamics import Dynamics
+from harness.models.usage import Usage
 
 __all__ = [
     "CallEvent",

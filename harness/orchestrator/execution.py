@@ -34,11 +34,12 @@ from harness.offload import off_loop
 from harness.orchestrator.calibration import Calibration, EchoCalibrator
 from harness.orchestrator.options import CALL_OVER, ProgressFn, RunOptions
 from harness.orchestrator.reports import AgentReports
+from harness.pricing import price_run
 from harness.recording import Recorder
 from harness.scoring import CallFacts, evaluate_off_loop
 from harness.store import RunSink
 from personas.bot import PersonaBot
-from personas.brains import Brain, BrainError
+from personas.brains import Brain, BrainError, tokens_spent
 from personas.factory import make_brain
 from personas.lean import LeanBot
 from telephony import (
@@ -329,14 +330,14 @@ class _Execution:
             logger.exception(f"run {run.id}: analysis failed")
             error = (error + "; " if error else "") + f"analysis failed: {exc}"
         error = await self.reports.collect(error, self.event)
-        run.usage.persona_input_tokens = getattr(self.brain, "input_tokens", 0)  # LLM brains
-        run.usage.persona_output_tokens = getattr(self.brain, "output_tokens", 0)
+        run.usage.add_tokens("persona", *tokens_spent(self.brain))
         facts = CallFacts(run.turns, run.metrics, outcome.reason, run.tool_calls, run.agent_events)
         evaluation = await evaluate_off_loop(run.case, facts, self.options.judge, run.usage)
         run.evaluation = evaluation
         run.termination_reason = outcome.reason
         run.error = error
         run.ended_at = outcome.ended_at
+        price_run(run, self.options.prices)
         if run.started_at is not None:
             run.duration_ms = round((run.ended_at - run.started_at).total_seconds() * 1000.0, 1)
         run.status = outcome.status  # last: until now every reader sees it running

@@ -15,6 +15,7 @@ from harness.ingest import Inboxes
 from harness.ingest.otel import GRACE_S, TraceDesk
 from harness.models import Run
 from harness.orchestrator.calibration import Calibration
+from harness.pricing import PriceTable
 from harness.scoring import Judge
 from personas.llm_brain import LLMConfig
 from telephony.credentials import SipCredentials
@@ -71,6 +72,9 @@ class RunOptions:
     traces: TraceDesk | None = None
     expect_traces: bool = False
     otel_grace_s: float = GRACE_S
+    # What tokens and minutes cost (LOOPCALL_PRICES); unset, only what is known to
+    # cost nothing and the carrier's own price are figured.
+    prices: PriceTable | None = None
 
     def secrets(self) -> list[str]:
         """Every secret these options hold (configured credentials), to keep out of runs."""

@@ -5,7 +5,7 @@ Stage: the orchestrator's wrap-up.  ``collect_spans`` runs after the hang-up (th
 ``apply_spans`` runs once the turns are measured: each matched agent turn gets
 its ``agent_timing``, the tool calls the spans show join ``run.tool_calls``
 (source ``otel``) unless loopcall recorded them already (its tools URL, the
-webhook), and the agent's tokens go to ``run.usage``.
+webhook), and the agent's tokens go to ``run.usage``, model by model.
 """
 
 from __future__ import annotations
@@ -40,8 +40,11 @@ def apply_spans(run: Run, spans: list[Span], origin_epoch_s: float) -> None:
         run.turns[index].agent_timing = timing
     run.tool_calls.extend(call for call in joined.tool_calls if not _seen(call, run.tool_calls))
     run.tool_calls.sort(key=lambda call: call.at_ms if call.at_ms is not None else float("inf"))
-    run.usage.agent_input_tokens += joined.input_tokens
-    run.usage.agent_output_tokens += joined.output_tokens
+    for model, (input_tokens, output_tokens) in joined.by_model.items():
+        run.usage.add_tokens("agent", model, input_tokens, output_tokens)
+    named = [line for line in run.usage.tokens if line.party == "agent" and line.model]
+    if named:  # the model that wrote most of what the agent said
+        run.usage.agent_model = max(named, key=lambda line: line.output_tokens).model
     logger.info(
         f"run {run.id}: {len(spans)} span(s), {joined.replies} repl(ies), "
         f"{len(joined.timings)} matched to agent turns, {len(joined.tool_calls)} tool call(s)"

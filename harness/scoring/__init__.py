@@ -84,8 +84,8 @@ async def evaluate_off_loop(
         judged = await judge.judge(rubrics, facts)
         facts = dataclasses.replace(facts, rubric_verdicts=judged.verdicts)
         if usage is not None:
-            usage.judge_input_tokens += judged.input_tokens
-            usage.judge_output_tokens += judged.output_tokens
+            usage.judge_model = judge.config.model
+            usage.add_tokens("judge", judge.config.model, judged.input_tokens, judged.output_tokens)
     return await off_loop(evaluate_facts, case, facts)
 
 

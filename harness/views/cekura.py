@@ -10,10 +10,11 @@ single run renders as a result of one run.  Decisions a reader should know:
   none) is a ``binary_qualitative`` metric scored 100/0 per run; its summary
   score is the percentage of evaluated runs that passed it.
 * Latency, time to first audio and the turn-taking figures (``cekura_dynamics``)
-  are ``numeric`` metrics.  Per run, latency is
-  the run's own ``metrics.latency_ms``; across runs, p50 is the median of the
-  pooled agent turns the runs vouch for: a ``degraded`` turn (measured while the
-  harness ran late) is left out, as it is of each run's own figure.
+  are ``numeric`` metrics.  Per run, latency is the run's own
+  ``metrics.latency_ms``; across runs, p50 is the median of the pooled agent
+  turns the runs vouch for (a ``degraded`` turn is left out, as it is of each
+  run's own figure).  Cost, tokens and tool calls are ``extra_metrics``
+  (``cekura_usage``).
 * Counts: ``success`` = passed, ``failed`` = finished but not passed (failed,
   cancelled, or completed below the threshold), so success + failed = finished
   runs; ``success_rate`` = success / finished (0.0 while none has finished), and
@@ -33,11 +34,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from harness.models import Criterion, Run, vouched_latencies
-from harness.views.cekura_dynamics import dynamics_label, run_metrics, summary_metrics
+from harness.views.cekura_dynamics import run_metrics, summary_metrics
+from harness.views.cekura_failures import FINISHED as _FINISHED
+from harness.views.cekura_failures import failed_reasons
+from harness.views.cekura_usage import usage_metrics
+from harness.views.labels import criterion_label
 
 __all__ = ["to_cekura_result"]
 
-_FINISHED = ("completed", "failed", "cancelled")
+
 _ROLE = {"persona": "Testing Agent", "agent": "Main Agent"}
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "loopcall")
 
@@ -83,51 +88,34 @@ def to_cekura_result(
             for sid, sname in dict.fromkeys((_scenario_id(r), r.case.name) for r in runs)
         ],
         "critical_categories": [],
-        "failed_reasons": _failed_reasons(runs, len(finished) - len(passed)),
+        "failed_reasons": failed_reasons(runs, len(finished) - len(passed)),
         "run_execution_type": "voice",
         "created_at": _iso(min(r.created_at for r in runs)),
         "updated_at": _iso(max(stamps)),
     }
 
 
-def _label(criterion: Criterion) -> str:
-    """The criterion's description, or a readable stand-in when it has none."""
-    if criterion.description:
-        return criterion.description
-    if criterion.pattern is not None:
-        verb = "says" if criterion.must_match else "never says"
-        return f"{criterion.role} {verb} /{criterion.pattern}/"
-    if criterion.latency_ms is not None:
-        return f"{criterion.latency_ms.stat} latency <= {criterion.latency_ms.max_ms:g} ms"
-    if criterion.termination_reason is not None:
-        return f"ends by {' or '.join(criterion.termination_reason)}"
-    if criterion.dynamics is not None:
-        return dynamics_label(criterion.dynamics)
-    check = criterion.turn_count
-    assert check is not None
-    return f"{check.role or 'total'} turns within [{check.min}, {check.max}]"
-
-
 def _metric_ids(runs: list[Run]) -> dict[str, tuple[str, Criterion]]:
     """Criterion label -> (metric id, first such criterion), in order of appearance."""
     criteria = [c for r in runs for c in r.case.success_criteria]
     criteria += [res.assertion for r in runs if r.evaluation for res in r.evaluation.results]
-    first = {_label(c): c for c in reversed(criteria)}
-    labels = dict.fromkeys(_label(c) for c in criteria)
+    first = {criterion_label(c): c for c in reversed(criteria)}
+    labels = dict.fromkeys(criterion_label(c) for c in criteria)
     return {label: (f"criterion_{n}", first[label]) for n, label in enumerate(labels, start=1)}
 
 
 def _run(run: Run, metric_ids: dict[str, tuple[str, Criterion]]) -> dict[str, Any]:
     results = run.evaluation.results if run.evaluation else []
     explanation = [
-        f"{'PASS' if r.passed else 'FAIL'} {_label(r.assertion)}: {r.reason}" for r in results
+        f"{'PASS' if r.passed else 'FAIL'} {criterion_label(r.assertion)}: {r.reason}"
+        for r in results
     ]
     if run.error:
         explanation.append(f"ERROR {run.error}")
     metrics: list[dict[str, Any]] = [
         {
-            "id": metric_ids[_label(r.assertion)][0],
-            "name": _label(r.assertion),
+            "id": metric_ids[criterion_label(r.assertion)][0],
+            "name": criterion_label(r.assertion),
             "type": "binary_qualitative",
             "score": 100 if r.passed else 0,
             "explanation": r.reason,
@@ -184,6 +172,8 @@ def _run(run: Run, metric_ids: dict[str, tuple[str, Criterion]]) -> dict[str, An
             "score": run.evaluation.score if run.evaluation else None,
             "metrics": run.metrics.model_dump(mode="json"),
             "recording": run.recording,
+            "usage": run.usage.model_dump(mode="json"),
+            "tool_calls": [call.model_dump(mode="json") for call in run.tool_calls],
         },
     }
 
@@ -235,7 +225,7 @@ def _overall(
             for r in runs
             if r.evaluation
             for res in r.evaluation.results
-            if _label(res.assertion) == label
+            if criterion_label(res.assertion) == label
         ]
         summary[metric_id] = {
             "id": metric_id,
@@ -279,51 +269,13 @@ def _overall(
                 "value": _mean(durations),
                 "percentiles": {"p50": _median(durations)},
             },
+            *usage_metrics(runs),
         ],
     }
 
 
 def _summary_numeric(name: str, p50: float | None) -> dict[str, Any]:
     return {"name": name, "type": "numeric", "value": p50, "percentiles": {"p50": p50}}
-
-
-def _failed_reasons(runs: list[Run], total_failed: int) -> dict[str, Any]:
-    """Group why finished runs did not pass: call errors, then failing criteria."""
-    groups: dict[str, dict[str, Any]] = {}
-
-    def add(description: str, run_id: str, reason: str) -> None:
-        group = groups.setdefault(description, {"run_ids": [], "reasons": []})
-        if run_id not in group["run_ids"]:
-            group["run_ids"].append(run_id)
-        if reason not in group["reasons"]:
-            group["reasons"].append(reason)
-
-    for run in runs:
-        if run.status not in _FINISHED or run.passed:
-            continue
-        if run.status != "completed":
-            reason = run.error or f"ended by {run.termination_reason or 'an unknown reason'}"
-            add(f"Call {run.status}: {reason}", run.id, reason)
-            continue
-        failing = [r for r in run.evaluation.results if not r.passed] if run.evaluation else []
-        if not failing:
-            add("Run completed without a passing evaluation", run.id, "not scored")
-        for result in failing:
-            add(_label(result.assertion), run.id, result.reason)
-    ranked = sorted(groups.items(), key=lambda item: -len(item[1]["run_ids"]))
-    return {
-        "issues": [
-            {
-                "rank": rank,
-                "run_ids": group["run_ids"],
-                "description": description,
-                "affected_count": len(group["run_ids"]),
-                "reasons": group["reasons"],
-            }
-            for rank, (description, group) in enumerate(ranked, start=1)
-        ],
-        "total_failed_runs": total_failed,
-    }
 
 
 def _result_status(runs: list[Run]) -> str:

@@ -12,9 +12,9 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from harness.models import Dynamics, DynamicsCheck, Run
+from harness.models import Dynamics, Run
 
-__all__ = ["dynamics_label", "run_metrics", "summary_metrics"]
+__all__ = ["run_metrics", "summary_metrics"]
 
 Figure = Callable[[Dynamics], float | None]
 
@@ -85,12 +85,3 @@ def summary_metrics(runs: Sequence[Run]) -> list[dict[str, Any]]:
         p50 = statistics.median(values) if values else None
         out.append({"name": name, "type": "numeric", "value": p50, "percentiles": {"p50": p50}})
     return out
-
-
-def dynamics_label(check: DynamicsCheck) -> str:
-    """A readable name for a ``dynamics`` criterion without a description."""
-    if check.min is not None and check.max is not None:
-        return f"{check.metric} within [{check.min:g}, {check.max:g}]"
-    if check.min is not None:
-        return f"{check.metric} >= {check.min:g}"
-    return f"{check.metric} <= {check.max:g}"

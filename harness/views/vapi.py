@@ -6,6 +6,11 @@ agent = ``assistant``) and a single result.  Everything Vapi has no field for
 timestamps) travels under the extra key ``"loopcall"``, which the schema allows:
 together with ``id``, ``createdAt`` and ``target.assistantId`` it holds the whole
 ``Run``, so nothing is lost.
+
+``cost`` is what loopcall knows the run cost in US dollars (``harness.pricing``)
+and ``costs`` its bill, line by line as Vapi breaks its own down (``model`` with
+the tokens, ``transport`` for the carrier); a line loopcall could not price has
+``cost: null`` and a note.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from harness.models import Run
+from harness.models import CostItem, Run
 
 __all__ = ["to_vapi_eval_run"]
 
@@ -62,8 +67,8 @@ def to_vapi_eval_run(run: Run) -> dict[str, Any]:
             "messages": messages,
         },
         "results": results if _STATUS[run.status] == "ended" else [],
-        "cost": 0,
-        "costs": [],
+        "cost": _dollars(run.usage.total_cost_cents) or 0,
+        "costs": [_cost(item) for item in run.usage.costs],
         "loopcall": run.model_dump(mode="json", exclude={"id", "target", "created_at"}),
     }
     if run.case.id is not None:
@@ -71,6 +76,31 @@ def to_vapi_eval_run(run: Run) -> dict[str, Any]:
     if ended_reason != "mockConversation.done" and run.error:
         view["endedMessage"] = run.error
     return view
+
+
+def _cost(item: CostItem) -> dict[str, Any]:
+    """A bill line as Vapi writes its ``costs`` ("model" for tokens, "transport" for
+    the line), with loopcall's party, tokens and note beside it."""
+    out: dict[str, Any] = {
+        "type": "model" if item.type == "model" else "transport",
+        "cost": _dollars(item.cost_cents),
+        "party": item.party,
+    }
+    if item.type == "model":
+        out |= {
+            "model": item.model,
+            "promptTokens": item.input_tokens,
+            "completionTokens": item.output_tokens,
+        }
+    else:
+        out |= {"provider": item.model, "minutes": item.minutes}
+    if item.note:
+        out["note"] = item.note
+    return out
+
+
+def _dollars(cents: float | None) -> float | None:
+    return None if cents is None else round(cents / 100.0, 6)
 
 
 def _ended_reason(run: Run) -> str:

@@ -9,9 +9,13 @@ ids and fills in what loopcall does not have.  Decisions a reader should know:
   ``company_id`` is the ``uuid5`` of "loopcall".
 * The case, its persona and the agent are snapshots taken with the run, so their
   ``created_at``/``updated_at`` are the run's ``created_at``.  Fields loopcall
-  has no notion of (tokens, costs, models, most agent settings) are ``0``,
-  ``null`` or empty.
-* ``duration_ms`` and the costs are integers, as Yappr documents them.
+  has no notion of (most agent settings) are ``null`` or empty.
+* Tokens and models are the run's ``usage``: the agent's from its spans, the
+  persona's from its LLM brain.  Costs are whole cents, as Yappr documents
+  them, rounded from the priced lines (``harness.pricing``); a cost loopcall
+  could not price counts 0 there, and ``loopcall.usage`` keeps the exact bill
+  with what it leaves out (``unpriced``).
+* ``duration_ms`` is an integer, as Yappr documents it.
 * What Yappr has no field for rides under ``"loopcall"`` keys (on the run and on
   the case); criterion keys loopcall adds (``role``, ``must_match``, the latency,
   termination and turn-count checks) stay on each assertion.
@@ -53,6 +57,12 @@ _CASE_EXTRAS = {
     "response_gap_ms",
     "wait_for_greeting_s",
     "retries",
+    "brain",
+    "direction",
+    "tools",
+    "answer_timeout_s",
+    "dead_air_ms",
+    "min_overlap_ms",
 }
 _YAPPR_ASSERTION_KEYS = ("tool_name", "args_match", "node_id", "rubric")
 
@@ -81,8 +91,8 @@ def to_yappr_run(run: Run) -> dict[str, Any]:
         "queue_status": _QUEUE_STATUS[run.status],
         "agent_id": _agent_id(run),
         "persona_id": _persona_id(run),
-        "agent_model": None,
-        "persona_model": None,
+        "agent_model": run.usage.agent_model,
+        "persona_model": run.usage.persona_model,
         "started_at": _iso(run.started_at) if run.started_at else None,
         "ended_at": _iso(run.ended_at) if run.ended_at else None,
         "duration_ms": round(run.duration_ms) if run.duration_ms is not None else None,
@@ -90,13 +100,13 @@ def to_yappr_run(run: Run) -> dict[str, Any]:
         "pass_fail": evaluation.pass_fail if evaluation else None,
         "termination_reason": run.termination_reason,
         "evaluation": _evaluation(evaluation) if evaluation else None,
-        "agent_input_tokens": 0,
-        "agent_output_tokens": 0,
-        "persona_input_tokens": 0,
-        "persona_output_tokens": 0,
-        "agent_cost_cents": 0,
-        "persona_cost_cents": 0,
-        "total_cost_cents": 0,
+        "agent_input_tokens": run.usage.agent_input_tokens,
+        "agent_output_tokens": run.usage.agent_output_tokens,
+        "persona_input_tokens": run.usage.persona_input_tokens,
+        "persona_output_tokens": run.usage.persona_output_tokens,
+        "agent_cost_cents": _cents(run.usage.agent_cost_cents),
+        "persona_cost_cents": _cents(run.usage.persona_cost_cents),
+        "total_cost_cents": _cents(run.usage.total_cost_cents),
         "error": run.error,
         "agent_overrides": {},
         "loopcall": {
@@ -109,6 +119,9 @@ def to_yappr_run(run: Run) -> dict[str, Any]:
             "metrics": run.metrics.model_dump(mode="json"),
             "recording": run.recording,
             "events": [e.model_dump(mode="json") for e in run.events],
+            "usage": run.usage.model_dump(mode="json"),
+            "tool_calls": [call.model_dump(mode="json") for call in run.tool_calls],
+            "agent_events": [event.model_dump(mode="json") for event in run.agent_events],
             "loopcall_version": run.loopcall_version,
         },
     }
@@ -159,14 +172,14 @@ def _case(run: Run) -> dict[str, Any]:
         "success_criteria": [_assertion(c) for c in case.success_criteria],
         "max_turns": case.max_turns,
         "pass_threshold": case.pass_threshold,
-        "tool_policy": None,
+        "tool_policy": case.tool_policy,
         "created_at": snapshot,
         "agent": _agent(run),
         "persona": _persona(run, snapshot),
         "suite_id": _suite_id(run),
         "description": case.description,
         "agent_overrides": {},
-        "tool_allowlist": [],
+        "tool_allowlist": [tool.name for tool in case.tools],
         "updated_at": snapshot,
         "deleted_at": None,
         "loopcall": case.model_dump(mode="json", include=_CASE_EXTRAS),
@@ -239,6 +252,11 @@ def _evaluation(evaluation: Evaluation) -> dict[str, Any]:
             for result in evaluation.results
         ],
     }
+
+
+def _cents(cents: float | None) -> int:
+    """Whole cents (Yappr's integer); an unknown cost counts 0 here."""
+    return round(cents) if cents is not None else 0
 
 
 def _case_id(run: Run) -> str:

@@ -3,7 +3,7 @@
 Stage: the orchestrator's analysis, once the turns are measured.  In: the run's
 spans, its turns, and the Unix time of the recording's sample 0.  Out: an
 ``AgentTurnTiming`` per matched agent turn (its index in ``turns``), every tool
-call as a ``ToolCall`` (source ``otel``) and the agent's token totals.
+call as a ``ToolCall`` (source ``otel``) and the agent's tokens, model by model.
 
 A reply is matched by the instant its first audio left the agent (its TTS's
 first byte): the heard agent turn that starts nearest it, from ``EARLY_MS``
@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from harness.ingest.otel import livekit, pipecat
-from harness.ingest.otel.replies import Reply, ToolSpan, tokens
+from harness.ingest.otel.replies import Reply, ToolSpan, model_of, tokens
 from harness.ingest.otel.spans import Span
 from harness.models import AgentTurnTiming, ToolCall, Turn
 
@@ -39,6 +39,7 @@ class TraceJoin:
     input_tokens: int
     output_tokens: int
     replies: int
+    by_model: dict[str | None, tuple[int, int]]  # model (None: unnamed) -> (input, output)
 
 
 def read_replies(spans: Sequence[Span]) -> tuple[list[Reply], list[ToolSpan]]:
@@ -114,8 +115,10 @@ def join(spans: Sequence[Span], turns: Sequence[Turn], origin_epoch_s: float) ->
         calls.extend(_tool_call(tool, index, at_ms) for tool in reply.tools)
     calls.extend(_tool_call(tool, None, at_ms) for tool in loose)
     calls.sort(key=lambda call: call.at_ms if call.at_ms is not None else float("inf"))
-    input_tokens, output_tokens = _usage(spans)
-    return TraceJoin(timings, calls, input_tokens, output_tokens, len(replies))
+    by_model = _usage(spans)
+    input_tokens = sum(pair[0] for pair in by_model.values())
+    output_tokens = sum(pair[1] for pair in by_model.values())
+    return TraceJoin(timings, calls, input_tokens, output_tokens, len(replies), by_model)
 
 
 def epoch_ms(epoch_ns: int, origin_epoch_s: float) -> float:
@@ -142,11 +145,19 @@ def _tool_call(
     )
 
 
-def _usage(spans: Sequence[Span]) -> tuple[int, int]:
-    """Tokens over every LLM span: pipecat's ``llm``, LiveKit's ``llm_request`` (its
+def _usage(spans: Sequence[Span]) -> dict[str | None, tuple[int, int]]:
+    """Tokens over every LLM span, by the model it names (``gen_ai.response.model``,
+    else ``gen_ai.request.model``): pipecat's ``llm``, LiveKit's ``llm_request`` (its
     ``llm_node`` repeats them)."""
     counted = [s for s in spans if s.name in ("llm", "llm_request")]
     if not any(s.name == "llm_request" for s in spans):
         counted += [s for s in spans if s.name == "llm_node"]
-    got_in, got_out = tokens(counted)
-    return got_in or 0, got_out or 0
+    by_model: dict[str | None, tuple[int, int]] = {}
+    for span in counted:
+        got_in, got_out = tokens([span])
+        if got_in is None and got_out is None:
+            continue
+        model = model_of(span)
+        before = by_model.get(model, (0, 0))
+        by_model[model] = (before[0] + (got_in or 0), before[1] + (got_out or 0))
+    return by_model

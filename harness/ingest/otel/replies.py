@@ -17,7 +17,17 @@ from typing import Any
 
 from harness.ingest.otel.spans import Span
 
-__all__ = ["Reply", "ToolSpan", "after", "gap_ms", "number", "parse_json", "seconds_ms", "tokens"]
+__all__ = [
+    "Reply",
+    "ToolSpan",
+    "after",
+    "gap_ms",
+    "model_of",
+    "number",
+    "parse_json",
+    "seconds_ms",
+    "tokens",
+]
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,15 @@ def tokens(spans: Iterable[Span]) -> tuple[int | None, int | None]:
         if got_out is not None:
             found_out = (found_out or 0) + int(got_out)
     return found_in, found_out
+
+
+def model_of(span: Span) -> str | None:
+    """The model an LLM span names (the response's, else the request's)."""
+    for key in ("gen_ai.response.model", "gen_ai.request.model"):
+        value = span.attributes.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def parse_json(value: Any) -> Any:
