@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.loopcall-installed
 OUT    ?= runs
+DURATIONS ?= 15
 
 .PHONY: setup demo test check format e2e clean
 
@@ -42,8 +43,8 @@ demo: setup
 # tests (marked in tests/conftest.py) alone, so none shares the cores with another.
 test: setup
 	@status=0; \
-	$(BIN)/python -m pytest -q --durations=15 -n 2 -m "not timing" || status=$$?; \
-	$(BIN)/python -m pytest -q --durations=15 -m timing || status=$$?; \
+	$(BIN)/python -m pytest -q --durations=$(DURATIONS) -n 2 -m "not timing" || status=$$?; \
+	$(BIN)/python -m pytest -q --durations=$(DURATIONS) -m timing || status=$$?; \
 	exit $$status
 
 check: setup

@@ -29,6 +29,7 @@ __all__ = [
     "FinishReason",
     "Reply",
     "ScriptedBrain",
+    "needs_live_stt",
     "tokens_spent",
 ]
 
@@ -56,6 +57,17 @@ class Brain(Protocol):
     async def next_reply(self, agent_said: str) -> Reply: ...
 
     def goodbye(self, reason: FinishReason) -> Reply: ...
+
+
+def needs_live_stt(case: CallerCase, brain: Brain | None = None) -> bool:
+    """Whether the persona's brain must understand the agent during the call: an LLM
+    brain, or a script with goal lines (``when``).  Otherwise its next line does not
+    depend on the agent's words, and the persona need not wait for them to answer."""
+    if brain is not None and not isinstance(brain, ScriptedBrain):
+        return True
+    if case.brain != "scripted":
+        return True
+    return any(line.when is not None for line in case.script)
 
 
 def tokens_spent(brain: object) -> tuple[str | None, int, int]:

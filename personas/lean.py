@@ -33,27 +33,18 @@ from loguru import logger
 from audio.endpointer import StreamingEndpointer
 from audio.speech import Transcriber, get_transcriber, get_voice, lead_in
 from personas.bot import DTMF_GAP_S, HANGUP_TAIL_S, TRANSCRIPT_WAIT_S, FinishReason, Utterance
-from personas.brains import Brain, BrainError, Reply, ScriptedBrain
+from personas.brains import Brain, BrainError, Reply, ScriptedBrain, needs_live_stt
 from personas.spec import CallerCase
 from runtime.tasks import spawn
 from telephony.base import Call, TelephonyError
 
-__all__ = ["LeanBot", "needs_live_stt"]
+__all__ = ["LeanBot"]
 
 EventFn = Callable[[str, str], None]
 # The agent's pauses between sentences of one reply stay under this (the pipecat
 # bot's Silero VAD waits 0.8 s too).
 END_OF_TURN_MS = 800.0
 HISTORY_S = 30.0
-
-
-def needs_live_stt(case: CallerCase, brain: Brain | None = None) -> bool:
-    """Whether the persona's brain must understand the agent during the call."""
-    if brain is not None and not isinstance(brain, ScriptedBrain):
-        return True
-    if case.brain != "scripted":
-        return True
-    return any(line.when is not None for line in case.script)
 
 
 class LeanBot:

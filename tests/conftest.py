@@ -96,6 +96,10 @@ class AgentProcess:
             return []
         return [json.loads(line) for line in self.timing_log.read_text().splitlines() if line]
 
+    def timings_of(self, run_id: str) -> list[dict[str, Any]]:
+        """The replies of one run (a shared agent's log holds many runs')."""
+        return [record for record in self.timings() if record.get("run_id") == run_id]
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -119,6 +123,36 @@ async def http_stub() -> AsyncIterator[Callable[[str, str, Handler], Awaitable[s
     yield serve
     for runner in runners:
         await runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+def _session_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[AgentProcess]]:
+    holder: list[AgentProcess] = []
+    yield holder
+    for agent in holder:
+        agent.process.terminate()
+        try:
+            agent.process.wait(10)
+        except subprocess.TimeoutExpired:
+            agent.process.kill()
+
+
+@pytest.fixture
+def shared_agent(
+    _session_agent: list[AgentProcess], tmp_path_factory: pytest.TempPathFactory
+) -> AgentProcess:
+    """The plain reference agent (WebRTC offer and media-stream /ws, its STT on), one per
+    test process: starting one costs seconds of both cores, and most tests only need
+    *an* agent.  Its calls are independent; its timing log holds every test's replies
+    (read them with ``timings_of(run_id)``).  A test that configures, crashes or kills
+    its agent starts its own with ``start_agent``.  Started again if it has died."""
+    if not _session_agent or _session_agent[0].process.poll() is not None:
+        base = tmp_path_factory.mktemp("shared-agent")
+        proc, target = start_agent_process(
+            "--timing-log", str(base / "timing.jsonl"), log_path=base / "agent.log"
+        )
+        _session_agent[:] = [AgentProcess(target, base / "timing.jsonl", base / "agent.log", proc)]
+    return _session_agent[0]
 
 
 @pytest.fixture

@@ -153,6 +153,10 @@ async def test_the_reference_agent_books_through_its_tools_url(
     # No price table: the judge's tokens are unpriced, and the run says so.
     assert run.usage.judge_cost_cents is None
     assert any(gap.startswith("judge:") for gap in run.usage.unpriced), run.usage.unpriced
+    assert run.usage.judge_model == "judge"
+    # No price table: the judge's tokens are unpriced, and the run says so.
+    assert run.usage.judge_cost_cents is None
+    assert any(gap.startswith("judge:") for gap in run.usage.unpriced), run.usage.unpriced
     assert run.evaluation.pass_fail
     # The replies kept the oracle's timing (test_e2e_webrtc.py's bound: 5 ms).
     rtt = run.metrics.transport_rtt_ms

@@ -124,9 +124,9 @@ async def test_run_without_an_llm_endpoint_is_a_stored_failed_run(tmp_path: Path
 
 @pytest.mark.e2e
 async def test_llm_persona_converses_with_the_reference_agent(
-    start_agent, fake_openai, tmp_path: Path
+    shared_agent, fake_openai, tmp_path: Path
 ) -> None:
-    agent = start_agent()
+    agent = shared_agent
     fake_openai.replies = [
         "Hi, this is Jordan Lee.",
         "Tuesday at ten is perfect.",

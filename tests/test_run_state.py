@@ -179,8 +179,10 @@ async def controller_in_process(tmp_path: Path) -> AsyncIterator[tuple[Any, str,
     sock.close()
 
 
-async def test_no_path_says_ended_between_call_over_and_stored(start_agent, tmp_path: Path) -> None:
-    agent = start_agent()
+async def test_no_path_says_ended_between_call_over_and_stored(
+    shared_agent, tmp_path: Path
+) -> None:
+    agent = shared_agent
     gate = Gate()
     async with controller_in_process(tmp_path) as (app, url, key):
         dispatcher = app.state.dispatcher
@@ -215,9 +217,9 @@ async def test_no_path_says_ended_between_call_over_and_stored(start_agent, tmp_
 
 
 async def test_a_local_run_and_loopcall_show_say_running_until_scored(
-    start_agent, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    shared_agent, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    agent = start_agent()
+    agent = shared_agent
     store = RunStore(tmp_path / "runs")
     gate = Gate()
     case = early_case()
@@ -247,9 +249,9 @@ async def test_a_local_run_and_loopcall_show_say_running_until_scored(
 
 
 async def test_every_read_path_agrees_while_a_run_ends(
-    start_agent, start_controller, http_stub, db_url: str
+    shared_agent, start_controller, http_stub, db_url: str
 ) -> None:
-    agent = start_agent()
+    agent = shared_agent
     controller = start_controller(db_url, "--no-calibrate")
     webhook: list[tuple[dict[str, Any], dict[str, Any]]] = []
     delivered = asyncio.Event()
@@ -337,7 +339,7 @@ async def test_every_read_path_agrees_while_a_run_ends(
 
 
 async def test_a_cancel_during_the_analysis_still_stores_the_scored_run(
-    start_agent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared_agent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The call is over and being analysed when the cancel lands (Ctrl-C, a stop, an
     # API cancel): the run is still stored, scored, as its call ended; then the
@@ -353,7 +355,7 @@ async def test_a_cancel_during_the_analysis_still_stores_the_scored_run(
         await real_analyse(self, *args)
 
     monkeypatch.setattr(execution._Execution, "_analyse", held_analyse)  # noqa: SLF001
-    agent = start_agent()
+    agent = shared_agent
     store = RunStore(tmp_path / "runs")
     case = early_case()
     run = Run(case=case, target=agent.target, channel="webrtc")

@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import jiwer
 import numpy as np
 import pytest
+from dental import normalise
 from sip_peer_procs import (
     DTMF_DIGITS,
     start_baresip,
@@ -112,16 +114,23 @@ async def test_twenty_concurrent_calls_to_sipp_echo_lose_no_rtp() -> None:
 
 # -------------------------------------------------------------------- dumb agent
 
+SIPP_LINE = "Thank you for calling Bright Smile Dental. How can I help?"
+
 
 async def test_sipp_playing_a_recording_is_heard_and_gets_the_run_id(tmp_path: Path) -> None:
-    wav = tts_wav("Thank you for calling Bright Smile Dental. How can I help?", tmp_path / "a.wav")
+    wav = tts_wav(SIPP_LINE, tmp_path / "a.wav")
     async with await start_sipp_uas("uas_play.xml", play=wav) as sipp:
         run = await _run(sipp.uri, tmp_path, max_turns=1)
         assert await sipp.wait(30) == 0, sipp.describe()
         invite = sipp.messages()
     assert run.status == "completed", run.error
-    heard = " ".join(t.text.lower() for t in run.turns if t.role == "agent")
-    assert "thank you for calling" in heard and "dental" in heard, heard
+    heard = " ".join(t.text for t in run.turns if t.role == "agent")
+    # Heard, not word-perfect: flite's voice at 8 kHz through G.711 is hard on Whisper
+    # (tiny).  Seen: the exact line in most runs, and "Thank you for calling bright my
+    # old mental. How can I help?" (WER 0.3) once alone and once beside two CPU hogs.
+    # 0.4 allows that and fails on audio that did not arrive or arrived garbled.
+    error = jiwer.wer(normalise(SIPP_LINE), normalise(heard))
+    assert error <= 0.4 and "thank you for calling" in normalise(heard), (error, heard)
     assert f"X-Loopcall-Run-Id: {run.id}" in invite
 
 

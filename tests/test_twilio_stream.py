@@ -272,9 +272,9 @@ async def test_a_script_line_presses_keys_on_the_media_stream(stub_agent, tmp_pa
 
 
 async def test_a_script_line_pressing_keys_on_webrtc_fails_the_run_with_the_reason(
-    start_agent, tmp_path: Path
+    shared_agent, tmp_path: Path
 ) -> None:
-    agent = start_agent()
+    agent = shared_agent
     case = Case(
         name="IVR menu",
         persona=Persona(name="Caller", voice="flite:slt"),

@@ -32,7 +32,7 @@ from harness.models import utcnow
 from harness.monitor import loop_monitor
 from harness.orchestrator import Calibration, EchoCalibrator, RunOptions
 from harness.store import RunSink
-from personas.lean import needs_live_stt
+from personas.brains import needs_live_stt
 from telephony import DialOptions, Target, TelephonyError, call_class, line_rate, parse_target
 
 __all__ = ["BenchState", "machine", "run_bench"]
