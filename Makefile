@@ -43,7 +43,7 @@ demo: setup
 # tests (marked in tests/conftest.py) alone, so none shares the cores with another.
 test: setup
 	@status=0; \
-	$(BIN)/python -m pytest -q --durations=$(DURATIONS) -n 2 -m "not timing" || status=$$?; \
+	$(BIN)/python -m pytest -q --durations=$(DURATIONS) -n 2 --dist worksteal -m "not timing" || status=$$?; \
 	$(BIN)/python -m pytest -q --durations=$(DURATIONS) -m timing || status=$$?; \
 	exit $$status
 

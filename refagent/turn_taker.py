@@ -42,6 +42,7 @@ from refagent.booking import BookingFlow
 from refagent.loopcall_link import Handover, LoopcallLink
 from refagent.playout import Clip, StreamClock, Tape
 from refagent.script import AgentScript, ScriptCursor
+from refagent.tracing import CallTrace
 from runtime.tasks import spawn
 
 __all__ = ["ECHO_HOLD_MS", "TimingLog", "TurnLogic", "TurnTaker", "TurnTakerConfig"]
@@ -132,12 +133,14 @@ class TurnLogic:
         self._epoch_offset = time.time() - time.monotonic()
         # The harness's run id, when the call carried it (timing log entries name it).
         self.run_id: str | None = None
+        self.trace = CallTrace(None)  # its spans, once the call says its run (--otlp-endpoint)
         self.link: LoopcallLink | None = None
         self.flow = BookingFlow(None, voice, self._sr) if script.name == "dental" else None
 
     def attach(self, handover: Handover) -> None:
         """What the call carried about its run: its id, tools URL and event webhook."""
         self.run_id = handover.run_id
+        self.trace = CallTrace(handover.run_id)
         if handover.tools_url or handover.events_url:
             self.link = LoopcallLink(handover)
             if self.flow is not None:
@@ -148,6 +151,7 @@ class TurnLogic:
         return self._sr
 
     def close(self) -> None:
+        self.trace.end()
         for task in self._tasks:
             task.cancel()
         if self.flow is not None:
@@ -250,6 +254,7 @@ class TurnLogic:
         self._turn += 1
 
         def on_onset(t: float) -> None:
+            self.trace.reply(reply.turn, reply.caller_offset_epoch_ms, self._epoch_ms(t))
             self._spawn(self._log(reply, self._epoch_ms(t)))
 
         self.tape.lay(Clip(start, audio, lead=lead, on_onset=on_onset))

@@ -77,9 +77,9 @@ class PipecatWebRTC:
             Pipeline([transport.input(), turn_taker, transport.output()]),
             enable_rtvi=False,
             idle_timeout_secs=None,
-            # Its spans name the run they belong to (docs/tracing.md).
-            enable_tracing=tracing,
-            conversation_id=handover.run_id,
+            # Its own spans (refagent/tracing.py) say what it did; pipecat's service
+            # spans would not (it has no STT, LLM or TTS service on its reply path).
+            enable_tracing=False,
         )
 
         @transport.event_handler("on_client_connected")

@@ -23,6 +23,15 @@ Where the kernel gives none (not Linux, or the ioctl is refused) the time the
 loop reads the datagram stands in; the remaining gap is then the loop's delay in
 reading the socket.  With kernel stamps there is none on this side of the wire.
 
+**Stamping must already be on.**  Linux stamps incoming packets only while some
+socket wants stamps, and when the first one asks, it turns stamping on a moment
+later (a deferred job): a datagram that arrives in between has no stamp, and
+``SIOCGSTAMPNS`` then answers with the time of the ask, i.e. the loop's read
+time.  So the module holds one UDP socket with ``SO_TIMESTAMPNS`` set for the
+life of the process, opened when it is imported, long before a call's first
+packet (``tests/test_wire_stamps.py`` caught a first packet stamped 60 ms late
+without it).
+
 **From a frame back to its packet.**  aiortc's decoder gives each frame
 ``pts = RTP timestamp - origin`` in the codec's RTP clock (1/48000 s for Opus),
 where ``origin`` is the RTP timestamp of the first frame that left the jitter
@@ -50,6 +59,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import socket
 import struct
 import time
 from collections.abc import Callable
@@ -60,6 +70,20 @@ __all__ = ["WireStamps"]
 SIOCGSTAMPNS = 0x8907  # Linux: the receive timestamp of the socket's last datagram
 _NO_STAMP = bytes(16)
 DEFAULT_CAPACITY = 1024
+
+
+def _keep_stamping_on() -> socket.socket | None:
+    """A socket that wants receive stamps, kept open: the kernel stamps every packet."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_TIMESTAMPNS", 35), 1)
+    except OSError:  # not Linux: the read time stands in anyway
+        sock.close()
+        return None
+    return sock
+
+
+_STAMPING = _keep_stamping_on()
 
 
 def _mapper_origin(receiver: Any) -> int | None:

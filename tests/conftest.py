@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from harness.cli.processes import start_agent_process, start_controller_process
 from harness.db import create_engine, migrate
+from harness.db.keys import KeyRepository
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -29,7 +31,7 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 # alone, so no timing test shares the two cores with another test.  Module name ->
 # test names ("*": the whole module).
 TIMING_TESTS: dict[str, set[str]] = {
-    "test_e2e_webrtc": {"test_latency_oracle", "test_cli_run_end_to_end"},
+    "test_e2e_webrtc": {"test_latency_oracle"},
     "test_e2e_twilio_ws": {"*"},
     "test_e2e_agent_reports": {"*"},
     "test_e2e_sip": {"test_latency_oracle_over_sip"},
@@ -199,27 +201,30 @@ class Controller:
             self.process.wait()
 
 
+def create_key(db_url: str, name: str) -> str:
+    """An API key in the controller's database, made in this process (what `loopcall
+    keys create` does; test_api.py runs the command itself), in a thread of its own:
+    the callers run inside the test's event loop."""
+
+    async def create() -> str:
+        engine = create_engine(db_url)
+        try:
+            await migrate(engine)
+            return await KeyRepository(engine).create(name)
+        finally:
+            await engine.dispose()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, create()).result()
+
+
 @pytest.fixture
 def start_controller(tmp_path: Path) -> Iterator[Callable[..., Controller]]:
     """Factory: `loopcall serve` on a free port; every controller is stopped after."""
     started: list[Controller] = []
 
     def start(db_url: str, *extra: str, env: dict[str, str] | None = None) -> Controller:
-        key = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "harness.cli",
-                "keys",
-                "create",
-                f"tests-{uuid.uuid4().hex[:6]}",
-                "--db",
-                db_url,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        key = create_key(db_url, f"tests-{uuid.uuid4().hex[:6]}")
         proc, url = start_controller_process(
             db_url,
             *extra,
@@ -264,13 +269,7 @@ def launch_controller(tmp_path: Path) -> Iterator[Callable[..., Controller]]:
     started: list[Controller] = []
 
     def start(db_url: str, *extra: str, env: dict[str, str] | None = None) -> Controller:
-        key = subprocess.run(
-            [sys.executable, "-m", "harness.cli", "keys", "create", f"t-{uuid.uuid4().hex[:6]}"]
-            + ["--db", db_url],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        key = create_key(db_url, f"t-{uuid.uuid4().hex[:6]}")
         proc, url = start_launched_controller(
             db_url,
             *extra,

@@ -103,16 +103,24 @@ async def test_every_route_but_health_needs_a_valid_key(start_controller, tmp_pa
         assert response.status == 401
 
 
-def test_keys_are_stored_hashed(start_controller, tmp_path: Path) -> None:
+async def test_keys_are_stored_hashed(start_controller, tmp_path: Path) -> None:
     import sqlite3
 
     db = tmp_path / "db.sqlite"
     controller = start_controller(f"sqlite:///{db}", "--no-calibrate")
+    # `loopcall keys create` prints a key once; the database keeps its hash only.
+    made = (await _loopcall("keys", "create", "from-the-cli", "--db", f"sqlite:///{db}")).strip()
     stored = sqlite3.connect(db).execute("select prefix, key_hash from api_keys").fetchall()
-    assert len(stored) == 1
-    prefix, key_hash = stored[0]
-    assert controller.key.startswith(prefix) and controller.key not in key_hash
-    assert len(key_hash) == 64
+    assert len(stored) == 2
+    for key in (controller.key, made):
+        [(prefix, key_hash)] = [row for row in stored if key.startswith(row[0])]
+        assert key not in key_hash and len(key_hash) == 64
+    headers = {"Authorization": f"Bearer {made}"}
+    async with (
+        aiohttp.ClientSession(controller.url, headers=headers) as http,
+        http.get("/runs") as response,
+    ):
+        assert response.status == 200
 
 
 async def test_unknown_ids_get_404(start_controller, tmp_path: Path) -> None:
@@ -186,7 +194,13 @@ async def test_runs_over_http_with_real_calls(shared_agent, start_controller, db
         ) as response:
             assert response.status == 201
             stored_agent = await _json(response)
-        suite_body = {"name": "dental", "agent_id": stored_agent["id"], "cases": [booking_case()]}
+        # One persona line and a goodbye (what is checked is the path through the
+        # controller; test_e2e_webrtc.py judges the whole booking), with the booking's
+        # first criterion.
+        case = booking_case()
+        short = {**case, "script": ["Hi, this is Alex Morgan."]}
+        short["success_criteria"] = case["success_criteria"][:1]
+        suite_body = {"name": "dental", "agent_id": stored_agent["id"], "cases": [short]}
         async with http.post("/suites", json=suite_body) as response:
             assert response.status == 201
             suite = await _json(response)
@@ -202,7 +216,8 @@ async def test_runs_over_http_with_real_calls(shared_agent, start_controller, db
                 runs.append(await _json(response))
         for run in runs:
             assert run["status"] == "completed", run["error"]
-            assert run["termination_reason"] == "agent_ended"
+            assert run["termination_reason"] == "persona_goodbye"
+            assert run["evaluation"]["results"][0]["passed"], run["evaluation"]
             assert run["evaluation"]["pass_fail"] is True
             assert run["metrics"]["transport_rtt_ms"] is not None
             assert (run["suite_id"], run["agent_id"]) == (suite["id"], stored_agent["id"])
@@ -239,7 +254,7 @@ async def test_runs_over_http_with_real_calls(shared_agent, start_controller, db
         async with http.get(f"/agent-eval/runs/{run_id}") as response:
             yappr = await _json(response)
         assert (yappr["id"], yappr["status"], yappr["pass_fail"]) == (run_id, "completed", True)
-        assert yappr["termination_reason"] == "agent_ended"
+        assert yappr["termination_reason"] == "persona_goodbye"
 
         # The recording plays and seeks in a browser: WAV, byte ranges.
         async with http.get(

@@ -65,7 +65,10 @@ async def test_bench_cli_measures_the_bundled_oracle_over_sip(tmp_path: Path) ->
     assert "oracle err" in stdout.decode()
 
 
-@pytest.mark.parametrize("channel", ["twilio-ws", "webrtc"])
+# WebRTC here; a bench's oracle over twilio-ws is the quiet level of the starved test
+# below, and the lean caller's listening and the batch transcription do not depend on
+# the channel.
+@pytest.mark.parametrize("channel", ["webrtc"])
 async def test_bench_on_media_streams_and_webrtc(channel: str, start_agent, tmp_path: Path) -> None:
     agent = start_agent("--light", "--no-stt", "--reply-delay-ms", str(DELAY_MS), channel=channel)
     # A goal line makes the lean caller listen live (its brain must understand the agent).
@@ -141,7 +144,9 @@ async def test_a_starved_harness_marks_its_measurements_degraded(
     assert quiet.completed == starved.completed == 1
     # Unstarved: nothing degraded, and the oracle holds.
     assert not quiet.degraded and quiet.degraded_turns == 0
-    assert quiet.oracle_error_ms is not None and (quiet.oracle_error_ms.max or 99) < ORACLE_BOUND_MS
+    # (An error of 0.0 ms, which a twilio-ws level measured once, is within the bound.)
+    assert quiet.oracle_error_ms is not None and quiet.oracle_error_ms.max is not None
+    assert quiet.oracle_error_ms.max < ORACLE_BOUND_MS
     # Starved: the loop ran late, and the bench saw it.
     assert starved.loop_lag_ms_p99 is not None
     assert starved.loop_lag_ms_p99 > config.lag_bound_ms

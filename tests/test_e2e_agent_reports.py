@@ -3,7 +3,8 @@ reports its flow, and the run judges both, without moving a reply by a milliseco
 
 The agent is ``loopcall agent`` in its own process (pipecat SmallWebRTC); the tools URL
 and the event webhook are ``loopcall run``'s loopback server (``serve_ingest``), handed
-to the agent in the offer's ``request_data``.
+to the agent in the offer's ``request_data``; its spans go to an OTLP/HTTP
+``/v1/traces`` route on loopback, as ``loopcall demo`` wires them.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from pathlib import Path
 import pytest
 from dental import EXAMPLES, booking_case
 from fake_openai import FakeOpenAI
+from fastapi import FastAPI, Request
 from pydantic import SecretStr
+from traced_bot import serve_app
 
 from harness.cases import load_cases
 from harness.ingest import RunInbox, serve_ingest
+from harness.ingest.otel import ALL_RUNS, UNTRACED, TraceDesk, traces_router
 from harness.models import Case
 from harness.orchestrator import EchoCalibrator, RunOptions, run_case
 from harness.scoring import Judge
@@ -69,13 +73,26 @@ async def judge(http_stub) -> tuple[Judge, FakeOpenAI]:
     return Judge(config), fake
 
 
+async def _anyone(_request: Request) -> str:
+    return ALL_RUNS  # loopback: what `loopcall run` serves
+
+
 async def test_the_reference_agent_books_through_its_tools_url(
     start_agent, tmp_path: Path, judge: tuple[Judge, FakeOpenAI]
 ) -> None:
-    agent = start_agent("--reply-delay-ms", str(DELAY_MS))
+    desk = TraceDesk()
+    otlp = FastAPI(telemetry=UNTRACED)
+    otlp.include_router(traces_router(desk.accept, _anyone))
     store = RunStore(tmp_path / "runs")
     opened: list[RunInbox] = []
-    async with serve_ingest() as ingest, EchoCalibrator() as calibrator:
+    async with (
+        serve_app(otlp) as otlp_at,
+        serve_ingest() as ingest,
+        EchoCalibrator() as calibrator,
+    ):
+        # The agent exports its spans to loopcall, as `loopcall demo` starts it.
+        endpoint = f"http://{otlp_at}/v1/traces"
+        agent = start_agent("--reply-delay-ms", str(DELAY_MS), "--otlp-endpoint", endpoint)
         open_inbox = ingest.inboxes.open
 
         def spy(run_id: str, case: Case) -> RunInbox:
@@ -83,7 +100,13 @@ async def test_the_reference_agent_books_through_its_tools_url(
             return opened[-1]
 
         ingest.inboxes.open = spy  # type: ignore[method-assign]
-        options = RunOptions(inboxes=ingest.inboxes, agent_base_url=ingest.base_url, judge=judge[0])
+        options = RunOptions(
+            inboxes=ingest.inboxes,
+            agent_base_url=ingest.base_url,
+            judge=judge[0],
+            traces=desk,
+            expect_traces=True,
+        )
         run = await run_case(
             _case_with_tools(), agent.target, store, options=options, calibrator=calibrator
         )
@@ -171,3 +194,20 @@ async def test_the_reference_agent_books_through_its_tools_url(
     text = "".join(path.read_text() for path in stored)
     assert inbox.token not in text and "/tools/[redacted]" in text
     assert ingest.inboxes.get(run.id) is None
+    # Its own account joined the run (its spans, refagent/tracing.py): every reply's
+    # delay as it kept it (the oracle's 400 ms), beside the latency heard; what is
+    # left is the transport (the calibration's round trip, within the 5 ms above).
+    assert desk.dropped == 0
+    for turn in agent_turns:
+        timing = turn.agent_timing
+        assert timing is not None and timing.framework == "pipecat", turn
+        assert timing.tts_ttfb_ms == 0.0 and timing.first_audio_at_ms is not None
+    for turn in agent_turns[1:]:
+        timing = turn.agent_timing
+        assert timing is not None and timing.accounted_ms is not None
+        # The agent's own log holds its gaps within 10 ms of D (test_e2e_webrtc.py);
+        # the spans carry the same two instants.
+        assert turn.degraded or abs(timing.accounted_ms - DELAY_MS) <= 10, timing
+        # heard = D + rtt within 5 ms (above), accounted = D within 10 ms: so 15 ms.
+        assert timing.unaccounted_ms is not None
+        assert turn.degraded or abs(timing.unaccounted_ms - rtt) <= 15, (timing, rtt)

@@ -13,7 +13,7 @@ from typing import Any
 
 from harness.cases import LoadedCases
 from harness.cli.common import EXAMPLES, console, err, load_or_say, settings_or_say
-from harness.cli.processes import start_agent_process
+from harness.cli.processes import free_port, start_agent_process
 from harness.cli.run import run_suite
 
 __all__ = ["add_parser", "execute"]
@@ -42,6 +42,7 @@ def add_parser(sub: Any) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
+    from harness.ingest.otel import TraceDesk
     from harness.orchestrator import RunOptions
     from harness.pricing import prices_at
     from harness.scoring import make_judge
@@ -49,8 +50,15 @@ def execute(args: argparse.Namespace) -> int:
     loaded = load_or_say(args.suite)
     if loaded is None:
         return 2
+    settings = settings_or_say()
+    if settings is None:
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    # The agent sends its account of each reply to this command's /v1/traces (beside
+    # the latency heard, per turn; docs/tracing.md).
+    otel_port = free_port()
     extra = ["--timing-log", str(args.out / "agent-timing.jsonl")]
+    extra += ["--otlp-endpoint", f"http://127.0.0.1:{otel_port}/v1/traces"]
     if args.reply_delay_ms is not None:
         extra += ["--reply-delay-ms", str(args.reply_delay_ms)]
     console.print("starting the reference agent (loading its voice and STT) ...")
@@ -62,18 +70,18 @@ def execute(args: argparse.Namespace) -> int:
         return 1
     try:
         console.print(f"reference agent ready; running '{loaded.suite_name}' against {target}")
-        settings = settings_or_say()
-        if settings is None:
-            return 2
         judge = make_judge(settings.judge_config())
         if judge is None:
             loaded = _without_rubrics(loaded)
+        options = RunOptions(
+            llm=settings.llm_config(),
+            judge=judge,
+            prices=prices_at(settings.prices),
+            traces=TraceDesk(),
+            expect_traces=True,
+        )
         return run_suite(
-            loaded,
-            target,
-            args.out,
-            1,
-            RunOptions(llm=settings.llm_config(), judge=judge, prices=prices_at(settings.prices)),
+            loaded, target, args.out, 1, options, settings=settings, otel_port=otel_port
         )
     finally:
         proc.terminate()

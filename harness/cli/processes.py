@@ -8,11 +8,20 @@ line, so the peer accepts calls when the function returns.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["start_agent_process", "start_controller_process", "stop_process"]
+__all__ = ["free_port", "start_agent_process", "start_controller_process", "stop_process"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now, for a server whose address a child must know
+    before it starts (another process may take it meanwhile: the caller says so)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def start_agent_process(
