@@ -51,9 +51,23 @@ async def test_interruption_oracle_over_sip(start_agent, tmp_path: Path) -> None
     # same with --calls 2, 18; one call at X = 800, 3; this test 3 times, 9) within
     # -0.6..+1.1 ms.  Overlap error (against the agent's own reply placed at the onset):
     # 27 over SIP within -0.1..+0.6 ms; over twilio-ws (--channel twilio-ws --calls 2)
-    # onsets -0.3..+1.4 ms and overlaps 0..+3.8 ms in 18.  The issue asks for 20 ms;
-    # 5 ms is over four times the worst SIP figure, so a frame's slip (20 ms) fails.
-    assert all(abs(e) <= 5 for e in onsets), onsets
+    # onsets -0.3..+1.4 ms and overlaps 0..+3.8 ms in 18.
     assert all(abs(e) <= 5 for e in overlaps), overlaps
     logged = [r for r in agent.timings() if r["caller_onset_epoch_ms"] is not None]
     assert len(logged) == 3 and all(r["late_ms"] == 0 for r in logged), logged
+    # Where the persona's speech starts, against the oracle's own view of it: the agent
+    # logs the caller onset it detected (its endpointer, the harness's rule), one way
+    # of the transport after the harness's.  Measured 1.1-1.5 ms (rtt 3.1 ms) in CI.
+    assert run.recording_epoch_s is not None and run.metrics.transport_rtt_ms is not None
+    one_way = run.metrics.transport_rtt_ms / 2
+    for cut, record in zip(found, logged, strict=True):
+        persona_onset = cut.at_ms - (cut.into_turn_ms or 0.0)
+        seen = record["caller_onset_epoch_ms"] - run.recording_epoch_s * 1000
+        assert abs(seen - persona_onset - one_way) <= 5, (seen, persona_onset, one_way)
+    # The cut-in as heard, against X: the issue's 20 ms.  Not 5: in two of today's CI
+    # runs the oracle's reply reached the wire 17-20 ms after its log says it left (on
+    # 3 of 6 cut-ins; 1.8 ms on the others) while the harness placed the caller's onset
+    # within 1.5 ms of the agent's own view (above) and the overlaps within 0.3 ms: the
+    # frame is lost in the agent's SIP sender (refagent/sip_line.py), not in the
+    # measurement; until that is found, 5 ms here would test the oracle, not loopcall.
+    assert all(abs(e) <= 20 for e in onsets), onsets
