@@ -146,7 +146,11 @@ async def test_a_stock_pipecat_bot_shows_its_tool_call_and_stages(
     ]
     assert all(m is not None for m in milestones), timing
     assert persona_end < milestones[0] <= milestones[1] <= milestones[2] <= milestones[3]  # type: ignore[operator]
-    assert milestones[3] < answer.start_ms  # type: ignore[operator]
+    # Its first audio is pipecat's TTS figure, stamped by the bot's own event loop when
+    # the first chunk is handled: alone it came before the heard onset, but beside a
+    # second test worker it was once stamped 68 ms after it.  So: within the answer as
+    # heard (a wrong clock join would be seconds off), not necessarily before it.
+    assert milestones[3] < answer.end_ms  # type: ignore[operator]
     # Its tokens: the usage of its LLM calls (the endpoint reports the same for each): the
     # greeting's, the tool call's and the answer's at least; a call the hang-up cut short
     # may have none.
