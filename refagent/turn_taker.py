@@ -254,13 +254,14 @@ class TurnLogic:
         self._turn += 1
 
         def on_onset(t: float) -> None:
-            self.trace.reply(reply.turn, reply.caller_offset_epoch_ms, self._epoch_ms(t))
             self._spawn(self._log(reply, self._epoch_ms(t)))
 
         self.tape.lay(Clip(start, audio, lead=lead, on_onset=on_onset))
         return reply
 
     async def _log(self, reply: _Reply, onset_epoch_ms: float) -> None:
+        # Off the frame path (this task, not the tape's onset callback): its spans first.
+        self.trace.reply(reply.turn, reply.caller_offset_epoch_ms, onset_epoch_ms)
         heard: str | None = None
         if reply.caller_audio is not None and self._transcriber is not None:
             try:

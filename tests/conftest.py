@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from harness.cli.processes import start_agent_process, start_controller_process
+from harness.cli.processes import start_agent_process, start_controller_process, stop_process
 from harness.db import create_engine, migrate
 from harness.db.keys import KeyRepository
 
@@ -132,11 +132,7 @@ def _session_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Ag
     holder: list[AgentProcess] = []
     yield holder
     for agent in holder:
-        agent.process.terminate()
-        try:
-            agent.process.wait(10)
-        except subprocess.TimeoutExpired:
-            agent.process.kill()
+        stop_process(agent.process, 10)
 
 
 @pytest.fixture
@@ -175,11 +171,7 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
 
     yield start
     for agent in started:
-        agent.process.terminate()
-        try:
-            agent.process.wait(10)
-        except subprocess.TimeoutExpired:
-            agent.process.kill()
+        stop_process(agent.process, 10)
 
 
 @dataclass
@@ -193,12 +185,7 @@ class Controller:
 
     def stop(self) -> None:
         """SIGTERM (it stores what it was doing), then SIGKILL if it hangs."""
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 15)
 
 
 def create_key(db_url: str, name: str) -> str:
@@ -238,11 +225,7 @@ def start_controller(tmp_path: Path) -> Iterator[Callable[..., Controller]]:
 
     yield start
     for controller in started:
-        controller.process.terminate()
-        try:
-            controller.process.wait(15)
-        except subprocess.TimeoutExpired:
-            controller.process.kill()
+        stop_process(controller.process, 15)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
