@@ -85,6 +85,7 @@ class MediaStreamLeg:
         headers: Mapping[str, str] | None = None,
         sample_rate: int = 16_000,
         egress: EgressPolicy | None = None,
+        adaptive_playout: bool = False,
     ) -> None:
         if sample_rate not in (8000, 16_000):
             raise ValueError(f"a media stream leg carries 8000 or 16000 Hz, not {sample_rate}")
@@ -97,8 +98,6 @@ class MediaStreamLeg:
         self._next_frame = next_frame
         self._on_sent = on_sent
         self._wire_up = Upsampler()
-        self._fed = bytearray()
-        self._fed_ready = asyncio.Event()
         self._on_end = on_end
         self._custom = {k: str(v) for k, v in (custom_parameters or {}).items()}
         self._headers = dict(headers or {})
@@ -106,13 +105,17 @@ class MediaStreamLeg:
         self._pump_handle: int | None = None
         self._sequence = 0
         self._chunk = 0
+        self._sent_samples = 0
         self._down = Downsampler()
         self._up = Upsampler()
         self._tasks: set[asyncio.Task[None]] = set()
         self._ended = False
         self.marks_echoed: list[str] = []
         self.clears = 0
-        self.playout = Playout(sample_rate, on_audio, self._echo_mark)
+        # ``adaptive_playout``: a bridge's leg, whose playout is a carrier's jitter buffer
+        # between two real-time senders (``Playout``'s ``adaptive``).
+        self.playout = Playout(sample_rate, on_audio, self._echo_mark, adaptive=adaptive_playout)
+        self._adaptive = adaptive_playout
 
     # ------------------------------------------------------------------ messages
 
@@ -171,8 +174,10 @@ class MediaStreamLeg:
         self._ws.send_text(json.dumps(connected))
         self._ws.send_text(self._start_message())
         self.playout.begin()
-        if self._next_frame is None:
-            self._spawn(self._feed_loop())
+        if self._adaptive:
+            # A bridge's line plays each queued frame at its time, not at the next
+            # tick of the shared pump (up to 20 ms later, forwarded that much late).
+            self._spawn(self.playout.run())
         # As the carrier, loopcall's own hiccups are caught up at once (the pump runs
         # missed ticks back to back, up to a real gap): the agent's stream clock then
         # stays true, and the taps record when each frame really left.
@@ -204,9 +209,19 @@ class MediaStreamLeg:
     # ---------------------------------------------------------------------- media
 
     def feed(self, pcm16: bytes) -> None:
-        """Send ``pcm16`` now, in 20 ms frames (a leg without a clock of its own: a bridge)."""
-        self._fed.extend(pcm16)
-        self._fed_ready.set()
+        """Send ``pcm16`` now (a leg without a clock of its own: a bridge's).
+
+        It leaves as it was delivered, in messages of at most 20 ms: the far leg's
+        playout delivers 20 ms frames, and where its line resumes after a pause, the
+        silence that stood in before it as a shorter chunk.  Regrouping into whole
+        frames would send that silence together with the next audio, late by up to
+        a frame, and the receiver, which dates a message's first sample by its
+        arrival, would hear everything after it that much later.
+        """
+        step = 2 * self.sample_rate * FRAME_MS // 1000
+        for i in range(0, len(pcm16), step):
+            if not self._send_frame(pcm16[i : i + step]):
+                return
 
     def _on_tick(self, _due: float) -> None:
         """Each tick of the media pump: play what is due, send one frame (with a clock)."""
@@ -218,18 +233,6 @@ class MediaStreamLeg:
         if self._pump_handle is not None:
             media_pump().remove(self._pump_handle)
             self._pump_handle = None
-
-    async def _feed_loop(self) -> None:
-        """Send fed audio as soon as a whole frame of it is there."""
-        step = 2 * self.sample_rate * FRAME_MS // 1000
-        while True:
-            await self._fed_ready.wait()
-            self._fed_ready.clear()
-            while len(self._fed) >= step:
-                frame = bytes(self._fed[:step])
-                del self._fed[:step]
-                if not self._send_frame(frame):
-                    return
 
     def _send_frame(self, pcm16: bytes) -> bool:
         ws = self._ws
@@ -248,12 +251,15 @@ class MediaStreamLeg:
             self._on_sent(line, time.monotonic())
         self._sequence += 1
         chunk, self._chunk = self._chunk, self._chunk + 1
+        # The stream's time at this chunk's first sample (ms), as Twilio's timestamp.
+        stamp_ms = self._sent_samples * 1000 // self.sample_rate
+        self._sent_samples += len(pcm16) // 2
         # Twilio's media message, written out (json.dumps per frame is a cost at load);
         # every value is a decimal number, a SID or base64, none needs escaping.
         text = (
             f'{{"event":"media","sequenceNumber":"{self._sequence}",'
             f'"streamSid":"{self.ids.stream_sid}","media":{{"track":"inbound",'
-            f'"chunk":"{chunk + 1}","timestamp":"{chunk * FRAME_MS}","payload":"{payload}"}}}}'
+            f'"chunk":"{chunk + 1}","timestamp":"{stamp_ms}","payload":"{payload}"}}}}'
         )
         return ws.send_text(text)
 

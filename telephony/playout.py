@@ -15,9 +15,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+import numpy as np
+
+from audio.edges import DEFAULT_THRESHOLD_DBFS, threshold_amplitude
 from telephony.frame_clock import FRAME_MS
 
-__all__ = ["ACTIVE_GAP_S", "ON_TIME_S", "Playout"]
+__all__ = ["ACTIVE_GAP_S", "JITTER_BACKLOG_S", "ON_TIME_S", "Playout"]
 
 # A chunk arriving at most this much before the previous one has played is on time
 # (sender jitter), not a burst ahead of real time.
@@ -25,6 +28,12 @@ ON_TIME_S = 0.010
 # A gap in the sender's audio shorter than this is a hiccup mid-stream (the audio
 # is late), not a pause between utterances.
 ACTIVE_GAP_S = 0.060
+# An adaptive playout shrinks a backlog up to this long in silence: what a real-time
+# sender's jitter leaves behind (a late frame, then two at once), not a sender ahead
+# of real time on purpose (a Twilio agent's burst), whose audio plays as sent.
+JITTER_BACKLOG_S = 0.060
+# A frame whose every sample is below the speech threshold is silence for this rule.
+_SILENT_PEAK = threshold_amplitude(DEFAULT_THRESHOLD_DBFS)
 
 
 class Playout:
@@ -51,6 +60,7 @@ class Playout:
         on_mark: Callable[[str], None] | None = None,
         *,
         drop_stale: bool = False,
+        adaptive: bool = False,
     ) -> None:
         self._rate = sample_rate
         # A real-time sender's burst (an RTP peer catching up after a stall) is stale:
@@ -58,6 +68,15 @@ class Playout:
         # buffer drops late packets, instead of delaying everything after it.  Off for
         # Twilio agents, which legitimately send faster than real time.
         self._drop_stale = drop_stale
+        # ``adaptive``: a carrier's jitter buffer between two real-time clocks (the
+        # emulator's bridge).  Without it, each late frame from a real-time sender
+        # shifts the line by its lateness for good (the frames after it queue behind),
+        # so the delay only ratchets up: 25-50 ms per direction measured on one call.
+        # With it, a small backlog is cut from silent frames that arrive at real-time
+        # pace, as adaptive jitter buffers shrink their delay between words.
+        self._adaptive = adaptive
+        self._last_arrival: float | None = None
+        self.shrunk_s = 0.0  # silence cut to shrink a backlog (not audio lost)
         self._played_until: float | None = None  # end of the audio already delivered
         self._sink = deliver
         self._on_mark = on_mark
@@ -98,10 +117,14 @@ class Playout:
         """Audio from the agent, split into 20 ms frames that play one after another."""
         now = time.monotonic() if now is None else now
         step = 2 * self._rate * FRAME_MS // 1000
+        # Paced: this chunk came at least half a frame after the previous one, as a
+        # real-time sender's do; the frames of one chunk, or of a burst, are not.
+        paced = self._last_arrival is not None and now - self._last_arrival >= self._frame_s / 2
+        self._last_arrival = now
         for i in range(0, len(pcm), step):
-            self._push_frame(pcm[i : i + step], now)
+            self._push_frame(pcm[i : i + step], now, paced=paced and i == 0)
 
-    def _push_frame(self, pcm: bytes, now: float) -> None:
+    def _push_frame(self, pcm: bytes, now: float, *, paced: bool = False) -> None:
         jitter = False
         if not self._queue and self._last_voice is not None and now > self._last_voice:
             # The sender resumes after a gap: a short one was a hiccup mid-stream, whose
@@ -143,6 +166,10 @@ class Playout:
             pcm = pcm[2 * cut :]
             if not pcm:
                 return
+        if early and paced and self._adaptive and cursor is not None:
+            pcm = self._shrink(pcm, cursor - now)
+            if not pcm:
+                return
         if not self._queue and not early:
             # On time (within the sender's jitter): it plays as it arrives, stamped with
             # its arrival, so the recorder can take jitter out of the stream's timing.
@@ -158,6 +185,17 @@ class Playout:
         self._cursor = start + self._seconds(pcm)
         self._last_voice = self._cursor
         self._wake.set()
+
+    def _shrink(self, pcm: bytes, backlog: float) -> bytes:
+        """Cut up to ``backlog`` seconds from a silent frame (an adaptive jitter buffer)."""
+        if backlog > JITTER_BACKLOG_S:
+            return pcm
+        samples = np.frombuffer(pcm, dtype=np.int16)
+        if samples.size == 0 or int(np.abs(samples.astype(np.int32)).max()) > _SILENT_PEAK:
+            return pcm
+        cut = min(samples.size, int(round(backlog * self._rate)))
+        self.shrunk_s += cut / self._rate
+        return pcm[2 * cut :]
 
     def mark(self, name: str, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now

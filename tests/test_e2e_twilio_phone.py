@@ -177,10 +177,16 @@ async def test_outbound_tel_call_reaches_the_agent_behind_the_emulator(
     assert len(replies) == 3
     errors = [t.latency_ms - DELAY_MS - rtt for t in replies]  # type: ignore[operator]
     print(f"tel: through the emulator, oracle errors {errors} (rtt {rtt} ms)")
-    # The emulator is a carrier between two 20 ms media clocks: each direction waits
-    # for the far leg's next frame and may hold up to two frames (its jitter buffer),
-    # at most 80 ms for the round trip, which the twilio-ws calibration cannot see.
+    # The emulator forwards what plays as it plays, so its share is the two websocket
+    # hops the twilio-ws calibration does not cross (one more each way, ~3.5 ms) plus
+    # what a sender's catch-up burst queues at a carrier that plays at real time:
+    # 4.9-10.8 ms over 12 traced turns, 4-7 ms typical (was 33-88 ms, a standing
+    # queue that ratcheted up with each late frame and a re-framing hold).  Per turn:
+    # a burst queues at most the senders' catch-up limits (loopcall's gateway 30 ms,
+    # the agent 40 ms), so 85 ms is the most the round trip can hold; the median
+    # turn must show no standing delay at all.
     assert all(-5 <= e <= 85 for e in errors), errors
+    assert sorted(errors)[1] <= rtt + 12, errors
 
 
 async def test_inbound_call_from_the_agent_is_answered_by_the_persona(

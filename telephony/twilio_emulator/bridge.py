@@ -34,7 +34,9 @@ async def bridge(
     Each leg plays what its agent sends at real-time pace (``Playout``: bursts
     wait their turn, silence fills the pauses), and whatever plays is sent on
     to the other leg at once, as 20 ms frames: one carrier clock per direction,
-    so the bridge adds no buffering of its own.
+    so the bridge adds no buffering of its own.  Each playout is adaptive, as a
+    carrier's jitter buffer is: the backlog a sender's jitter leaves (a late
+    frame, then two at once) is cut from its next silence, not kept for the call.
     """
     legs: dict[str, MediaStreamLeg] = {}
     bridged = False
@@ -60,6 +62,7 @@ async def bridge(
             on_end=ended,
             custom_parameters=spec.parameters,
             headers={"X-Twilio-Signature": webhooks.signature(spec.url, {})},
+            adaptive_playout=True,
         )
         legs[side] = leg
         return leg
