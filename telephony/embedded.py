@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
 import uvicorn
 
+from runtime.sockets import tcp_listener
 from runtime.tasks import spawn
 
 __all__ = ["EmbeddedServer", "serve_embedded"]
@@ -43,8 +43,7 @@ class EmbeddedServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         if self._server is None:
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.create_server((host, port), family=family)
+            sock = tcp_listener(host, port)
             self.port = int(sock.getsockname()[1])
             config = uvicorn.Config(self.app, log_level="warning", lifespan=self.lifespan)
             self._server = _Server(config)

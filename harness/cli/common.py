@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from harness.cases import CaseFileError, LoadedCases, load_cases
+from runtime.sockets import tcp_listener
 
 if TYPE_CHECKING:
     from harness.settings import Settings
@@ -80,14 +81,8 @@ def twilio_account_or_say(settings: Settings) -> TwilioAccount | None:
 
 def listen_or_say(host: str, port: int) -> socket.socket | None:
     """A listening socket, or None after saying why it could not be had."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        return tcp_listener(host, port)
     except OSError as exc:
         err.print(f"[red]error:[/red] cannot listen on {host}:{port}: {exc.strerror}")
-        sock.close()
         return None
-    sock.listen(512)
-    return sock
