@@ -42,7 +42,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
 from audio.speech import get_transcriber, get_voice
-from personas.brains import Brain, BrainError, Reply, ScriptedBrain
+from personas.brains import Brain, BrainError, Reply, ScriptedBrain, needs_live_stt
 from personas.services import OfflineSTTService, OfflineTTSService
 from personas.spec import CallerCase
 from personas.transport import CallTransport
@@ -86,8 +86,13 @@ class PersonaTurns(FrameProcessor):
         on_finished: asyncio.Future[FinishReason],
         on_event: EventFn | None = None,
         press: Callable[[str], Awaitable[None]] | None = None,
+        listens: bool = True,
     ) -> None:
         super().__init__()
+        # Whether the next line depends on the agent's words (``needs_live_stt``): if
+        # not, the persona answers after its gap without waiting for the transcript
+        # (which still comes, for the timeline, a second or more later).
+        self._listens = listens
         self._press_key = press
         self._on_event = on_event or (lambda _kind, _detail: None)
         self._brain = brain
@@ -157,7 +162,7 @@ class PersonaTurns(FrameProcessor):
         stopped = self._heard.stopped_at or time.monotonic()
         await asyncio.sleep(max(0.0, stopped + self._gap - time.monotonic()))
         # Wait (bounded) for the words of the segment the VAD just closed.
-        deadline = time.monotonic() + TRANSCRIPT_WAIT_S
+        deadline = time.monotonic() + (TRANSCRIPT_WAIT_S if self._listens else 0.0)
         while self._heard.pending_segments > 0 and time.monotonic() < deadline:
             self._transcribed.clear()
             with contextlib.suppress(TimeoutError):
@@ -234,13 +239,15 @@ class PersonaBot:
         self.call = call
         loop = asyncio.get_running_loop()
         self.finished: asyncio.Future[FinishReason] = loop.create_future()
+        brain = brain or ScriptedBrain.for_case(case, on_event=on_event)
         self.turns = PersonaTurns(
-            brain or ScriptedBrain.for_case(case, on_event=on_event),
+            brain,
             response_gap_s=case.response_gap_ms / 1000.0,
             wait_for_greeting_s=case.wait_for_greeting_s,
             on_finished=self.finished,
             on_event=on_event,
             press=call.send_dtmf,
+            listens=needs_live_stt(case, brain),
         )
         transport = CallTransport(call)
         voice = get_voice(case.persona.voice)

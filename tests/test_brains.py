@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.models import Case, Persona, ScriptLine
-from personas.brains import Reply, ScriptedBrain
+from personas.brains import Reply, ScriptedBrain, needs_live_stt
 
 GOODBYE = "Thanks, bye."
 
@@ -112,3 +112,15 @@ def test_turns_taken_counts_each_persona_turn_once() -> None:
 async def test_next_reply_is_the_async_face_of_next_line() -> None:
     b = brain("one")
     assert (await b.next_reply("hello")).text == "one"
+
+
+def test_only_a_persona_that_must_understand_the_agent_waits_for_its_words() -> None:
+    """A plain script answers after its gap; goal lines and an LLM wait for the transcript."""
+    plain = Case(name="c", persona=Persona(name="p"), script=["hello", "bye"])  # type: ignore[list-item]
+    goals = plain.model_copy(update={"script": [ScriptLine(say="goal", when="why")]})
+    llm = plain.model_copy(update={"brain": "llm"})
+    assert not needs_live_stt(plain)
+    assert needs_live_stt(goals)
+    assert needs_live_stt(llm)
+    assert needs_live_stt(plain, brain=object())  # type: ignore[arg-type]
+    assert not needs_live_stt(plain, brain=ScriptedBrain.for_case(plain))
