@@ -12,9 +12,9 @@ what the peer did.
 from __future__ import annotations
 
 import asyncio
+import wave
 from pathlib import Path
 
-import jiwer
 import numpy as np
 import pytest
 from dental import normalise
@@ -27,9 +27,11 @@ from sip_peer_procs import (
 )
 
 from audio.edges import detect_speech
+from audio.g711 import ulaw_decode, ulaw_encode
+from audio.resample import Upsampler
 from harness.models import Case, Run
 from harness.orchestrator import RunOptions, run_case
-from harness.recording import Recorder
+from harness.recording import Recorder, Recording
 from harness.store import RunStore
 from telephony import Call, CallSetup, ConnectError, open_call, parse_target
 from telephony.credentials import SipCredentials
@@ -124,14 +126,66 @@ async def test_sipp_playing_a_recording_is_heard_and_gets_the_run_id(tmp_path: P
         assert await sipp.wait(30) == 0, sipp.describe()
         invite = sipp.messages()
     assert run.status == "completed", run.error
-    heard = " ".join(t.text for t in run.turns if t.role == "agent")
-    # Heard, not word-perfect: flite's voice at 8 kHz through G.711 is hard on Whisper
-    # (tiny).  Seen: the exact line in most runs, and "Thank you for calling bright my
-    # old mental. How can I help?" (WER 0.3) once alone and once beside two CPU hogs.
-    # 0.4 allows that and fails on audio that did not arrive or arrived garbled.
-    error = jiwer.wer(normalise(SIPP_LINE), normalise(heard))
-    assert error <= 0.4 and "thank you for calling" in normalise(heard), (error, heard)
+    assert run.recording is not None
+    heard_audio = Recording.read_wav(Path(run.recording)).agent
+    fidelity = _fidelity(heard_audio, _on_the_line(wav))
+    print(f"SIPp's recording as heard: {fidelity:.0%} of its voiced windows intact")
+    # Arrived as played: the recording's agent side holds the line SIPp played, as
+    # G.711 carries it, window by window (see ``_fidelity``).  Measured over 6 runs:
+    # 60, 91, 94, 94, 100, 100 % of the voiced windows sample-exact, with no RTP lost
+    # or dropped; the rest carry loopcall's zero-buffer playout's concealment of
+    # SIPp's sender jitter (silence for a late packet), which is how a phone without a
+    # jitter buffer would play it.  Half is below every run seen; audio that did not
+    # arrive, or arrived garbled, has none.
+    assert fidelity >= 0.5, fidelity
+    # And understood: Whisper (tiny) on flite's voice at 8 kHz through G.711 gets the
+    # opening words every time but not the name ("bright my old mental", "right to my
+    # old candle", both in runs with windows concealed), so the words are checked
+    # where they are reliable.
+    heard = normalise(" ".join(t.text for t in run.turns if t.role == "agent"))
+    assert "thank you for calling" in heard and "how can i help" in heard, heard
     assert f"X-Loopcall-Run-Id: {run.id}" in invite
+
+
+def _on_the_line(wav: Path) -> np.ndarray:
+    """The 8 kHz WAV SIPp plays, as loopcall hears it: mu-law coded, decoded to 16 kHz."""
+    with wave.open(str(wav), "rb") as fh:
+        pcm = fh.readframes(fh.getnframes())
+    line = Upsampler().process(ulaw_decode(ulaw_encode(pcm)))
+    return np.frombuffer(line, dtype=np.int16)
+
+
+def _fidelity(heard: np.ndarray, sent: np.ndarray, window_ms: int = 100) -> float:
+    """The share of ``sent``'s voiced 100 ms windows found in ``heard`` nearly as they are.
+
+    Each window is looked for near where the whole line lies in ``heard`` (a playout
+    may shift the audio by a few ms mid-stream), by normalised cross-correlation; one
+    is found when its best correlation is at least 0.9.
+    """
+    h, x = heard.astype(np.float64), sent.astype(np.float64)
+    start = int(np.argmax(_xcorr(h, x))) if h.size >= x.size else 0
+    n, slack = window_ms * 16, 40 * 16
+    voiced = found = 0
+    for at in range(0, x.size - n + 1, n):
+        piece = x[at : at + n]
+        if np.abs(piece).max() < 1000:
+            continue
+        voiced += 1
+        lo = max(0, start + at - slack)
+        region = h[lo : start + at + n + slack]
+        if region.size >= n and _xcorr(region, piece).max() >= 0.9:
+            found += 1
+    return found / voiced if voiced else 0.0
+
+
+def _xcorr(h: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Normalised cross-correlation of ``x`` at every offset within ``h`` (1.0: identical)."""
+    size = 1 << (h.size + x.size - 1).bit_length()
+    xc = np.fft.irfft(np.fft.rfft(h, size) * np.conj(np.fft.rfft(x, size)), size)
+    xc = xc[: h.size - x.size + 1]
+    energy = np.concatenate(([0.0], np.cumsum(h * h)))
+    window = energy[x.size :] - energy[: -x.size]
+    return np.asarray(xc / (np.sqrt(np.maximum(window, 0.0) * float(x @ x)) + 1e-9))
 
 
 # --------------------------------------------------------------------- bad input
