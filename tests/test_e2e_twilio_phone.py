@@ -180,8 +180,8 @@ async def test_outbound_tel_call_reaches_the_agent_behind_the_emulator(
     # The emulator forwards what plays as it plays, so its share is the two websocket
     # hops the twilio-ws calibration does not cross (one more each way, ~3.5 ms) plus
     # what a sender's catch-up burst queues at a carrier that plays at real time:
-    # 4.9-10.8 ms over 12 traced turns, 4-7 ms typical (was 33-88 ms, a standing
-    # queue that ratcheted up with each late frame and a re-framing hold).  Per turn:
+    # 3.9-5.3 ms over 9 traced turns (was 33-88 ms: a standing queue that ratcheted
+    # up with each late frame, a re-framing hold, and Nagle on loopcall's servers).  Per turn:
     # a burst queues at most the senders' catch-up limits (loopcall's gateway 30 ms,
     # the agent 40 ms), so 85 ms is the most the round trip can hold; the median
     # turn must show no standing delay at all.
