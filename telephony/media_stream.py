@@ -178,10 +178,11 @@ class MediaStreamLeg:
             # A bridge's line plays each queued frame at its time, not at the next
             # tick of the shared pump (up to 20 ms later, forwarded that much late).
             self._spawn(self.playout.run())
-        # As the carrier, loopcall's own hiccups are caught up at once (the pump runs
-        # missed ticks back to back, up to a real gap): the agent's stream clock then
-        # stays true, and the taps record when each frame really left.
-        self._pump_handle = media_pump().add(self._on_tick)
+        if self._next_frame is not None or not self._adaptive:
+            # As the carrier, loopcall's own hiccups are caught up at once (the pump
+            # runs missed ticks back to back, up to a real gap): the agent's stream
+            # clock then stays true, and the taps record when each frame really left.
+            self._pump_handle = media_pump().add(self._on_tick)
 
     async def close(self, *, send_stop: bool = True) -> None:
         """Send ``stop`` (the caller hung up) and close the websocket."""
@@ -225,7 +226,8 @@ class MediaStreamLeg:
 
     def _on_tick(self, _due: float) -> None:
         """Each tick of the media pump: play what is due, send one frame (with a clock)."""
-        self.playout.step(time.monotonic())
+        if not self._adaptive:  # an adaptive line plays on its own (``Playout.run``)
+            self.playout.step(time.monotonic())
         if self._next_frame is not None and not self._send_frame(self._next_frame()):
             self._stop_pump()
 
